@@ -1,0 +1,58 @@
+"""The app factory: the one place the app is assembled."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from quart import Quart
+from quart_schema import QuartSchema
+
+from slyker import csrf, database
+from slyker.blueprints import health
+from slyker.cors import CORSSafetyNet, init_cors
+from slyker.errors import register_error_handlers
+from slyker.redis_client import init_redis
+from slyker.request_id import RequestIDMiddleware, configure_logging
+from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
+from slyker.settings import load_settings
+from slyker.wrappers import APIRequest
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
+    """Build the slyker app: settings → database → CORS → error handlers → blueprints.
+
+    ``overrides`` take the same names as the environment variables (``{"DEBUG": True}``)
+    and win over them; tests use it instead of touching ``os.environ``.
+    """
+    settings = load_settings(overrides=overrides)
+    configure_logging(settings.log_level)
+
+    app = Quart("slyker")
+    app.request_class = APIRequest
+    app.config.update(
+        DEBUG=settings.debug,
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        JSON_SORT_KEYS=False,
+    )
+    for name in ("TESTING", "PROPAGATE_EXCEPTIONS"):
+        if overrides and name in overrides:
+            app.config[name] = overrides[name]
+    app.extensions[SETTINGS_KEY] = settings
+
+    database.init_database(app, settings)
+    init_redis(app, settings.redis_url)
+
+    cors_config = init_cors(app, settings)  # its preflight hook must be the first before_request
+    app.before_request(csrf.check_request_origin)
+    register_error_handlers(app)
+    QuartSchema(app, info={"title": "slyker API", "version": "1.0"})
+
+    app.register_blueprint(health.blueprint)
+
+    # Outermost last: the request id wraps the CORS safety net, which wraps everything else.
+    app.asgi_app = database.DatabaseContextMiddleware(app.asgi_app, app)  # type: ignore[method-assign]
+    app.asgi_app = CORSSafetyNet(app.asgi_app, cors_config)  # type: ignore[method-assign]
+    app.asgi_app = RequestIDMiddleware(app.asgi_app)  # type: ignore[method-assign]
+    return app

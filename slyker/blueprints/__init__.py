@@ -1,0 +1,1 @@
+"""One module per blueprint; the app factory registers each one."""

@@ -1,0 +1,103 @@
+"""Tortoise ORM set-up: SQLite file by default, PostgreSQL in production (DATABASE_URL)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
+from quart import Quart
+from tortoise import connections
+from tortoise.context import TortoiseContext
+
+from slyker.settings import Settings, database_url_from_environment
+
+MODEL_MODULES = ["slyker.models", "aerich.models"]
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    return {
+        "connections": {"default": _normalise_url(database_url)},
+        "apps": {"models": {"models": MODEL_MODULES, "default_connection": "default"}},
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+def _normalise_url(url: str) -> str:
+    # Heroku-style and SQLAlchemy-style PostgreSQL URLs are common in DATABASE_URL.
+    for prefix in ("postgresql://", "postgresql+asyncpg://"):
+        if url.startswith(prefix):
+            return "postgres://" + url[len(prefix) :]
+    return url
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if url.startswith("sqlite://") and url != "sqlite://:memory:":
+        return Path(url[len("sqlite://") :])
+    return None
+
+
+def ensure_data_dir(database_url: str) -> None:
+    path = _sqlite_path(database_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+EXTENSION_KEY = "slyker.tortoise"
+
+
+def init_database(app: Quart, settings: Settings) -> None:
+    """Open the app's own Tortoise context when serving starts, close it when serving stops.
+
+    Tortoise 1.x keeps its state in a context variable; each app owns one context, which
+    :class:`DatabaseContextMiddleware` makes current for every request and WebSocket.
+    """
+
+    @app.before_serving
+    async def open_database() -> None:
+        ensure_data_dir(settings.database_url)
+        context = TortoiseContext()
+        with context:
+            await context.init(config=tortoise_config(settings.database_url))
+        app.extensions[EXTENSION_KEY] = context
+
+    @app.after_serving
+    async def close_database() -> None:
+        context = app.extensions.pop(EXTENSION_KEY, None)
+        if context is not None:
+            await context.close_connections()
+
+
+class DatabaseContextMiddleware:
+    def __init__(self, asgi_app: ASGIFramework, app: Quart) -> None:
+        self.asgi_app = asgi_app
+        self.app = app
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        context = self.app.extensions.get(EXTENSION_KEY)
+        if context is None:  # lifespan, or a request before serving started
+            await self.asgi_app(scope, receive, send)
+            return
+        with context:
+            await self.asgi_app(scope, receive, send)
+
+
+async def database_is_ready() -> bool:
+    await connections.get("default").execute_query("SELECT 1")
+    return True
+
+
+def __getattr__(name: str) -> Any:
+    """``slyker.database.TORTOISE_ORM`` for aerich, built when aerich asks for it.
+
+    Only the database URL is read, so migrations do not demand a SECRET_KEY.
+    """
+    if name == "TORTOISE_ORM":
+        url = database_url_from_environment(os.environ)
+        ensure_data_dir(url)
+        return tortoise_config(url)
+    raise AttributeError(name)

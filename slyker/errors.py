@@ -1,0 +1,164 @@
+"""The one place an error body is shaped.
+
+Every error slyker sends is JSON::
+
+    {"error": "<message for humans>", "detail": "<same>", "status": 404, "code": "not_found"}
+
+plus ``"errors": {field: [messages]}`` for validation failures. ``error`` is always a string
+(the old backend sent ``true`` and the storefront printed "true"). A 5xx body never carries
+exception text: the exception is logged with the request id instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from quart import Quart, Response, redirect, request
+from quart_schema import RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.routing import RequestRedirect
+
+log = logging.getLogger(__name__)
+
+SERVER_ERROR_MESSAGE = "Internal server error. The error has been logged; quote the X-Request-ID."
+JSON_CONTENT_TYPE = "application/json"
+# Codes a client may branch on; anything else is the status phrase in snake case.
+_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    422: "unprocessable_entity",
+    429: "rate_limited",
+    500: "server_error",
+}
+# Headers of an HTTPException that describe the error and must survive (Allow, Retry-After,
+# WWW-Authenticate); its Content-Type describes werkzeug's HTML page and must not.
+_DROPPED_EXCEPTION_HEADERS = {"content-type", "content-length"}
+
+
+class APIError(HTTPException):
+    """The one error type views raise: ``raise APIError(404, "Cart not found.")``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        errors: Mapping[str, Sequence[str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(description=message)
+        self.code = status
+        self.error_code = code
+        self.errors = dict(errors) if errors else None
+        self.extra_headers = dict(headers or {})
+
+
+def status_code_name(status: int) -> str:
+    return _CODES.get(status) or HTTP_STATUS_CODES.get(status, "error").lower().replace(" ", "_")
+
+
+def error_body(
+    status: int,
+    message: str | None = None,
+    *,
+    code: str | None = None,
+    errors: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    if not message:
+        message = HTTP_STATUS_CODES.get(status, "Error")
+    body: dict[str, Any] = {
+        "error": str(message),
+        "detail": str(message),
+        "status": status,
+        "code": code or status_code_name(status),
+    }
+    if errors:
+        body["errors"] = {field: [str(m) for m in messages] for field, messages in errors.items()}
+    return body
+
+
+def error_body_bytes(status: int, message: str | None = None) -> bytes:
+    """The body for layers below Quart (the ASGI safety net), which have no Response class."""
+    if status >= 500:
+        message = SERVER_ERROR_MESSAGE if status == 500 else HTTP_STATUS_CODES.get(status, "Error")
+    return json.dumps(error_body(status, message)).encode()
+
+
+def error_response(
+    status: int,
+    message: str | None = None,
+    *,
+    code: str | None = None,
+    errors: Mapping[str, Sequence[str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    response = Response(
+        json.dumps(error_body(status, message, code=code, errors=errors)),
+        status=status,
+        content_type=JSON_CONTENT_TYPE,
+    )
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def validation_errors(error: Exception) -> dict[str, list[str]]:
+    """``{field: [messages]}`` from a pydantic (or other) validation error."""
+    details = getattr(error, "errors", None)
+    if not callable(details):
+        return {"non_field_errors": [str(error) or "Invalid input."]}
+    fields: dict[str, list[str]] = {}
+    for item in details():
+        field = ".".join(str(part) for part in item.get("loc", ())) or "non_field_errors"
+        fields.setdefault(field, []).append(str(item.get("msg", "Invalid value.")))
+    return fields
+
+
+async def handle_validation_error(error: RequestSchemaValidationError) -> Response:
+    fields = validation_errors(error.validation_error)
+    field, messages = next(iter(fields.items()))
+    message = messages[0] if field == "non_field_errors" else f"{field}: {messages[0]}"
+    return error_response(400, message, code="invalid", errors=fields)
+
+
+async def handle_http_exception(error: HTTPException) -> Response:
+    if isinstance(error, RequestRedirect):  # strict slashes: a redirect, not an error
+        return redirect(error.new_url, error.code)  # type: ignore[return-value]
+    status = error.code or 500
+    if status >= 500 and not isinstance(error, APIError):
+        original = getattr(error, "original_exception", None)
+        if original is not None or isinstance(error, InternalServerError):
+            return error_response(status, SERVER_ERROR_MESSAGE)
+    headers = {
+        name: value
+        for name, value in error.get_headers()
+        if name.lower() not in _DROPPED_EXCEPTION_HEADERS
+    }
+    if isinstance(error, APIError):
+        headers.update(error.extra_headers)
+        return error_response(
+            status, error.description, code=error.error_code, errors=error.errors, headers=headers
+        )
+    return error_response(status, error.description, headers=headers)
+
+
+async def handle_unexpected_exception(error: Exception) -> Response:
+    log.exception(
+        "Unhandled %s on %s %s", type(error).__name__, request.method, request.path, exc_info=error
+    )
+    return error_response(500, SERVER_ERROR_MESSAGE)
+
+
+def register_error_handlers(app: Quart) -> None:
+    app.register_error_handler(RequestSchemaValidationError, handle_validation_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected_exception)

@@ -1,0 +1,1 @@
+"""Tortoise models. The foundation has none; accounts and billing add theirs here."""

@@ -1,0 +1,93 @@
+"""``X-Request-ID`` on every response, and on every log line written while serving it.
+
+The outermost ASGI layer: it runs before Quart (and before the CORS safety net), so even a
+response that no Quart code produced carries the id, and a crash can be matched to its log.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
+
+HEADER = "X-Request-ID"
+_HEADER_BYTES = HEADER.lower().encode()
+# Incoming ids are kept only when they are short and plain: they go into logs and headers.
+_SANE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+SCOPE_KEY = "slyker.request_id"
+
+current_request_id: ContextVar[str] = ContextVar("slyker_request_id", default="-")
+
+
+def request_id_from_scope(scope: Scope) -> str:
+    return scope.get(SCOPE_KEY, "-")  # type: ignore[return-value]
+
+
+class RequestIDMiddleware:
+    def __init__(self, app: ASGIFramework) -> None:
+        self.app = app
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_id(scope) or uuid.uuid4().hex
+        scope[SCOPE_KEY] = request_id  # type: ignore[literal-required]
+        token = current_request_id.set(request_id)
+
+        async def send_with_id(message: dict) -> None:  # type: ignore[type-arg]
+            if message["type"] in ("http.response.start", "websocket.http.response.start"):
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != _HEADER_BYTES
+                ]
+                headers.append((_HEADER_BYTES, request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)  # type: ignore[arg-type]
+
+        try:
+            await self.app(scope, receive, send_with_id)  # type: ignore[arg-type]
+        finally:
+            current_request_id.reset(token)
+
+
+def _incoming_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):  # type: ignore[attr-defined]
+        if name.lower() == _HEADER_BYTES and _SANE_ID.fullmatch(value):
+            return value.decode()
+    return None
+
+
+def install_log_record_factory() -> None:
+    """Give every log record a ``request_id`` attribute (``-`` outside a request)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_slyker", False):
+        return
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)  # type: ignore[arg-type]
+        record.request_id = current_request_id.get()
+        return record
+
+    factory._slyker = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr with the request id, unless the host (pytest, a server) already set up logging."""
+    install_log_record_factory()
+    logging.getLogger("slyker").setLevel(level)
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s [request_id=%(request_id)s] %(message)s"
+            )
+        )
+        root.addHandler(handler)
+        root.setLevel(level)

@@ -1,0 +1,272 @@
+"""Settings: read from the environment once, validated once, at startup.
+
+Every problem raises :class:`SettingsError` whose message names the setting, and the app
+refuses to start. Nothing else in slyker reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quart import current_app
+
+from slyker.origins import NULL_ORIGIN, WILDCARD, InvalidOrigin, OriginPolicy, canonicalise_entry
+
+DEV_ORIGINS = ("http://localhost:3000", "http://127.0.0.1:3000")
+DEV_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+DEFAULT_ALLOW_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# Headers the front-end (or a proxy / tool in between) may send on a cross-origin call.
+DEFAULT_ALLOW_HEADERS = (
+    "Accept",
+    "Accept-Language",
+    "Authorization",
+    "Content-Language",
+    "Content-Type",
+    "X-CSRFToken",
+    "X-Requested-With",
+    "X-Request-ID",
+    "X-Cart-Token",
+)
+ALWAYS_EXPOSED_HEADERS = ("X-Request-ID",)
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_HEADER_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_METHOD_RE = re.compile(r"[A-Z]+")
+
+
+class SettingsError(SystemExit):
+    """A setting that prevents start-up.
+
+    A ``SystemExit`` so that ``hypercorn 'slyker:create_app()'`` stops with this one line
+    instead of a traceback; tests catch it like any exception.
+    """
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.setting = name
+        super().__init__(f"slyker: invalid setting {name}: {problem}")
+
+
+def split_list(raw: str) -> list[str]:
+    """Comma-separated list: items trimmed, surrounding quotes stripped, empty items dropped.
+
+    Quotes are stripped because ``CORS_ALLOWED_ORIGINS="https://a.example"`` pasted into an
+    env file once reached production with the quotes inside the value.
+    """
+    items = []
+    for item in raw.strip().strip("'\"").split(","):
+        item = item.strip().strip("'\"").strip()
+        if item:
+            items.append(item)
+    return items
+
+
+@dataclass(frozen=True)
+class Settings:
+    debug: bool
+    secret_key: str
+    allowed_hosts: tuple[str, ...]
+    cors_allowed_origins: tuple[str, ...]
+    cors_allowed_origin_regexes: tuple[re.Pattern[str], ...]
+    cors_allow_all_origins: bool
+    cors_allow_null_origin: bool
+    cors_allow_credentials: bool
+    cors_allow_methods: tuple[str, ...]
+    cors_allow_headers: tuple[str, ...]
+    cors_expose_headers: tuple[str, ...]
+    cors_preflight_max_age: int
+    csrf_trusted_origins: tuple[str, ...]
+    database_url: str
+    redis_url: str | None
+    max_content_length: int
+    log_level: str
+
+    @property
+    def origin_policy(self) -> OriginPolicy:
+        return OriginPolicy(
+            allowed_origins=frozenset(self.cors_allowed_origins),
+            allowed_regexes=self.cors_allowed_origin_regexes,
+            allow_all=self.cors_allow_all_origins,
+            allow_null=self.cors_allow_null_origin,
+        )
+
+
+class _Reader:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        return None if value is None else str(value).strip().strip("'\"").strip()
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None or value == "":
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise SettingsError(name, f"expected true or false, got {value!r}")
+
+    def int(self, name: str, default: int, minimum: int = 0) -> int:
+        value = self.raw(name)
+        if value is None or value == "":
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(name, f"expected a whole number, got {value!r}") from None
+        if number < minimum:
+            raise SettingsError(name, f"must be at least {minimum}, got {number}")
+        return number
+
+    def list(self, name: str, default: tuple[str, ...]) -> list[str]:
+        value = self.environ.get(name)
+        return list(default) if value is None else split_list(str(value))
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build :class:`Settings` from the environment plus ``overrides`` (same names)."""
+    merged: dict[str, str] = dict(os.environ if environ is None else environ)
+    for name, value in (overrides or {}).items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, list | tuple):
+            value = ",".join(str(item) for item in value)
+        merged[name] = str(value)
+    read = _Reader(merged)
+
+    debug = read.bool("DEBUG", False)
+    secret_key = read.raw("SECRET_KEY") or ""
+    if not secret_key:
+        if not debug:
+            raise SettingsError("SECRET_KEY", "required when DEBUG is false")
+        secret_key = "insecure-development-key-DEBUG-only"
+    elif not debug and len(secret_key) < 32:
+        raise SettingsError("SECRET_KEY", "must be at least 32 characters when DEBUG is false")
+
+    credentials = read.bool("CORS_ALLOW_CREDENTIALS", True)
+    allow_null = read.bool("CORS_ALLOW_NULL_ORIGIN", False)
+    origins, allow_all = _origins(
+        "CORS_ALLOWED_ORIGINS", read.list("CORS_ALLOWED_ORIGINS", DEV_ORIGINS), allow_null
+    )
+    if allow_all and credentials:
+        raise SettingsError(
+            "CORS_ALLOWED_ORIGINS", "'*' cannot be combined with CORS_ALLOW_CREDENTIALS=true"
+        )
+    csrf_trusted, csrf_all = _origins(
+        "CSRF_TRUSTED_ORIGINS", read.list("CSRF_TRUSTED_ORIGINS", ()), allow_null=False
+    )
+    if csrf_all:
+        raise SettingsError("CSRF_TRUSTED_ORIGINS", "'*' would trust every site")
+
+    return Settings(
+        debug=debug,
+        secret_key=secret_key,
+        allowed_hosts=tuple(
+            host.lower() for host in read.list("ALLOWED_HOSTS", DEV_HOSTS if debug else ())
+        ),
+        cors_allowed_origins=tuple(origins),
+        cors_allowed_origin_regexes=_regexes(read.list("CORS_ALLOWED_ORIGIN_REGEXES", ())),
+        cors_allow_all_origins=allow_all,
+        cors_allow_null_origin=allow_null,
+        cors_allow_credentials=credentials,
+        cors_allow_methods=_methods(read.list("CORS_ALLOW_METHODS", DEFAULT_ALLOW_METHODS)),
+        cors_allow_headers=_header_names(
+            "CORS_ALLOW_HEADERS", read.list("CORS_ALLOW_HEADERS", DEFAULT_ALLOW_HEADERS)
+        ),
+        cors_expose_headers=_expose_headers(read.list("CORS_EXPOSE_HEADERS", ())),
+        cors_preflight_max_age=read.int("CORS_PREFLIGHT_MAX_AGE", 86400),
+        csrf_trusted_origins=tuple(csrf_trusted),
+        database_url=database_url_from_environment(merged),
+        redis_url=read.raw("REDIS_URL") or None,
+        max_content_length=read.int("MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
+        log_level=_log_level(read.raw("LOG_LEVEL") or ("DEBUG" if debug else "INFO")),
+    )
+
+
+def database_url_from_environment(environ: Mapping[str, str]) -> str:
+    """DATABASE_URL, else a SQLite file in DATA_DIR (default ``./data``): zero set-up."""
+    read = _Reader(environ)
+    data_dir = Path(read.raw("DATA_DIR") or "data")
+    return read.raw("DATABASE_URL") or f"sqlite://{data_dir / 'slyker.sqlite3'}"
+
+
+def _origins(name: str, entries: list[str], allow_null: bool) -> tuple[list[str], bool]:
+    canonical: list[str] = []
+    allow_all = False
+    for entry in entries:
+        if entry == WILDCARD:
+            allow_all = True
+        elif entry.lower() == NULL_ORIGIN:
+            if not allow_null:
+                raise SettingsError(
+                    name, "'null' is refused unless CORS_ALLOW_NULL_ORIGIN=true (sandboxed pages)"
+                )
+        else:
+            try:
+                value = canonicalise_entry(entry)
+            except InvalidOrigin:
+                raise SettingsError(
+                    name,
+                    f"{entry!r} is not an origin: expected scheme://host[:port] with "
+                    "http or https and no path, query, fragment or user info",
+                ) from None
+            if value not in canonical:
+                canonical.append(value)
+    return canonical, allow_all
+
+
+def _regexes(patterns: list[str]) -> tuple[re.Pattern[str], ...]:
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as error:
+            raise SettingsError(
+                "CORS_ALLOWED_ORIGIN_REGEXES", f"{pattern!r} is not a valid regex: {error}"
+            ) from None
+    return tuple(compiled)
+
+
+def _methods(methods: list[str]) -> tuple[str, ...]:
+    for method in methods:
+        if not _METHOD_RE.fullmatch(method):
+            raise SettingsError("CORS_ALLOW_METHODS", f"{method!r} is not an HTTP method")
+    return tuple(dict.fromkeys(methods))
+
+
+def _header_names(name: str, headers: list[str]) -> tuple[str, ...]:
+    for header in headers:
+        if not _HEADER_NAME_RE.fullmatch(header) or header == WILDCARD:
+            raise SettingsError(name, f"{header!r} is not a header name")
+    return tuple(dict.fromkeys(headers))
+
+
+def _expose_headers(headers: list[str]) -> tuple[str, ...]:
+    names = _header_names("CORS_EXPOSE_HEADERS", headers)
+    lowered = {header.lower() for header in names}
+    extra = tuple(header for header in ALWAYS_EXPOSED_HEADERS if header.lower() not in lowered)
+    return names + extra
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise SettingsError("LOG_LEVEL", f"expected DEBUG, INFO, WARNING or ERROR, got {value!r}")
+    return level
+
+
+EXTENSION_KEY = "slyker.settings"
+
+
+def current_settings() -> Settings:
+    """The settings of the app handling the current request."""
+    return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]

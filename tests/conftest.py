@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from quart import Quart
+
+from slyker import create_app
+
+# Settings come from the environment: keep a developer's shell or .env out of the tests.
+SETTING_NAMES = ["DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "CORS_ALLOWED_ORIGINS", "CORS_ALLOWED_ORIGIN_REGEXES", "CORS_ALLOW_CREDENTIALS", "CORS_ALLOW_NULL_ORIGIN", "CORS_ALLOW_METHODS", "CORS_ALLOW_HEADERS", "CORS_EXPOSE_HEADERS", "CORS_PREFLIGHT_MAX_AGE", "CSRF_TRUSTED_ORIGINS", "DATABASE_URL", "REDIS_URL", "DATA_DIR", "MAX_CONTENT_LENGTH", "LOG_LEVEL"]
+for _name in SETTING_NAMES:
+    os.environ.pop(_name, None)
+
+TEST_SECRET_KEY = "test-secret-key-0123456789abcdef0123456789"
+POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture
+def settings_env(tmp_path: Path) -> dict[str, Any]:
+    """Minimal valid production-like settings for one test."""
+    return {"SECRET_KEY": TEST_SECRET_KEY, "DATA_DIR": str(tmp_path / "data")}
+
+
+@pytest.fixture
+def app_factory(
+    settings_env: dict[str, Any],
+) -> Callable[..., Quart]:
+    def build(**overrides: Any) -> Quart:
+        return create_app({**settings_env, **overrides})
+
+    return build
+
+
+@pytest.fixture
+async def app(app_factory: Callable[..., Quart]) -> AsyncIterator[Quart]:
+    application = app_factory()
+    async with application.test_app():
+        yield application
