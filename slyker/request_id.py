@@ -78,7 +78,7 @@ def install_log_record_factory() -> None:
 
 
 def configure_logging(level: str) -> None:
-    """Log to stderr with the request id, unless the host (pytest, a server) already set up logging."""
+    """Log to stderr with the request id, unless something (pytest, a server) already does."""
     install_log_record_factory()
     logging.getLogger("slyker").setLevel(level)
     root = logging.getLogger()
