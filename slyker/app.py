@@ -10,7 +10,7 @@ from quart_schema import QuartSchema
 
 from slyker import csrf, database
 from slyker.blueprints import health
-from slyker.cors import CORSSafetyNet, init_cors
+from slyker.cors import CORSMiddleware, init_cors
 from slyker.errors import register_error_handlers
 from slyker.redis_client import init_redis
 from slyker.request_id import RequestIDMiddleware, configure_logging
@@ -28,7 +28,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     settings = load_settings(overrides=overrides)
     configure_logging(settings.log_level)
 
-    app = Quart("slyker")
+    app = Quart("slyker", static_folder=None)
     app.request_class = APIRequest
     app.config.update(
         DEBUG=settings.debug,
@@ -44,15 +44,15 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     database.init_database(app, settings)
     init_redis(app, settings.redis_url)
 
-    cors_config = init_cors(app, settings)  # its preflight hook must be the first before_request
+    cors_config = init_cors(app, settings)
     app.before_request(csrf.check_request_origin)
     register_error_handlers(app)
     QuartSchema(app, info={"title": "slyker API", "version": "1.0"})
 
     app.register_blueprint(health.blueprint)
 
-    # Outermost last: the request id wraps the CORS safety net, which wraps everything else.
+    # Outermost last: request id, then CORS (preflights and the last net), then the database.
     app.asgi_app = database.DatabaseContextMiddleware(app.asgi_app, app)  # type: ignore[method-assign]
-    app.asgi_app = CORSSafetyNet(app.asgi_app, cors_config)  # type: ignore[method-assign]
+    app.asgi_app = CORSMiddleware(app.asgi_app, cors_config)  # type: ignore[method-assign]
     app.asgi_app = RequestIDMiddleware(app.asgi_app)  # type: ignore[method-assign]
     return app

@@ -5,15 +5,17 @@ this module only applies it, in layers, so that an allowed origin always gets ex
 correct set of headers and any other origin gets none, whatever the status:
 
 1. quart-cors, asking the policy through :class:`_PolicyOrigin`, decorates ordinary responses.
-2. :func:`answer_preflight` (the first ``before_request``) answers every CORS preflight
-   before routing, authentication, strict-slash redirects and 405 handling; a preflight's
-   headers are decided there and nowhere else.
-3. :func:`fill_in_cors_headers` (``after_request``) adds whatever an ordinary response still
-   lacks and merges ``Vary: Origin``.
-4. :class:`CORSSafetyNet`, an ASGI wrapper around the whole app, corrects any
-   ``http.response.start`` whose CORS headers are missing, duplicated or wrong, turns a
-   crash (or a non-JSON error page such as Quart's debug traceback) into the generic JSON
-   error, and logs a WARNING each time, because it means an inner layer missed a case.
+2. :func:`fill_in_cors_headers` (``after_request``) adds whatever an ordinary response still
+   lacks and merges ``Vary: Origin``. (The error handlers of :mod:`slyker.errors` return
+   ordinary responses, so layers 1 and 2 cover every handled error status.)
+3. :class:`CORSMiddleware`, an ASGI wrapper around the whole app:
+   - answers every CORS preflight itself, so before routing, authentication, strict-slash
+     redirects, 405 handling and any hook that could fail; a preflight's headers are decided
+     there and nowhere else;
+   - is the last net for everything else: it corrects any ``http.response.start`` whose CORS
+     headers are missing, duplicated or wrong, turns a crash (or a non-JSON error page such
+     as Quart's debug traceback) into the generic JSON error, and logs a WARNING each time,
+     because it means an inner layer missed a case.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import quart_cors
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 from quart import Quart, Response, current_app, request
 
-from slyker.errors import JSON_CONTENT_TYPE, error_body_bytes, error_response
+from slyker.errors import JSON_CONTENT_TYPE, error_body_bytes
 from slyker.origins import OriginPolicy
 from slyker.settings import Settings
 
@@ -53,9 +55,6 @@ CORS_RESPONSE_HEADERS = frozenset(
     )
 )
 PREFLIGHT_VARY = ("Origin", REQUEST_METHOD, REQUEST_HEADERS)
-# quart-cors skips a response carrying this attribute; set on preflight answers so that no
-# other layer touches headers decided by answer_preflight.
-_QUART_CORS_DONE = "_QUART_CORS_APPLIED"
 
 
 @dataclass(frozen=True)
@@ -124,16 +123,6 @@ def _config() -> CORSConfig:
     return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
 
 
-def _is_preflight(method: str, has_origin: bool, has_request_method: bool) -> bool:
-    return method == "OPTIONS" and has_origin and has_request_method
-
-
-def request_is_preflight() -> bool:
-    return _is_preflight(
-        request.method, "Origin" in request.headers, REQUEST_METHOD in request.headers
-    )
-
-
 def merge_vary(existing: Iterable[str], *names: str) -> str:
     """One Vary value holding every existing entry once plus ``names``."""
     merged: dict[str, str] = {}
@@ -151,41 +140,8 @@ def _log_value(value: object) -> str:
     return repr(value)[:300]
 
 
-async def answer_preflight() -> Response | None:
-    """Answer a CORS preflight for any path, before anything else looks at the request."""
-    if not request_is_preflight():
-        return None
-    cors = _config()
-    values = request.headers.getlist("Origin")
-    origin = cors.allowed_origin(values)
-    reason = cors.preflight_rejection(
-        origin, request.headers[REQUEST_METHOD], request.headers.get(REQUEST_HEADERS, "")
-    )
-    if reason is not None:
-        log.warning(
-            "CORS preflight rejected: %s (origin=%s, method=%s, headers=%s, path=%s)",
-            reason,
-            _log_value(", ".join(values)),
-            _log_value(request.headers.get(REQUEST_METHOD)),
-            _log_value(request.headers.get(REQUEST_HEADERS)),
-            request.path,
-        )
-        response = error_response(403, f"CORS preflight rejected: {reason} not allowed.")
-    else:
-        assert origin is not None
-        response = Response(status=204)
-        del response.headers["Content-Type"]
-        for name, value in cors.preflight_headers(origin):
-            response.headers[name] = value
-    response.headers["Vary"] = merge_vary(response.headers.getlist("Vary"), *PREFLIGHT_VARY)
-    setattr(response, _QUART_CORS_DONE, True)
-    return response
-
-
 async def fill_in_cors_headers(response: Response) -> Response:
-    """Add what quart-cors left out of an ordinary response; never duplicate a header."""
-    if request_is_preflight():
-        return response
+    """Add what quart-cors left out of a response; never duplicate a header."""
     response.headers["Vary"] = merge_vary(response.headers.getlist("Vary"), "Origin")
     origin = _config().allowed_origin(request.headers.getlist("Origin"))
     for name, value in _config().response_headers(origin):
@@ -210,10 +166,9 @@ class _PolicyOrigin:
 
 
 def init_cors(app: Quart, settings: Settings) -> CORSConfig:
-    """Install layers 1-3 on ``app``; the factory wraps the app in :class:`CORSSafetyNet`."""
+    """Install layers 1 and 2 on ``app``; the factory wraps the app in :class:`CORSMiddleware`."""
     config = CORSConfig.from_settings(settings)
     app.extensions[EXTENSION_KEY] = config
-    app.before_request(answer_preflight)
     # after_request hooks run in reverse order: registered first, this one runs last.
     app.after_request(fill_in_cors_headers)
     quart_cors.cors(
@@ -233,8 +188,8 @@ def _header_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[
     return [value for key, value in headers if key.lower() == name]
 
 
-class CORSSafetyNet:
-    """The last net: an ASGI wrapper that makes every HTTP response keep the CORS promise."""
+class CORSMiddleware:
+    """Answers preflights; the last net that makes every other response keep the promise."""
 
     def __init__(self, app: ASGIFramework, config: CORSConfig) -> None:
         self.app = app
@@ -247,14 +202,14 @@ class CORSSafetyNet:
             await self.app(scope, receive, send)
             return
         request_headers = scope["headers"]
-        preflight = _is_preflight(
-            scope["method"],
-            bool(_header_values(request_headers, b"origin")),
-            bool(_header_values(request_headers, REQUEST_METHOD.lower().encode())),
-        )
-        origin = self.config.allowed_origin(_header_values(request_headers, b"origin"))
-        expected = [] if preflight else self.config.response_headers(origin)
+        origins = _header_values(request_headers, b"origin")
+        origin = self.config.allowed_origin(origins)
         where = f"{scope['method']} {scope['path']}"
+        requested_method = _header_values(request_headers, REQUEST_METHOD.lower().encode())
+        if scope["method"] == "OPTIONS" and origins and requested_method:
+            await self._answer_preflight(scope, send, origins, origin, requested_method, where)
+            return
+        expected = self.config.response_headers(origin)
         state = {"started": False, "replacing": False}
 
         async def send_error(status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -272,7 +227,7 @@ class CORSSafetyNet:
                 {
                     "type": "http.response.start",
                     "status": status,
-                    "headers": self._corrected(kept, expected, preflight, where, status),
+                    "headers": self._corrected(kept, expected, where, status),
                     "trailers": False,
                 }
             )
@@ -293,7 +248,7 @@ class CORSSafetyNet:
                     return
                 message = {
                     **message,
-                    "headers": self._corrected(headers, expected, preflight, where, status),
+                    "headers": self._corrected(headers, expected, where, status),
                 }
             elif message["type"] == "http.response.body" and state["replacing"]:
                 return
@@ -311,18 +266,54 @@ class CORSSafetyNet:
             log.error("The app returned no response on %s", where)
             await send_error(500, [])
 
+    async def _answer_preflight(
+        self,
+        scope: Scope,
+        send: ASGISendCallable,
+        origins: list[bytes],
+        origin: str | None,
+        requested_method: list[bytes],
+        where: str,
+    ) -> None:
+        requested_headers = b", ".join(
+            _header_values(scope["headers"], REQUEST_HEADERS.lower().encode())
+        ).decode("latin-1")
+        reason = self.config.preflight_rejection(
+            origin, b", ".join(requested_method).decode("latin-1"), requested_headers
+        )
+        vary = (b"vary", merge_vary([], *PREFLIGHT_VARY).encode())
+        if reason is None:
+            assert origin is not None
+            headers = [(k.encode(), v.encode()) for k, v in self.config.preflight_headers(origin)]
+            await send({"type": "http.response.start", "status": 204, "headers": [*headers, vary]})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        log.warning(
+            "CORS preflight rejected: %s (origin=%s, method=%s, headers=%s, %s)",
+            reason,
+            _log_value(b", ".join(origins).decode("latin-1")),
+            _log_value(b", ".join(requested_method).decode("latin-1")),
+            _log_value(requested_headers),
+            where,
+        )
+        body = error_body_bytes(403, f"CORS preflight rejected: {reason} not allowed.")
+        headers = [
+            (b"content-type", JSON_CONTENT_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+            vary,
+        ]
+        await send({"type": "http.response.start", "status": 403, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
     def _corrected(
         self,
         headers: list[tuple[bytes, bytes]],
         expected: list[tuple[str, str]],
-        preflight: bool,
         where: str,
         status: int,
     ) -> list[tuple[bytes, bytes]]:
         vary = [value.decode("latin-1") for value in _header_values(headers, b"vary")]
         others = [(key, value) for key, value in headers if key.lower() != b"vary"]
-        if preflight:
-            return [*others, (b"vary", merge_vary(vary, *PREFLIGHT_VARY).encode())]
         present = [
             (key.decode("latin-1").lower(), value.decode("latin-1"))
             for key, value in others

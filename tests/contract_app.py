@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from quart import Blueprint, Quart, abort, request
 from quart_schema import validate_request
+from werkzeug.exceptions import TooManyRequests
 
 from slyker import create_app
 
@@ -66,9 +67,8 @@ def probe_blueprint(recorder: Recorder) -> Blueprint:
     for status in ABORT_STATUSES:
 
         async def aborts(status: int = status) -> None:
-            headers = {"Retry-After": "7"} if status == 429 else None
-            if headers:
-                abort(status, headers=headers)
+            if status == 429:
+                raise TooManyRequests(retry_after=7)
             abort(status)
 
         probe.add_url_rule(f"/status/{status}/", f"status_{status}", aborts)
