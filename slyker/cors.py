@@ -313,25 +313,29 @@ class CORSMiddleware:
         status: int,
     ) -> list[tuple[bytes, bytes]]:
         vary = [value.decode("latin-1") for value in _header_values(headers, b"vary")]
-        others = [(key, value) for key, value in headers if key.lower() != b"vary"]
-        present = [
-            (key.decode("latin-1").lower(), value.decode("latin-1"))
-            for key, value in others
-            if key.decode("latin-1").lower() in CORS_RESPONSE_HEADERS
+        others = [
+            (key, value)
+            for key, value in headers
+            if key.lower() != b"vary" and key.decode("latin-1").lower() not in CORS_RESPONSE_HEADERS
         ]
-        wanted = [(name.lower(), value) for name, value in expected]
-        if sorted(present) != sorted(wanted):
+        present = sorted(
+            (key.decode("latin-1").lower(), value.decode("latin-1"))
+            for key, value in headers
+            if key.decode("latin-1").lower() in CORS_RESPONSE_HEADERS
+        )
+        wanted = sorted((name.lower(), value) for name, value in expected)
+        varies_on_origin = "origin" in merge_vary(vary).lower().split(", ")
+        if present != wanted or not varies_on_origin:
             log.warning(
-                "CORS safety net corrected headers on %s (status %s): had %s, set %s",
+                "CORS safety net corrected headers on %s (status %s): had %s%s, set %s",
                 where,
                 status,
                 present,
+                "" if varies_on_origin else " and no Vary: Origin",
                 wanted,
             )
-            others = [
-                (key, value)
-                for key, value in others
-                if key.decode("latin-1").lower() not in CORS_RESPONSE_HEADERS
-            ]
-            others += [(name.encode(), value.encode()) for name, value in wanted]
-        return [*others, (b"vary", merge_vary(vary, "Origin").encode())]
+        return [
+            *others,
+            *((name.encode(), value.encode()) for name, value in expected),
+            (b"vary", merge_vary(vary, "Origin").encode()),
+        ]

@@ -74,6 +74,17 @@ def _sample_path(rule: Rule) -> str:
 RULES = _http_rules()
 
 
+def assert_safety_net_use(caplog: pytest.LogCaptureFixture, status: int, path: str) -> None:
+    """The ASGI net must only be needed where Quart's own layers cannot act: an after_request
+    hook that raises (in every mode: with DEBUG/TESTING/PROPAGATE_EXCEPTIONS the exception
+    escapes Quart, without them Quart sends its 500 without running the hooks again).
+    Anywhere else a correction means an inner layer regressed."""
+    corrections = [r for r in caplog.records if r.getMessage().startswith("CORS safety net")]
+    expected = status == 500 and path == CRASH_IN_AFTER_REQUEST
+    assert bool(corrections) == expected, [r.getMessage() for r in corrections]
+    assert all(record.levelname == "WARNING" for record in corrections)
+
+
 def is_preflight(method: str, origin_class: str) -> bool:
     return method == "PREFLIGHT" and ORIGIN_CLASSES[origin_class] is not None
 
@@ -137,7 +148,11 @@ def expected_route_status(rule: Rule, method: str, origin_class: str, path: str)
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("rule", RULES, ids=[f"{r.endpoint}:{r.rule}" for r in RULES])
 async def test_every_route_every_method(
-    contract_app: Quart, rule: Rule, method: str, origin_class: str
+    contract_app: Quart,
+    rule: Rule,
+    method: str,
+    origin_class: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     path = _sample_path(rule)
     status, headers, body = await send(contract_app, origin_class, Call(method, path))
@@ -154,6 +169,7 @@ async def test_every_route_every_method(
         method=method,
         preflight=is_preflight(method, origin_class),
     )
+    assert_safety_net_use(caplog, status, path)
 
 
 STRICT_SLASH_RULES = [rule for rule in RULES if rule.rule.endswith("/") and rule.rule != "/"]
@@ -206,7 +222,9 @@ OUTCOMES: dict[str, tuple[Call, int]] = {
 
 @pytest.mark.parametrize("origin_class", list(ORIGIN_CLASSES))
 @pytest.mark.parametrize("outcome", list(OUTCOMES))
-async def test_every_outcome(contract_app: Quart, outcome: str, origin_class: str) -> None:
+async def test_every_outcome(
+    contract_app: Quart, outcome: str, origin_class: str, caplog: pytest.LogCaptureFixture
+) -> None:
     call, expected = OUTCOMES[outcome]
     if call.method in UNSAFE and origin_class in FOREIGN_CLASSES:
         expected = 403  # the CSRF check refuses before the view runs
@@ -223,6 +241,7 @@ async def test_every_outcome(contract_app: Quart, outcome: str, origin_class: st
         method=call.method,
         preflight=is_preflight(call.method, origin_class),
     )
+    assert_safety_net_use(caplog, status, call.path)
     if outcome.startswith("500"):
         assert json.loads(body)["code"] == "server_error"
     if outcome == "400-validation" and status == 400:
