@@ -61,8 +61,9 @@ def probe_blueprint(recorder: Recorder) -> Blueprint:
 
     @probe.post("/raw-json/")
     async def raw_json() -> dict[str, Any]:
+        received = await request.get_json()
         recorder.writes += 1
-        return {"received": await request.get_json()}
+        return {"received": received}
 
     for status in ABORT_STATUSES:
 
