@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Make sure PostgreSQL (127.0.0.1:5432, trust auth, database "test") and Redis
+# (127.0.0.1:6379) answer, installing them from Debian's packages and starting them if not.
+# Used by .ci/run; a developer can run it before ./dev test.
+set -euo pipefail
+
+apt_install() {
+  if ! command -v apt-get >/dev/null || [ "$(id -u)" != 0 ]; then
+    echo "services: $* missing and cannot be installed here (needs root and apt-get)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+wait_for() {
+  local what=$1; shift
+  for _ in $(seq 1 30); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 1
+  done
+  echo "services: $what did not come up" >&2
+  exit 1
+}
+
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql
+  cluster_version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  pg_ctlcluster --skip-systemctl-redirect "$cluster_version" main start || true
+  wait_for PostgreSQL pg_isready -q -h 127.0.0.1 -p 5432
+fi
+if ! psql -h 127.0.0.1 -U postgres -tAc 'select 1' test >/dev/null 2>&1; then
+  echo "services: PostgreSQL answers but postgres@127.0.0.1/test is not reachable with trust auth" >&2
+  exit 1
+fi
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
+  command -v redis-server >/dev/null || apt_install redis-server
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_for Redis sh -c 'redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG'
+fi
+echo "services: PostgreSQL and Redis are up"
