@@ -46,4 +46,5 @@ async def check_request_origin() -> None:
     log.warning(
         "CSRF check refused %s %s from origin %s", request.method, request.path, repr(origin)[:300]
     )
+    await request.discard_body()
     raise APIError(403, "Cross-site request refused: origin not allowed.", code="csrf_failed")
