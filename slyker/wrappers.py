@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from quart import Request
@@ -29,10 +30,8 @@ class APIRequest(Request):
         response is complete before the request body was read; the browser's next request
         on that connection then fails.
         """
-        try:
+        with contextlib.suppress(RequestEntityTooLarge):
             await self.get_data(cache=False)
-        except RequestEntityTooLarge:
-            pass
 
     def on_json_loading_failed(self, error: Exception) -> Any:
         raise APIError(400, "Request body is not valid JSON.", code="invalid_json")
