@@ -78,16 +78,17 @@ def install_log_record_factory() -> None:
 
 
 def configure_logging(level: str) -> None:
-    """Log to stderr with the request id, unless something (pytest, a server) already does."""
+    """slyker's loggers (``slyker.*``; the Quart app logger is ``slyker`` too) write to
+    stderr with the request id. Only they get a handler: Hypercorn has its own, and a
+    root handler would print its lines twice."""
     install_log_record_factory()
-    logging.getLogger("slyker").setLevel(level)
-    root = logging.getLogger()
-    if not root.handlers:
+    logger = logging.getLogger("slyker")
+    logger.setLevel(level)
+    if not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(
             logging.Formatter(
                 "%(asctime)s %(levelname)s %(name)s [request_id=%(request_id)s] %(message)s"
             )
         )
-        root.addHandler(handler)
-        root.setLevel(level)
+        logger.addHandler(handler)
