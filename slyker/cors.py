@@ -188,6 +188,22 @@ def _header_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[
     return [value for key, value in headers if key.lower() == name]
 
 
+async def _send_json(
+    send: ASGISendCallable,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    head: bool = False,
+) -> None:
+    headers = [
+        *headers,
+        (b"content-type", JSON_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})  # type: ignore[typeddict-item]
+    await send({"type": "http.response.body", "body": b"" if head else body, "more_body": False})
+
+
 class CORSMiddleware:
     """Answers preflights; the last net that makes every other response keep the promise."""
 
@@ -213,25 +229,18 @@ class CORSMiddleware:
         state = {"started": False, "replacing": False}
 
         async def send_error(status: int, headers: list[tuple[bytes, bytes]]) -> None:
-            body = b"" if scope["method"] == "HEAD" else error_body_bytes(status)
             kept = [
                 (key, value)
                 for key, value in headers
                 if key.lower() not in (b"content-type", b"content-length", b"transfer-encoding")
             ]
-            kept += [
-                (b"content-type", JSON_CONTENT_TYPE.encode()),
-                (b"content-length", str(len(error_body_bytes(status))).encode()),
-            ]
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": self._corrected(kept, expected, where, status),
-                    "trailers": False,
-                }
+            await _send_json(
+                send,
+                status,
+                self._corrected(kept, expected, where, status),
+                error_body_bytes(status),
+                head=scope["method"] == "HEAD",
             )
-            await send({"type": "http.response.body", "body": body, "more_body": False})
 
         async def guarded_send(message: dict) -> None:  # type: ignore[type-arg]
             if message["type"] == "http.response.start":
@@ -297,13 +306,7 @@ class CORSMiddleware:
             where,
         )
         body = error_body_bytes(403, f"CORS preflight rejected: {reason} not allowed.")
-        headers = [
-            (b"content-type", JSON_CONTENT_TYPE.encode()),
-            (b"content-length", str(len(body)).encode()),
-            vary,
-        ]
-        await send({"type": "http.response.start", "status": 403, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await _send_json(send, 403, [vary], body)
 
     def _corrected(
         self,
