@@ -26,12 +26,13 @@ _ORIGIN_RE = re.compile(
     r"(?P<scheme>[a-z][a-z0-9+.-]*)://"
     rf"(?P<host>{_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])"
     r"(?::(?P<port>[0-9]{1,5}))?",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,
 )
 _HOST_RE = re.compile(
     rf"(?P<host>{_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{{1,5}}))?",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,
 )
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
 
 
 class InvalidOrigin(ValueError):
@@ -96,7 +97,7 @@ def _port(text: str | None, scheme: str) -> int | None:
 def host_matches(host: str, allowed_hosts: Iterable[str]) -> bool:
     """Django's ALLOWED_HOSTS rule: exact, ``.example.com`` for it and its subdomains, ``*``."""
     host = host.lower()
-    for pattern in allowed_hosts:
+    for pattern in (pattern.lower() for pattern in allowed_hosts):
         if pattern == WILDCARD or host == pattern:
             return True
         if pattern.startswith(".") and (host == pattern[1:] or host.endswith(pattern)):
@@ -135,9 +136,13 @@ class OriginPolicy:
 
         Ports compare after defaulting both sides to the origin scheme's default port, so
         ``https://api.example.com`` matches ``Host: api.example.com`` and ``api.example.com:443``.
+        The origin must be https (behind a TLS proxy the app cannot see the request's own
+        scheme, and a plain-http page could be anyone's on the network), except on loopback.
         """
         origin = parse_origin(value)
-        if origin is None or not host_header:
+        if origin is None or not host_header or not host_header.isascii():
+            return False
+        if origin.scheme != "https" and origin.host not in LOOPBACK_HOSTS:
             return False
         match = _HOST_RE.fullmatch(host_header.strip())
         if match is None:

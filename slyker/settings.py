@@ -10,6 +10,8 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,28 @@ def split_list(raw: str) -> list[str]:
     return items
 
 
+def split_regex_list(raw: str) -> list[str]:
+    """Like :func:`split_list`, but a comma inside ``{}``, ``[]`` or ``()`` (``{1,5}``) or
+    escaped belongs to the regex."""
+    items, current, depth, escaped = [], "", 0, False
+    for char in raw:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char in "{[(":
+            depth += 1
+        elif char in "}])":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            items.append(current)
+            current = ""
+            continue
+        current += char
+    items.append(current)
+    return [item for item in (i.strip().strip("'\"").strip() for i in items) if item]
+
+
 @dataclass(frozen=True)
 class Settings:
     debug: bool
@@ -84,6 +108,15 @@ class Settings:
     redis_url: str | None
     max_content_length: int
     log_level: str
+    jwt_access_token_lifetime: timedelta
+    jwt_refresh_token_lifetime: timedelta
+    cart_cookie_name: str
+    cart_cookie_samesite: str
+    cart_cookie_secure: bool | None  # None: Secure unless the API is served on a loopback host
+    cart_cookie_max_age: int
+    tax_rate: Decimal
+    invoice_due_days: int
+    bank_payment_instructions: str
 
     @property
     def origin_policy(self) -> OriginPolicy:
@@ -154,9 +187,10 @@ def load_settings(
 
     credentials = read.bool("CORS_ALLOW_CREDENTIALS", True)
     allow_null = read.bool("CORS_ALLOW_NULL_ORIGIN", False)
-    origins, allow_all = _origins(
-        "CORS_ALLOWED_ORIGINS", read.list("CORS_ALLOWED_ORIGINS", DEV_ORIGINS), allow_null
-    )
+    origin_entries = read.list("CORS_ALLOWED_ORIGINS", DEV_ORIGINS)
+    origins, allow_all = _origins("CORS_ALLOWED_ORIGINS", origin_entries, allow_null)
+    # The opt-in only lets a "null" entry through; without the entry null stays refused.
+    allow_null = allow_null and any(entry.lower() == NULL_ORIGIN for entry in origin_entries)
     if allow_all and credentials:
         raise SettingsError(
             "CORS_ALLOWED_ORIGINS", "'*' cannot be combined with CORS_ALLOW_CREDENTIALS=true"
@@ -174,7 +208,9 @@ def load_settings(
             host.lower() for host in read.list("ALLOWED_HOSTS", DEV_HOSTS if debug else ())
         ),
         cors_allowed_origins=tuple(origins),
-        cors_allowed_origin_regexes=_regexes(read.list("CORS_ALLOWED_ORIGIN_REGEXES", ())),
+        cors_allowed_origin_regexes=_regexes(
+            split_regex_list(merged.get("CORS_ALLOWED_ORIGIN_REGEXES", ""))
+        ),
         cors_allow_all_origins=allow_all,
         cors_allow_null_origin=allow_null,
         cors_allow_credentials=credentials,
@@ -189,7 +225,53 @@ def load_settings(
         redis_url=read.raw("REDIS_URL") or None,
         max_content_length=read.int("MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
         log_level=_log_level(read.raw("LOG_LEVEL") or ("DEBUG" if debug else "INFO")),
+        jwt_access_token_lifetime=timedelta(
+            minutes=read.int("JWT_ACCESS_TOKEN_LIFETIME", 120, minimum=1)
+        ),
+        jwt_refresh_token_lifetime=timedelta(
+            minutes=read.int("JWT_REFRESH_TOKEN_LIFETIME", 10080, minimum=1)
+        ),
+        cart_cookie_name=read.raw("CART_COOKIE_NAME") or "slyker_cart",
+        **_cart_cookie_policy(read),
+        tax_rate=_decimal(read, "TAX_RATE", "0"),
+        invoice_due_days=read.int("INVOICE_DUE_DAYS", 14),
+        bank_payment_instructions=read.raw("BANK_PAYMENT_INSTRUCTIONS")
+        or DEFAULT_BANK_INSTRUCTIONS,
     )
+
+
+DEFAULT_BANK_INSTRUCTIONS = (
+    "Pay by bank transfer to Slyker Tech (account details on your invoice e-mail) "
+    "quoting the invoice number as the reference."
+)
+
+
+def _cart_cookie_policy(read: _Reader) -> dict[str, Any]:
+    samesite = (read.raw("CART_COOKIE_SAMESITE") or "Lax").capitalize()
+    if samesite not in {"Lax", "Strict", "None"}:
+        raise SettingsError(
+            "CART_COOKIE_SAMESITE", f"expected Lax, Strict or None, got {samesite!r}"
+        )
+    raw_secure = (read.raw("CART_COOKIE_SECURE") or "auto").lower()
+    secure = None if raw_secure == "auto" else read.bool("CART_COOKIE_SECURE", True)
+    if samesite == "None" and secure is False:
+        raise SettingsError("CART_COOKIE_SECURE", "SameSite=None cookies must be Secure")
+    return {
+        "cart_cookie_samesite": samesite,
+        "cart_cookie_secure": True if samesite == "None" else secure,
+        "cart_cookie_max_age": read.int("CART_COOKIE_MAX_AGE", 60 * 60 * 24 * 30, minimum=60),
+    }
+
+
+def _decimal(read: _Reader, name: str, default: str) -> Decimal:
+    raw = read.raw(name) or default
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise SettingsError(name, f"expected a decimal number, got {raw!r}") from None
+    if not value.is_finite() or value < 0 or value >= 100:
+        raise SettingsError(name, f"must be a percentage from 0 to 99.99, got {raw!r}")
+    return value
 
 
 def database_url_from_environment(environ: Mapping[str, str]) -> str:
@@ -260,7 +342,9 @@ def _expose_headers(headers: list[str]) -> tuple[str, ...]:
 def _log_level(value: str) -> str:
     level = value.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        raise SettingsError("LOG_LEVEL", f"expected DEBUG, INFO, WARNING or ERROR, got {value!r}")
+        raise SettingsError(
+            "LOG_LEVEL", f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}"
+        )
     return level
 
 

@@ -1,0 +1,476 @@
+"""Start-up validation (slyker/settings.py): a bad setting stops the app with one line naming it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slyker import create_app
+from slyker.settings import (
+    DEFAULT_ALLOW_HEADERS,
+    DEFAULT_ALLOW_METHODS,
+    SettingsError,
+    load_settings,
+    split_list,
+)
+from tests.conftest import SETTING_NAMES
+
+SECRET_KEY = "settings-test-secret-key-0123456789abcdef"
+
+
+def valid(**overrides: Any) -> dict[str, Any]:
+    return {"SECRET_KEY": SECRET_KEY, **overrides}
+
+
+def _bad(name: str, overrides: dict[str, Any], case_id: str) -> Any:
+    return pytest.param(name, overrides, id=case_id)
+
+
+BAD_SETTINGS = [
+    _bad("DEBUG", valid(DEBUG="maybe"), "debug-maybe"),
+    _bad("DEBUG", valid(DEBUG="2"), "debug-2"),
+    _bad("SECRET_KEY", {}, "secret-key-missing"),
+    _bad("SECRET_KEY", {"SECRET_KEY": ""}, "secret-key-empty"),
+    _bad("SECRET_KEY", {"SECRET_KEY": "   "}, "secret-key-blank"),
+    _bad("SECRET_KEY", {"SECRET_KEY": "x" * 31}, "secret-key-short"),
+    _bad("SECRET_KEY", {"SECRET_KEY": "x" * 31, "DEBUG": False}, "secret-key-short-debug-false"),
+    _bad("CORS_ALLOWED_ORIGINS", valid(CORS_ALLOWED_ORIGINS="https://a.com/api"), "origin-path"),
+    _bad("CORS_ALLOWED_ORIGINS", valid(CORS_ALLOWED_ORIGINS="https://a.com//"), "origin-slashes"),
+    _bad("CORS_ALLOWED_ORIGINS", valid(CORS_ALLOWED_ORIGINS="https://a.com?x=1"), "origin-query"),
+    _bad(
+        "CORS_ALLOWED_ORIGINS", valid(CORS_ALLOWED_ORIGINS="https://a.com#top"), "origin-fragment"
+    ),
+    _bad(
+        "CORS_ALLOWED_ORIGINS", valid(CORS_ALLOWED_ORIGINS="https://u:p@a.com"), "origin-userinfo"
+    ),
+    _bad(
+        "CORS_ALLOWED_ORIGINS", valid(CORS_ALLOWED_ORIGINS="slykertech.co.zw"), "origin-no-scheme"
+    ),
+    _bad("CORS_ALLOWED_ORIGINS", valid(CORS_ALLOWED_ORIGINS="ftp://a.com"), "origin-ftp"),
+    _bad("CORS_ALLOWED_ORIGINS", valid(CORS_ALLOWED_ORIGINS="https://a.com:0"), "origin-port-0"),
+    _bad(
+        "CORS_ALLOWED_ORIGINS",
+        valid(CORS_ALLOWED_ORIGINS="https://ok.com,https://bad.com/x"),
+        "origin-one-bad-among-good",
+    ),
+    _bad("CORS_ALLOWED_ORIGINS", valid(CORS_ALLOWED_ORIGINS="*"), "origin-wildcard-credentials"),
+    _bad(
+        "CORS_ALLOWED_ORIGINS",
+        valid(CORS_ALLOWED_ORIGINS="https://a.com,*", CORS_ALLOW_CREDENTIALS=True),
+        "origin-wildcard-explicit-credentials",
+    ),
+    _bad("CORS_ALLOWED_ORIGINS", valid(CORS_ALLOWED_ORIGINS="null"), "origin-null-no-opt-in"),
+    _bad(
+        "CORS_ALLOWED_ORIGINS",
+        valid(CORS_ALLOWED_ORIGINS="https://a.com,NULL", CORS_ALLOW_NULL_ORIGIN=False),
+        "origin-null-uppercase-opted-out",
+    ),
+    _bad(
+        "CORS_ALLOWED_ORIGIN_REGEXES",
+        valid(CORS_ALLOWED_ORIGIN_REGEXES=r"https://(pr-[0-9]+\.example\.com"),
+        "regex-unbalanced",
+    ),
+    _bad("CORS_ALLOWED_ORIGIN_REGEXES", valid(CORS_ALLOWED_ORIGIN_REGEXES="[a-"), "regex-class"),
+    _bad("CSRF_TRUSTED_ORIGINS", valid(CSRF_TRUSTED_ORIGINS="https://a.com/admin"), "csrf-path"),
+    _bad("CSRF_TRUSTED_ORIGINS", valid(CSRF_TRUSTED_ORIGINS="admin.a.com"), "csrf-no-scheme"),
+    _bad("CSRF_TRUSTED_ORIGINS", valid(CSRF_TRUSTED_ORIGINS="*"), "csrf-wildcard"),
+    _bad(
+        "CSRF_TRUSTED_ORIGINS",
+        valid(CSRF_TRUSTED_ORIGINS="*", CORS_ALLOW_CREDENTIALS=False),
+        "csrf-wildcard-without-credentials",
+    ),
+    _bad(
+        "CSRF_TRUSTED_ORIGINS",
+        valid(CSRF_TRUSTED_ORIGINS="null", CORS_ALLOW_NULL_ORIGIN=True),
+        "csrf-null-even-with-opt-in",
+    ),
+    _bad("CORS_PREFLIGHT_MAX_AGE", valid(CORS_PREFLIGHT_MAX_AGE="a day"), "max-age-text"),
+    _bad("CORS_PREFLIGHT_MAX_AGE", valid(CORS_PREFLIGHT_MAX_AGE="1.5"), "max-age-fraction"),
+    _bad("CORS_PREFLIGHT_MAX_AGE", valid(CORS_PREFLIGHT_MAX_AGE="-1"), "max-age-negative"),
+    _bad("CORS_ALLOW_CREDENTIALS", valid(CORS_ALLOW_CREDENTIALS="perhaps"), "credentials"),
+    _bad("CORS_ALLOW_NULL_ORIGIN", valid(CORS_ALLOW_NULL_ORIGIN="sometimes"), "allow-null"),
+    _bad("LOG_LEVEL", valid(LOG_LEVEL="LOUD"), "log-level"),
+    _bad("CORS_ALLOW_HEADERS", valid(CORS_ALLOW_HEADERS="X Bad"), "headers-space"),
+    _bad("CORS_ALLOW_HEADERS", valid(CORS_ALLOW_HEADERS="Content-Type,X-Bad:"), "headers-colon"),
+    _bad("CORS_ALLOW_HEADERS", valid(CORS_ALLOW_HEADERS="*"), "headers-wildcard"),
+    _bad("CORS_EXPOSE_HEADERS", valid(CORS_EXPOSE_HEADERS="X(Total)"), "expose-headers"),
+    _bad("CORS_ALLOW_METHODS", valid(CORS_ALLOW_METHODS="GET,get"), "methods-lowercase"),
+    _bad("MAX_CONTENT_LENGTH", valid(MAX_CONTENT_LENGTH="0"), "max-content-length-zero"),
+    _bad("MAX_CONTENT_LENGTH", valid(MAX_CONTENT_LENGTH="1MB"), "max-content-length-text"),
+]
+
+
+@pytest.mark.parametrize(("name", "overrides"), BAD_SETTINGS)
+def test_bad_setting_refuses_to_start(name: str, overrides: dict[str, Any]) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ={}, overrides=overrides)
+    error = info.value
+    assert isinstance(error, SystemExit)
+    assert error.setting == name
+    assert isinstance(error.code, str)
+    assert name in error.code
+    assert error.code.startswith(f"slyker: invalid setting {name}: ")
+    assert "\n" not in error.code
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        pytest.param("SECRET_KEY", {"SECRET_KEY": "short"}, id="secret-key"),
+        pytest.param("DEBUG", valid(DEBUG="maybe"), id="debug"),
+        pytest.param(
+            "CORS_ALLOWED_ORIGINS", valid(CORS_ALLOWED_ORIGINS="https://a.com/x"), id="origins"
+        ),
+        pytest.param("LOG_LEVEL", valid(LOG_LEVEL="LOUD"), id="log-level"),
+    ],
+)
+def test_create_app_refuses_bad_settings(
+    tmp_path: Path, name: str, overrides: dict[str, Any]
+) -> None:
+    with pytest.raises(SettingsError) as info:
+        create_app({**overrides, "DATA_DIR": str(tmp_path / "data")})
+    assert info.value.setting == name
+    assert name in str(info.value.code)
+
+
+def test_create_app_starts_with_valid_settings(tmp_path: Path) -> None:
+    app = create_app(
+        valid(CORS_ALLOWED_ORIGINS="https://slykertech.co.zw/", DATA_DIR=str(tmp_path / "data"))
+    )
+    settings = app.extensions["slyker.settings"]
+    assert settings.cors_allowed_origins == ("https://slykertech.co.zw",)
+    assert app.config["SECRET_KEY"] == SECRET_KEY
+
+
+# --- the valid counterparts of the refusals above ----------------------------------------------
+
+
+def test_secret_key_may_be_missing_when_debug() -> None:
+    settings = load_settings(environ={}, overrides={"DEBUG": "true"})
+    assert settings.debug is True
+    assert settings.secret_key  # a development-only placeholder, never empty
+
+
+def test_short_secret_key_is_accepted_when_debug() -> None:
+    settings = load_settings(environ={}, overrides={"DEBUG": True, "SECRET_KEY": "short"})
+    assert settings.secret_key == "short"
+
+
+def test_secret_key_of_32_characters_is_enough() -> None:
+    assert load_settings(environ={}, overrides={"SECRET_KEY": "k" * 32}).secret_key == "k" * 32
+
+
+def test_wildcard_origin_is_accepted_without_credentials() -> None:
+    settings = load_settings(
+        environ={}, overrides=valid(CORS_ALLOWED_ORIGINS="*", CORS_ALLOW_CREDENTIALS=False)
+    )
+    assert settings.cors_allow_all_origins is True
+    assert settings.cors_allowed_origins == ()
+
+
+def test_null_origin_is_accepted_with_opt_in() -> None:
+    settings = load_settings(
+        environ={},
+        overrides=valid(CORS_ALLOWED_ORIGINS="https://a.com,null", CORS_ALLOW_NULL_ORIGIN=True),
+    )
+    assert settings.cors_allow_null_origin is True
+    assert settings.cors_allowed_origins == ("https://a.com",)
+
+
+def test_null_opt_in_without_null_entry_allows_no_null() -> None:
+    settings = load_settings(
+        environ={},
+        overrides=valid(CORS_ALLOWED_ORIGINS="https://a.com", CORS_ALLOW_NULL_ORIGIN=True),
+    )
+    assert settings.cors_allow_null_origin is False
+    assert settings.origin_policy.is_allowed("null") is False
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+        (" yes ", True),
+        ("On", True),
+        ('"true"', True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("off", False),
+        ("'false'", False),
+    ],
+)
+def test_boolean_spellings(raw: str, expected: bool) -> None:
+    settings = load_settings(environ={}, overrides=valid(DEBUG=raw))
+    assert settings.debug is expected
+
+
+@pytest.mark.parametrize("raw", ["", "  ", '""'], ids=["empty", "blank", "quoted-empty"])
+def test_empty_boolean_means_default(raw: str) -> None:
+    settings = load_settings(environ={}, overrides=valid(DEBUG=raw, CORS_ALLOW_CREDENTIALS=raw))
+    assert settings.debug is False
+    assert settings.cors_allow_credentials is True
+
+
+@pytest.mark.parametrize("level", ["debug", "INFO", "Warning", "ERROR", "critical"])
+def test_log_levels(level: str) -> None:
+    assert load_settings(environ={}, overrides=valid(LOG_LEVEL=level)).log_level == level.upper()
+
+
+def test_preflight_max_age_zero_is_allowed() -> None:
+    settings = load_settings(environ={}, overrides=valid(CORS_PREFLIGHT_MAX_AGE="0"))
+    assert settings.cors_preflight_max_age == 0
+
+
+# --- list parsing -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("https://a.com,https://b.com", ["https://a.com", "https://b.com"]),
+        ('"https://a.com,https://b.com"', ["https://a.com", "https://b.com"]),
+        ("'https://a.com,https://b.com'", ["https://a.com", "https://b.com"]),
+        ("'https://a.com' , \"https://b.com\"", ["https://a.com", "https://b.com"]),
+        ("  https://a.com  ,\thttps://b.com \n", ["https://a.com", "https://b.com"]),
+        ("https://a.com,,", ["https://a.com"]),
+        (",https://a.com, ,'',https://b.com,", ["https://a.com", "https://b.com"]),
+        ("", []),
+        ('""', []),
+        ("  ,  ", []),
+    ],
+    ids=[
+        "plain",
+        "whole-value-double-quoted",
+        "whole-value-single-quoted",
+        "per-item-quotes",
+        "whitespace",
+        "trailing-empty-items",
+        "empty-items-everywhere",
+        "empty",
+        "quoted-empty",
+        "only-separators",
+    ],
+)
+def test_split_list(raw: str, expected: list[str]) -> None:
+    assert split_list(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ('"https://a.com,https://b.com"', ("https://a.com", "https://b.com")),
+        ("'https://a.com' , \"https://b.com\"", ("https://a.com", "https://b.com")),
+        ("https://a.com,,", ("https://a.com",)),
+        ("https://A.COM", ("https://a.com",)),
+        ("HTTPS://a.com:443", ("https://a.com",)),
+        ("http://a.com:80/", ("http://a.com",)),
+        ("http://a.com:8080/", ("http://a.com:8080",)),
+        ("https://a.com/", ("https://a.com",)),
+        (
+            "https://a.com,https://A.com:443/,HTTPS://a.com,https://b.com,https://a.com",
+            ("https://a.com", "https://b.com"),
+        ),
+        ("https://b.com,https://a.com", ("https://b.com", "https://a.com")),
+        ("http://a.com,https://a.com", ("http://a.com", "https://a.com")),
+        (["https://a.com", "https://b.com/"], ("https://a.com", "https://b.com")),
+        ("", ()),
+    ],
+    ids=[
+        "whole-value-quoted",
+        "per-item-quotes",
+        "empty-items-dropped",
+        "uppercase-host",
+        "default-https-port",
+        "default-http-port-and-slash",
+        "other-port-kept",
+        "trailing-slash",
+        "duplicates-removed",
+        "order-kept",
+        "schemes-distinct",
+        "list-override",
+        "empty-allows-nothing",
+    ],
+)
+def test_allowed_origins_are_parsed_and_canonicalised(
+    raw: str | list[str], expected: tuple[str, ...]
+) -> None:
+    settings = load_settings(environ={}, overrides=valid(CORS_ALLOWED_ORIGINS=raw))
+    assert settings.cors_allowed_origins == expected
+
+
+def test_csrf_trusted_origins_are_canonicalised() -> None:
+    settings = load_settings(
+        environ={},
+        overrides=valid(CSRF_TRUSTED_ORIGINS="'HTTPS://Admin.A.com:443/', https://admin.a.com,,"),
+    )
+    assert settings.csrf_trusted_origins == ("https://admin.a.com",)
+
+
+def test_regex_list() -> None:
+    settings = load_settings(
+        environ={},
+        overrides=valid(CORS_ALLOWED_ORIGIN_REGEXES=r"'https://a\.com' , https://[a-z]+\.b\.com,"),
+    )
+    patterns = [regex.pattern for regex in settings.cors_allowed_origin_regexes]
+    assert patterns == [r"https://a\.com", r"https://[a-z]+\.b\.com"]
+
+
+def test_header_and_host_lists() -> None:
+    settings = load_settings(
+        environ={},
+        overrides=valid(
+            ALLOWED_HOSTS="API.A.com, .B.com",
+            CORS_ALLOW_HEADERS="Content-Type, X-Cart-Token,Content-Type",
+            CORS_ALLOW_METHODS="GET,POST,GET",
+            CORS_EXPOSE_HEADERS="X-Total-Count",
+        ),
+    )
+    assert settings.allowed_hosts == ("api.a.com", ".b.com")
+    assert settings.cors_allow_headers == ("Content-Type", "X-Cart-Token")
+    assert settings.cors_allow_methods == ("GET", "POST")
+    assert settings.cors_expose_headers == ("X-Total-Count", "X-Request-ID")
+
+
+def test_request_id_is_not_exposed_twice() -> None:
+    settings = load_settings(environ={}, overrides=valid(CORS_EXPOSE_HEADERS="x-request-id"))
+    assert settings.cors_expose_headers == ("x-request-id",)
+
+
+# --- defaults -----------------------------------------------------------------------------------
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings(environ={}, overrides=valid(DATA_DIR=str(tmp_path / "data")))
+    assert settings.debug is False
+    assert settings.allowed_hosts == ()
+    assert settings.cors_allowed_origins == ("http://localhost:3000", "http://127.0.0.1:3000")
+    assert settings.cors_allowed_origin_regexes == ()
+    assert settings.cors_allow_all_origins is False
+    assert settings.cors_allow_null_origin is False
+    assert settings.cors_allow_credentials is True
+    assert settings.cors_allow_methods == DEFAULT_ALLOW_METHODS
+    assert settings.cors_allow_headers == DEFAULT_ALLOW_HEADERS
+    assert settings.cors_expose_headers == ("X-Request-ID",)
+    assert settings.cors_preflight_max_age == 86400
+    assert settings.csrf_trusted_origins == ()
+    assert settings.redis_url is None
+    assert settings.max_content_length == 1024 * 1024
+    assert settings.log_level == "INFO"
+    assert settings.database_url == f"sqlite://{tmp_path / 'data' / 'slyker.sqlite3'}"
+    assert settings.database_url.startswith("sqlite:///")  # absolute DATA_DIR → absolute path
+
+
+def test_debug_defaults() -> None:
+    settings = load_settings(environ={}, overrides={"DEBUG": True})
+    assert settings.allowed_hosts == ("localhost", "127.0.0.1", "[::1]")
+    assert settings.log_level == "DEBUG"
+    assert settings.cors_allowed_origins == ("http://localhost:3000", "http://127.0.0.1:3000")
+
+
+def test_database_url_defaults_to_data_dir_data() -> None:
+    assert load_settings(environ={}, overrides=valid()).database_url == (
+        "sqlite://data/slyker.sqlite3"
+    )
+
+
+def test_database_url_wins_over_data_dir(tmp_path: Path) -> None:
+    url = "postgres://user:pw@db.internal:5432/slyker"
+    settings = load_settings(environ={}, overrides=valid(DATABASE_URL=url, DATA_DIR=str(tmp_path)))
+    assert settings.database_url == url
+
+
+def test_overrides_win_over_environ() -> None:
+    settings = load_settings(
+        environ={"SECRET_KEY": SECRET_KEY, "LOG_LEVEL": "ERROR", "CORS_ALLOWED_ORIGINS": "x"},
+        overrides={"CORS_ALLOWED_ORIGINS": "https://a.com"},
+    )
+    assert settings.log_level == "ERROR"
+    assert settings.cors_allowed_origins == ("https://a.com",)
+
+
+def test_empty_environ_keeps_the_process_environment_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEBUG", "maybe")
+    monkeypatch.setenv("CORS_ALLOWED_ORIGINS", "https://leaked.example")
+    settings = load_settings(environ={}, overrides=valid())
+    assert settings.debug is False
+    assert settings.cors_allowed_origins == ("http://localhost:3000", "http://127.0.0.1:3000")
+    with pytest.raises(SettingsError) as info:
+        load_settings(overrides=valid())  # environ=None reads os.environ
+    assert info.value.setting == "DEBUG"
+
+
+# --- python -m slyker check ---------------------------------------------------------------------
+
+
+def run_check(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    env = {name: value for name, value in os.environ.items() if name not in SETTING_NAMES}
+    env.update(settings)
+    return subprocess.run(
+        [sys.executable, "-m", "slyker", "check"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_fails_naming_secret_key(tmp_path: Path) -> None:
+    result = run_check(tmp_path, DATA_DIR=str(tmp_path / "data"))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0] == "slyker: invalid setting SECRET_KEY: required when DEBUG is false"
+
+
+def test_check_fails_naming_a_bad_origin(tmp_path: Path) -> None:
+    result = run_check(
+        tmp_path, SECRET_KEY=SECRET_KEY, CORS_ALLOWED_ORIGINS="https://slykertech.co.zw/shop"
+    )
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("slyker: invalid setting CORS_ALLOWED_ORIGINS: ")
+
+
+def test_check_passes_with_valid_settings(tmp_path: Path) -> None:
+    result = run_check(
+        tmp_path,
+        SECRET_KEY=SECRET_KEY,
+        DATA_DIR=str(tmp_path / "data"),
+        CORS_ALLOWED_ORIGINS="https://slykertech.co.zw,https://www.slykertech.co.zw",
+        CORS_ALLOWED_ORIGIN_REGEXES=r"https://pr-[0-9]+\.preview\.slykertech\.co\.zw",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout == (
+        "slyker: settings OK (DEBUG=False, 2 allowed origins, 1 origin regexes)\n"
+    )
+
+
+def test_regex_list_keeps_commas_that_belong_to_a_regex() -> None:
+    settings = load_settings(
+        environ={},
+        overrides={
+            "SECRET_KEY": "k" * 40,
+            "CORS_ALLOWED_ORIGIN_REGEXES": r'"https://pr-[0-9]{1,5}\.preview\.example\.com", '
+            r"https://(a|b)\.example\.com,,https://x\,y\.example\.com",
+        },
+    )
+    assert [regex.pattern for regex in settings.cors_allowed_origin_regexes] == [
+        r"https://pr-[0-9]{1,5}\.preview\.example\.com",
+        r"https://(a|b)\.example\.com",
+        r"https://x\,y\.example\.com",
+    ]
+    assert settings.origin_policy.is_allowed("https://pr-12345.preview.example.com")
+    assert not settings.origin_policy.is_allowed("https://pr-123456.preview.example.com")
