@@ -13,7 +13,7 @@ from tortoise.context import TortoiseContext
 
 from slyker.settings import Settings, database_url_from_environment
 
-MODEL_MODULES = ["slyker.models", "aerich.models"]
+MODEL_MODULES = ["slyker.models.accounts", "slyker.models.billing", "aerich.models"]
 
 
 def tortoise_config(database_url: str) -> dict[str, Any]:

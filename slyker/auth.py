@@ -1,0 +1,180 @@
+"""JWT identity: tokens issued, rotated and revoked; who the current request is.
+
+Access tokens are short-lived and stateless. Refresh tokens are recorded
+(:class:`~slyker.models.accounts.RefreshToken`): each can be used once, and presenting a
+used or revoked one revokes its whole family, because only a thief or a replay does that.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from quart import g, request
+
+from slyker.errors import APIError
+from slyker.models.accounts import RefreshToken, User
+from slyker.settings import current_settings
+
+log = logging.getLogger(__name__)
+
+ALGORITHM = "HS256"
+ACCESS = "access"
+REFRESH = "refresh"
+_password_hasher = PasswordHasher()
+# Verifying against this when the e-mail is unknown keeps login time the same either way.
+_DUMMY_HASH = _password_hasher.hash(secrets.token_urlsafe(16))
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def hash_password(password: str) -> str:
+    return _password_hasher.hash(password)
+
+
+def verify_password(user: User | None, password: str) -> bool:
+    try:
+        _password_hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return False
+    return user is not None
+
+
+def token_error(message: str = "Token is invalid or expired.") -> APIError:
+    return APIError(401, message, code="token_not_valid", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _encode(claims: dict[str, Any]) -> str:
+    return jwt.encode(claims, current_settings().secret_key, algorithm=ALGORITHM)
+
+
+def decode_token(token: str, token_type: str) -> dict[str, Any]:
+    try:
+        claims = jwt.decode(
+            token,
+            current_settings().secret_key,
+            algorithms=[ALGORITHM],
+            options={"require": ["exp", "iat", "sub", "jti", "type"]},
+        )
+    except jwt.PyJWTError:
+        raise token_error() from None
+    if claims["type"] != token_type:
+        raise token_error()
+    return claims
+
+
+async def issue_tokens(user: User, family: str | None = None) -> dict[str, str]:
+    """A new access token and a new recorded refresh token (in ``family`` when rotating)."""
+    settings = current_settings()
+    now = datetime.now(UTC)
+    refresh_jti = uuid.uuid4().hex
+    await RefreshToken.create(
+        jti=refresh_jti,
+        family=family or uuid.uuid4().hex,
+        user=user,
+        expires_at=now + settings.jwt_refresh_token_lifetime,
+    )
+    common = {"sub": str(user.id), "iat": now}
+    access = {
+        **common,
+        "type": ACCESS,
+        "jti": uuid.uuid4().hex,
+        "role": user.user_type.value,
+        "exp": now + settings.jwt_access_token_lifetime,
+    }
+    refresh = {
+        **common,
+        "type": REFRESH,
+        "jti": refresh_jti,
+        "exp": now + settings.jwt_refresh_token_lifetime,
+    }
+    return {"access": _encode(access), "refresh": _encode(refresh)}
+
+
+async def rotate_refresh_token(token: str) -> dict[str, str]:
+    claims = decode_token(token, REFRESH)
+    now = datetime.now(UTC)
+    record = await RefreshToken.get_or_none(jti=claims["jti"]).select_related("user")
+    if record is None:
+        raise token_error()
+    # Only one concurrent refresh may win: the update is conditional on "unused".
+    won = await RefreshToken.filter(
+        jti=record.jti, used_at__isnull=True, revoked_at__isnull=True
+    ).update(used_at=now)
+    if not won:
+        await RefreshToken.filter(family=record.family, revoked_at__isnull=True).update(
+            revoked_at=now
+        )
+        log.warning("Refresh token reused for user %s: its family is revoked", record.user.id)
+        raise token_error("Token has been used or revoked.")
+    if not record.user.is_active:
+        raise token_error("User is inactive.")
+    return await issue_tokens(record.user, family=record.family)
+
+
+async def revoke_refresh_token(token: str) -> None:
+    claims = decode_token(token, REFRESH)
+    await RefreshToken.filter(jti=claims["jti"], revoked_at__isnull=True).update(
+        revoked_at=datetime.now(UTC)
+    )
+
+
+async def load_identity() -> None:
+    """``before_request``: a present Authorization header must be a valid Bearer token,
+    on public endpoints too (the storefront answers a 401 by refreshing its token)."""
+    g.user = None
+    header = request.headers.get("Authorization")
+    if header is None:
+        return
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise token_error("Authorization header must be 'Bearer <access token>'.")
+    claims = decode_token(token.strip(), ACCESS)
+    user = await User.get_or_none(id=int(claims["sub"]), is_active=True)
+    if user is None:
+        raise token_error("User not found or inactive.")
+    g.user = user
+
+
+def current_user() -> User | None:
+    return g.get("user")
+
+
+def authenticated_user() -> User:
+    user = current_user()
+    if user is None:
+        raise APIError(
+            401,
+            "Authentication credentials were not provided.",
+            code="not_authenticated",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return user
+
+
+def login_required(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        authenticated_user()
+        return await func(*args, **kwargs)
+
+    return wrapper
+
+
+def staff_required(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if not authenticated_user().is_staff:
+            raise APIError(403, "Staff only.", code="permission_denied")
+        return await func(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,126 @@
+"""``quart --app 'slyker:create_app()' <command>``: create users, load the demo catalog."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+
+import click
+from quart import Quart
+from tortoise.context import TortoiseContext
+
+from slyker.blueprints.accounts import create_user
+from slyker.database import tortoise_config
+from slyker.errors import APIError
+from slyker.models.accounts import Role
+from slyker.models.billing import DomainProduct, HostingProduct, Promotion, Service
+from slyker.settings import Settings
+
+DEMO_HOSTING = [
+    ("Starter Shared", "shared", "2.99", "8.49", "16.49", "29.99", "55.99", "79.99", "0"),
+    ("Business Shared", "shared", "5.99", "16.99", "32.99", "59.99", "109.99", None, "0"),
+    ("VPS 2 GB", "vps", "12.00", "34.00", "66.00", "129.00", None, None, "10.00"),
+    ("Cloud Flex", "cloud", "19.00", None, None, "199.00", None, None, "0"),
+    ("Dedicated E3", "dedicated", "89.00", None, None, "959.00", None, None, "49.00"),
+    ("Reseller 50", "reseller", "24.99", "71.99", None, "269.99", None, None, "0"),
+]
+DEMO_DOMAINS = [
+    (".com", "12.99", "25.49", "37.99", "62.99", "124.99", "14.99", "12.99", "4.99"),
+    (".co.zw", "9.99", "19.49", None, None, None, "9.99", "9.99", "0"),
+    (".net", "14.49", "28.49", "42.49", None, None, "15.99", "14.49", "4.99"),
+    (".org", "13.49", "26.49", None, None, None, "14.49", "13.49", "4.99"),
+]
+DEMO_SERVICES = [("SSL Certificate (1 year)", "ssl", "39.00", "annual")]
+DEMO_COUPON = "WELCOME10"
+
+
+def _run(settings: Settings, work: Callable[[], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with TortoiseContext() as context:
+            await context.init(config=tortoise_config(settings.database_url))
+            await work()
+
+    asyncio.run(main())
+
+
+def _price(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+async def load_demo_catalog() -> bool:
+    """Add the demo products and coupon; False (and nothing added) if a catalog exists."""
+    if await HostingProduct.exists() or await DomainProduct.exists():
+        return False
+    for name, kind, m, q, s, a, b, t, setup in DEMO_HOSTING:
+        await HostingProduct.create(
+            name=name,
+            hosting_type=kind,
+            monthly_price=Decimal(m),
+            quarterly_price=_price(q),
+            semi_annual_price=_price(s),
+            annual_price=_price(a),
+            biennial_price=_price(b),
+            triennial_price=_price(t),
+            setup_fee=Decimal(setup),
+        )
+    for tld, y1, y2, y3, y5, y10, renew, transfer, privacy in DEMO_DOMAINS:
+        await DomainProduct.create(
+            tld=tld,
+            registration_price_1yr=Decimal(y1),
+            registration_price_2yr=_price(y2),
+            registration_price_3yr=_price(y3),
+            registration_price_5yr=_price(y5),
+            registration_price_10yr=_price(y10),
+            renewal_price=Decimal(renew),
+            transfer_price=Decimal(transfer),
+            whois_privacy_price=Decimal(privacy),
+        )
+    for name, category, price, cycle in DEMO_SERVICES:
+        await Service.create(
+            name=name, category=category, price=Decimal(price), billing_cycle=cycle
+        )
+    await Promotion.get_or_create(
+        code=DEMO_COUPON,
+        defaults={
+            "name": "Welcome 10% off",
+            "discount_type": "percentage",
+            "discount_value": Decimal("10"),
+            "minimum_order_amount": Decimal("10.00"),
+        },
+    )
+    return True
+
+
+def register_commands(app: Quart, settings: Settings) -> None:
+    @app.cli.command("create-user")
+    @click.argument("email")
+    @click.option("--role", type=click.Choice([r.value for r in Role]), default=Role.STAFF.value)
+    @click.option("--first-name", default="")
+    @click.option("--last-name", default="")
+    @click.password_option()
+    def create_user_command(
+        email: str, role: str, first_name: str, last_name: str, password: str
+    ) -> None:
+        """Create a user (staff by default) with a client profile."""
+
+        async def work() -> None:
+            try:
+                user = await create_user(
+                    email, password, Role(role), first_name=first_name, last_name=last_name
+                )
+            except APIError as error:
+                raise click.ClickException(str(error.description)) from None
+            click.echo(f"created {user.user_type.value} {user.email} (id {user.id})")
+
+        _run(settings, work)
+
+    @app.cli.command("load-demo-catalog")
+    def load_demo_catalog_command() -> None:
+        """Load demo hosting and domain products and the WELCOME10 coupon into an empty catalog."""
+
+        async def work() -> None:
+            loaded = await load_demo_catalog()
+            click.echo("demo catalog loaded" if loaded else "catalog not empty: nothing loaded")
+
+        _run(settings, work)

@@ -1,1 +1,0 @@
-"""Tortoise models. The foundation has none; accounts and billing add theirs here."""

@@ -1,0 +1,1 @@
+"""Tortoise models, one module per area. aerich reads MODEL_MODULES (slyker.database)."""

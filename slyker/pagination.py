@@ -1,0 +1,52 @@
+"""``{count, next, previous, results}`` pages, as the storefront's list calls expect."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from quart import request
+from tortoise.queryset import QuerySet
+
+from slyker.errors import APIError
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+M = TypeVar("M")
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise APIError(400, f"{name}: must be a positive whole number.", errors={name: ["invalid"]})
+    return int(raw)
+
+
+def _page_url(page: int) -> str:
+    args = request.args.to_dict()
+    args["page"] = str(page)
+    return f"{request.base_url}?{urlencode(args)}"
+
+
+async def paginate(
+    queryset: QuerySet[Any], serialise: Callable[[Any], Awaitable[dict[str, Any]] | dict[str, Any]]
+) -> dict[str, Any]:
+    page = _positive_int("page", 1)
+    size = min(_positive_int("page_size", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE)
+    count = await queryset.count()
+    rows: Sequence[Any] = await queryset.offset((page - 1) * size).limit(size)
+    if page > 1 and not rows and count:
+        raise APIError(404, "Invalid page.", code="not_found")
+    results = []
+    for row in rows:
+        item = serialise(row)
+        results.append(await item if isinstance(item, Awaitable) else item)
+    return {
+        "count": count,
+        "next": _page_url(page + 1) if page * size < count else None,
+        "previous": _page_url(page - 1) if page > 1 else None,
+        "results": results,
+    }

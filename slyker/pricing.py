@@ -1,0 +1,197 @@
+"""Price rules: every cart line is priced from the catalog (never from the browser), and
+promotions are checked and applied here, for the cart view and for checkout alike."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from slyker.errors import APIError
+from slyker.models.billing import (
+    BillingCycle,
+    DiscountType,
+    DomainProduct,
+    HostingProduct,
+    Promotion,
+    Service,
+)
+from slyker.money import ZERO, cents
+
+DOMAIN_YEARS = (1, 2, 3, 5, 10)
+DOMAIN_ACTIONS = ("registration", "transfer", "renewal")
+MAX_QUANTITY = 100
+_DOMAIN_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}")
+
+
+def invalid(field_name: str, message: str) -> APIError:
+    """The storefront shows ``error``: "field: message"; ``errors`` has the details."""
+    return APIError(400, f"{field_name}: {message}", code="invalid", errors={field_name: [message]})
+
+
+def hosting_cycle_price(product: HostingProduct, cycle: BillingCycle) -> Decimal | None:
+    return getattr(product, f"{cycle.value}_price")  # type: ignore[no-any-return]
+
+
+def domain_registration_price(product: DomainProduct, years: int) -> Decimal | None:
+    if years not in DOMAIN_YEARS:
+        return None
+    return getattr(product, f"registration_price_{years}yr")  # type: ignore[no-any-return]
+
+
+@dataclass
+class PricedLine:
+    """What a cart line will hold: its price and description come from the catalog."""
+
+    unit_price: Decimal
+    service_name: str
+    service_category: str
+    product_type: str
+    billing_cycle: str
+    service_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def price_hosting(product: HostingProduct, billing_cycle: str | None) -> PricedLine:
+    try:
+        cycle = BillingCycle(billing_cycle or "")
+    except ValueError:
+        choices = ", ".join(c.value for c in BillingCycle)
+        raise invalid("billing_cycle", f"must be one of {choices}.") from None
+    price = hosting_cycle_price(product, cycle)
+    if price is None:
+        raise invalid("billing_cycle", f"{product.name} is not offered {cycle.value}.")
+    # The setup fee is charged once per hosting account, so it belongs to the unit price.
+    return PricedLine(
+        unit_price=cents(price + product.setup_fee),
+        service_name=product.name,
+        service_category="hosting",
+        product_type=product.hosting_type.value,
+        billing_cycle=cycle.value,
+    )
+
+
+def _domain_years(metadata: dict[str, Any], billing_cycle: str | None) -> int:
+    raw = metadata.get("registration_years")
+    if raw is None and billing_cycle:
+        match = re.fullmatch(r"(\d+)yr", billing_cycle)
+        raw = 1 if billing_cycle == "annual" else (int(match.group(1)) if match else None)
+    if raw is None:
+        raw = 1
+    if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).isdigit():
+        raise invalid("registration_years", "must be a whole number of years.")
+    return int(raw)
+
+
+def price_domain(
+    product: DomainProduct, metadata: dict[str, Any], billing_cycle: str | None
+) -> PricedLine:
+    action = metadata.get("action", "registration")
+    if action not in DOMAIN_ACTIONS:
+        raise invalid("action", f"must be one of {', '.join(DOMAIN_ACTIONS)}.")
+    name = str(metadata.get("domain_name", "")).strip().lower().rstrip(".")
+    if not _DOMAIN_NAME.fullmatch(name) or not name.endswith(product.tld):
+        raise invalid("domain_name", f"must be a valid domain name ending in {product.tld}.")
+    years = _domain_years(metadata, billing_cycle)
+    if action == "transfer":
+        if not str(metadata.get("epp_code", "")).strip():
+            raise invalid("epp_code", "is required to transfer a domain.")
+        years, base = 1, product.transfer_price
+    elif action == "renewal":
+        if years not in DOMAIN_YEARS:
+            raise invalid("registration_years", f"must be one of {DOMAIN_YEARS}.")
+        base = product.renewal_price * years
+    else:
+        price = domain_registration_price(product, years)
+        if price is None:
+            raise invalid(
+                "registration_years", f"{product.tld} is not offered for {years} year(s)."
+            )
+        base = price
+    privacy = bool(metadata.get("whois_privacy"))
+    unit = base + (product.whois_privacy_price * years if privacy else ZERO)
+    return PricedLine(
+        unit_price=cents(unit),
+        service_name=f"Domain {action}: {name}",
+        service_category="domain",
+        product_type="domain",
+        billing_cycle="annual" if years == 1 else f"{years}yr",
+        service_metadata={
+            **metadata,
+            "action": action,
+            "domain_name": name,
+            "registration_years": years,
+            "whois_privacy": privacy,
+        },
+    )
+
+
+def price_service(service: Service) -> PricedLine:
+    return PricedLine(
+        unit_price=cents(service.price),
+        service_name=service.name,
+        service_category=service.category,
+        product_type=service.category,
+        billing_cycle=service.billing_cycle,
+    )
+
+
+@dataclass(frozen=True)
+class Line:
+    """The part of a cart or invoice line that totals and discounts need."""
+
+    product_type: str
+    unit_price: Decimal
+    quantity: int
+
+    @property
+    def total(self) -> Decimal:
+        return cents(self.unit_price * self.quantity)
+
+
+def subtotal(lines: Sequence[Line]) -> Decimal:
+    return cents(sum((line.total for line in lines), ZERO))
+
+
+def promotion_problem(
+    promotion: Promotion, lines: Sequence[Line], now: datetime | None = None
+) -> str | None:
+    """Why ``promotion`` cannot apply to these lines now, or None if it can."""
+    now = now or datetime.now(UTC)
+    if not promotion.is_active:
+        return "This coupon is not active."
+    if promotion.start_date and now < promotion.start_date:
+        return "This coupon is not valid yet."
+    if promotion.end_date and now > promotion.end_date:
+        return "This coupon has expired."
+    if promotion.usage_limit is not None and promotion.usage_count >= promotion.usage_limit:
+        return "This coupon has reached its usage limit."
+    if lines and subtotal(lines) < promotion.minimum_order_amount:
+        return f"This coupon needs an order of at least {promotion.minimum_order_amount:.2f}."
+    if lines and promotion.product_types and not _eligible(promotion, lines):
+        return "This coupon does not apply to the items in your cart."
+    return None
+
+
+def _eligible(promotion: Promotion, lines: Sequence[Line]) -> list[Line]:
+    if not promotion.product_types:
+        return list(lines)
+    types = {str(kind).lower() for kind in promotion.product_types}
+    return [line for line in lines if line.product_type.lower() in types]
+
+
+def discount(promotion: Promotion, lines: Sequence[Line]) -> Decimal:
+    base = subtotal(_eligible(promotion, lines))
+    if promotion.discount_type == DiscountType.PERCENTAGE:
+        amount = base * promotion.discount_value / Decimal(100)
+    else:
+        amount = promotion.discount_value
+    return cents(min(amount, base))
+
+
+def discount_description(promotion: Promotion) -> str:
+    if promotion.discount_type == DiscountType.PERCENTAGE:
+        return f"{promotion.discount_value.normalize():f}% off ({promotion.code})"
+    return f"{promotion.discount_value:.2f} off ({promotion.code})"
