@@ -1,20 +1,24 @@
-"""``python -m slyker check``: validate the settings in the environment and exit 0 or 1.
+"""``python -m slyker check | migrate | makemigrations NAME``.
 
-Run before Hypercorn (README, Docker): with ``workers >= 1`` Hypercorn prints the start-up
-error but exits 0, so a supervisor would not notice a refused configuration.
+``check`` validates the settings in the environment and exits 0 or 1: run it before Hypercorn
+(README, Docker), because with ``workers >= 1`` Hypercorn prints a start-up error but exits 0.
+``migrate`` applies the migrations of DATABASE_URL's dialect; ``makemigrations NAME`` writes a
+migration for every dialect after a model change.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 
-from slyker.settings import SettingsError, load_settings
+from slyker import schema
+from slyker.settings import SettingsError, database_url_from_environment, load_settings
+
+USAGE = "usage: python -m slyker check | migrate | makemigrations NAME"
 
 
-def main(argv: list[str]) -> int:
-    if argv != ["check"]:
-        print("usage: python -m slyker check", file=sys.stderr)
-        return 2
+def check() -> int:
     try:
         settings = load_settings()
     except SettingsError as error:
@@ -26,6 +30,31 @@ def main(argv: list[str]) -> int:
         f"{len(settings.cors_allowed_origin_regexes)} origin regexes)"
     )
     return 0
+
+
+def migrate() -> int:
+    url = database_url_from_environment(os.environ)
+    applied = asyncio.run(schema.upgrade(url))
+    print(f"slyker: {schema.dialect(url)} migrations applied: {', '.join(applied) or 'none'}")
+    return 0
+
+
+def make_migrations(name: str) -> int:
+    for dialect, written in asyncio.run(schema.make_migrations(name)).items():
+        print(f"slyker: {dialect}: {written or 'no changes'}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    match argv:
+        case ["check"]:
+            return check()
+        case ["migrate"]:
+            return migrate()
+        case ["makemigrations", name]:
+            return make_migrations(name)
+    print(USAGE, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

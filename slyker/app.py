@@ -6,10 +6,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from quart import Quart
+from quart_rate_limiter import RateLimiter
+from quart_rate_limiter.redis_store import RedisStore
 from quart_schema import QuartSchema
 
-from slyker import csrf, database
-from slyker.blueprints import health
+from slyker import auth, cli, csrf, database
+from slyker.blueprints import accounts, health
+from slyker.blueprints.billing import carts, catalog, invoices, promotions
 from slyker.cors import CORSMiddleware, init_cors
 from slyker.errors import register_error_handlers
 from slyker.redis_client import init_redis
@@ -34,8 +37,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
         DEBUG=settings.debug,
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_content_length,
-        JSON_SORT_KEYS=False,
     )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     for name in ("TESTING", "PROPAGATE_EXCEPTIONS"):
         if overrides and name in overrides:
             app.config[name] = overrides[name]
@@ -46,10 +49,22 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
 
     cors_config = init_cors(app, settings)
     app.before_request(csrf.check_request_origin)
+    app.before_request(auth.load_identity)
+    RateLimiter(app, store=RedisStore(settings.redis_url) if settings.redis_url else None)
     register_error_handlers(app)
     QuartSchema(app, info={"title": "slyker API", "version": "1.0"})
 
-    app.register_blueprint(health.blueprint)
+    for blueprint in (
+        health.blueprint,
+        accounts.blueprint,
+        catalog.blueprint,
+        carts.blueprint,
+        promotions.blueprint,
+        invoices.invoices,
+        invoices.payments,
+    ):
+        app.register_blueprint(blueprint)
+    cli.register_commands(app, settings)
 
     # Outermost last: request id, then CORS (preflights and the last net), then the database.
     app.asgi_app = database.DatabaseContextMiddleware(app.asgi_app, app)  # type: ignore[method-assign]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from quart import Quart
 from tortoise import connections
 from tortoise.context import TortoiseContext
 
-from slyker.settings import Settings, database_url_from_environment
+from slyker.settings import Settings
 
 MODEL_MODULES = ["slyker.models.accounts", "slyker.models.billing", "aerich.models"]
 
@@ -89,15 +88,3 @@ class DatabaseContextMiddleware:
 async def database_is_ready() -> bool:
     await connections.get("default").execute_query("SELECT 1")
     return True
-
-
-def __getattr__(name: str) -> Any:
-    """``slyker.database.TORTOISE_ORM`` for aerich, built when aerich asks for it.
-
-    Only the database URL is read, so migrations do not demand a SECRET_KEY.
-    """
-    if name == "TORTOISE_ORM":
-        url = database_url_from_environment(os.environ)
-        ensure_data_dir(url)
-        return tortoise_config(url)
-    raise AttributeError(name)

@@ -9,6 +9,7 @@ import pytest
 from quart import Quart
 
 from slyker import create_app
+from slyker.database import EXTENSION_KEY as DATABASE_KEY
 
 # Settings come from the environment: keep a developer's shell or .env out of the tests.
 SETTING_NAMES = (
@@ -45,12 +46,37 @@ for _name in SETTING_NAMES:
 TEST_SECRET_KEY = "test-secret-key-0123456789abcdef0123456789"
 POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/15"
+# The suite runs on SQLite; SLYKER_TEST_DATABASE=postgres runs the same tests on PostgreSQL.
+TEST_DATABASE = os.environ.get("SLYKER_TEST_DATABASE", "sqlite")
+if TEST_DATABASE not in ("sqlite", "postgres"):
+    raise RuntimeError(f"SLYKER_TEST_DATABASE must be sqlite or postgres, not {TEST_DATABASE!r}")
+
+
+def test_database_settings(tmp_path: Path) -> dict[str, str]:
+    settings = {"DATA_DIR": str(tmp_path / "data")}
+    if TEST_DATABASE == "postgres":
+        settings["DATABASE_URL"] = POSTGRES_URL
+    return settings
+
+
+async def prepare_database(app: Quart) -> None:
+    """Create the schema (and on PostgreSQL empty every table) for a started app."""
+    context = app.extensions[DATABASE_KEY]
+    with context:
+        await context.generate_schemas(safe=True)
+        if TEST_DATABASE == "postgres":
+            connection = context.db()
+            tables = await connection.execute_query_dict(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            )
+            names = ", ".join(f'"{row["tablename"]}"' for row in tables)
+            await connection.execute_script(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
 
 
 @pytest.fixture
 def settings_env(tmp_path: Path) -> dict[str, Any]:
     """Minimal valid production-like settings for one test."""
-    return {"SECRET_KEY": TEST_SECRET_KEY, "DATA_DIR": str(tmp_path / "data")}
+    return {"SECRET_KEY": TEST_SECRET_KEY, **test_database_settings(tmp_path)}
 
 
 @pytest.fixture
@@ -67,4 +93,5 @@ def app_factory(
 async def app(app_factory: Callable[..., Quart]) -> AsyncIterator[Quart]:
     application = app_factory()
     async with application.test_app():
+        await prepare_database(application)
         yield application

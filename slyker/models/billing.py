@@ -137,9 +137,9 @@ class Cart(Model):
     coupon: fields.ForeignKeyNullableRelation[Promotion] = fields.ForeignKeyField(
         "models.Promotion", related_name="carts", null=True, on_delete=fields.SET_NULL
     )
-    merged_into: fields.ForeignKeyNullableRelation[Cart] = fields.ForeignKeyField(
-        "models.Cart", related_name="merged_from", null=True, on_delete=fields.SET_NULL
-    )
+    # The user cart an anonymous cart was merged into (a plain id: aerich cannot create a
+    # self-referencing foreign key).
+    merged_into_id = fields.IntField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

@@ -1,0 +1,566 @@
+"""Carts: one active cart per identity (a user, or an anonymous visitor's cart token),
+priced from the catalog, and checkout into an invoice.
+
+An anonymous cart is identified by a token the API issues: in an HttpOnly cookie, and also in
+the ``X-Cart-Token`` response header, which the storefront may send back in the request
+header of the same name when the browser blocks third-party cookies.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, EmailStr, Field
+from quart import Blueprint, Response, jsonify, request
+from quart_schema import validate_request
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import F
+from tortoise.transactions import in_transaction
+
+from slyker.auth import authenticated_user, current_user, login_required
+from slyker.errors import APIError
+from slyker.models.accounts import User
+from slyker.models.billing import (
+    Cart,
+    CartItem,
+    CartStatus,
+    DomainProduct,
+    HostingProduct,
+    Invoice,
+    InvoiceItem,
+    Promotion,
+    Service,
+)
+from slyker.money import as_number, as_string, cents
+from slyker.pricing import (
+    MAX_QUANTITY,
+    Line,
+    PricedLine,
+    discount,
+    discount_description,
+    invalid,
+    price_domain,
+    price_hosting,
+    price_service,
+    promotion_problem,
+    subtotal,
+)
+from slyker.settings import current_settings
+
+blueprint = Blueprint("carts", __name__, url_prefix="/api/billing/carts")
+log = logging.getLogger(__name__)
+
+CART_TOKEN_HEADER = "X-Cart-Token"
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32,64}")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+# --- identity ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CartIdentity:
+    user: User | None
+    anonymous_token: str | None  # from the X-Cart-Token header or the cart cookie
+
+
+def cart_identity() -> CartIdentity:
+    candidates = (
+        request.headers.get(CART_TOKEN_HEADER),
+        request.cookies.get(current_settings().cart_cookie_name),
+    )
+    token = next((c for c in candidates if c and _TOKEN_RE.fullmatch(c)), None)
+    return CartIdentity(current_user(), token)
+
+
+async def active_cart(key: str, **fields: Any) -> Cart:
+    """The active cart for ``key``, created if needed; race-safe: ``active_key`` is unique,
+    so of two concurrent creations one fails and then reads the winner's cart."""
+    cart = await Cart.get_or_none(active_key=key)
+    if cart is not None:
+        return cart
+    try:
+        return await Cart.create(active_key=key, **fields)
+    except IntegrityError:
+        return await Cart.get(active_key=key)
+
+
+async def user_cart(user: User) -> Cart:
+    return await active_cart(f"user:{user.id}", user=user)
+
+
+async def merge_anonymous_cart(token: str, into: Cart) -> None:
+    """Move an anonymous cart's items (and coupon, if ``into`` has none) into the user's
+    cart, once, and close it; ``into`` is refreshed."""
+    anonymous = await Cart.get_or_none(active_key=f"anon:{token}")
+    if anonymous is None or not await CartItem.filter(cart_id=anonymous.id).exists():
+        return
+    async with in_transaction():
+        closed = await Cart.filter(id=anonymous.id, status=CartStatus.ACTIVE).update(
+            status=CartStatus.MERGED, active_key=None, merged_into_id=into.id
+        )
+        if not closed:  # a concurrent request merged it already
+            return
+        moved = await CartItem.filter(cart_id=anonymous.id).update(cart_id=into.id)
+        if into.coupon_id is None and anonymous.coupon_id is not None:
+            await Cart.filter(id=into.id).update(coupon_id=anonymous.coupon_id)
+    await into.refresh_from_db()
+    log.info("Merged anonymous cart %s (%s items) into cart %s", anonymous.id, moved, into.id)
+
+
+async def caller_cart(cart_id: int) -> Cart:
+    """The cart ``cart_id`` if it is the caller's, else 404 (never reveal that it exists).
+
+    A logged-in caller addressing the anonymous cart that was merged into theirs (the
+    storefront keeps the cart id it had before login) gets their own cart.
+    """
+    identity = cart_identity()
+    own: Cart | None = None
+    if identity.user is not None:
+        own = await user_cart(identity.user)
+        if identity.anonymous_token:
+            await merge_anonymous_cart(identity.anonymous_token, own)
+        if cart_id == own.id:
+            return own
+    cart = await Cart.get_or_none(id=cart_id)
+    if cart is not None:
+        if identity.user is not None and cart.user_id == identity.user.id:
+            return cart
+        if identity.anonymous_token and cart.anonymous_token == identity.anonymous_token:
+            if cart.status == CartStatus.MERGED and own is not None:
+                return own
+            if cart.user_id is None:
+                return cart
+    if identity.user is None and identity.anonymous_token is None:
+        raise APIError(
+            404,
+            "Cart not found. This request carried no cart cookie and no X-Cart-Token header: "
+            "if third-party cookies are blocked, send back the X-Cart-Token from "
+            "GET /api/billing/carts/current/.",
+            code="cart_not_found",
+        )
+    raise APIError(404, "Cart not found.", code="cart_not_found")
+
+
+async def open_cart(cart_id: int) -> Cart:
+    cart = await caller_cart(cart_id)
+    if cart.status != CartStatus.ACTIVE:
+        raise APIError(409, "This cart is closed: it has been checked out.", code="cart_closed")
+    return cart
+
+
+# --- JSON --------------------------------------------------------------------------------
+
+
+def item_json(item: CartItem) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "hosting_product": item.hosting_product_id,
+        "domain_product": item.domain_product_id,
+        "service": item.service_id,
+        "service_name": item.service_name,
+        "service_category": item.service_category,
+        "service_metadata": item.service_metadata,
+        "quantity": item.quantity,
+        "billing_cycle": item.billing_cycle,
+        "unit_price": as_string(item.unit_price),
+        "total_price": as_number(item.unit_price * item.quantity),
+        "created_at": item.created_at.isoformat(),
+    }
+
+
+def lines_of(items: list[CartItem]) -> list[Line]:
+    return [Line(item.product_type, item.unit_price, item.quantity) for item in items]
+
+
+async def cart_json(cart: Cart) -> dict[str, Any]:
+    """The whole cart. ``total`` is the sum of the lines before any discount (what the
+    storefront has always shown as the cart total); ``final_total`` is ``total`` minus
+    ``discount_amount``: what the invoice will charge before tax."""
+    items = await CartItem.filter(cart_id=cart.id).order_by("id")
+    lines = lines_of(items)
+    amount = subtotal(lines)
+    promotion = await Promotion.get_or_none(id=cart.coupon_id) if cart.coupon_id else None
+    reduction = cents(0)
+    description = None
+    if promotion is not None:
+        problem = promotion_problem(promotion, lines)
+        if problem is None:
+            reduction = discount(promotion, lines)
+            description = discount_description(promotion)
+        else:
+            description = f"{promotion.code}: {problem}"
+    return {
+        "id": cart.id,
+        "status": cart.status.value,
+        "items": [item_json(item) for item in items],
+        "item_count": len(items),
+        "subtotal": as_number(amount),
+        "applied_coupon": promotion.code if promotion else None,
+        "discount_description": description,
+        "discount_amount": as_number(reduction),
+        "total": as_number(amount),
+        "final_total": as_number(amount - reduction),
+        "created_at": cart.created_at.isoformat(),
+        "updated_at": cart.updated_at.isoformat(),
+    }
+
+
+def _secure_cookie() -> bool:
+    configured = current_settings().cart_cookie_secure
+    if configured is not None:
+        return configured
+    return (request.host.rsplit(":", 1)[0] or "").strip("[]") not in LOOPBACK_HOSTS
+
+
+async def cart_response(cart: Cart, status: int = 200) -> Response:
+    response = jsonify(await cart_json(cart))
+    response.status_code = status
+    if cart.user_id is None and cart.anonymous_token:
+        settings = current_settings()
+        response.headers[CART_TOKEN_HEADER] = cart.anonymous_token
+        response.set_cookie(
+            settings.cart_cookie_name,
+            cart.anonymous_token,
+            max_age=settings.cart_cookie_max_age,
+            httponly=True,
+            secure=_secure_cookie(),
+            samesite=settings.cart_cookie_samesite,
+            path="/api/",
+        )
+    return response
+
+
+# --- endpoints ---------------------------------------------------------------------------
+
+
+@blueprint.get("/current/")
+async def current_cart() -> Response:
+    """The caller's active cart, created if needed: the user's own when logged in (with any
+    anonymous cart of this browser merged into it), else the anonymous cart of the cart
+    token (cookie or ``X-Cart-Token``), else a new anonymous cart and token."""
+    identity = cart_identity()
+    if identity.user is not None:
+        cart = await user_cart(identity.user)
+        if identity.anonymous_token:
+            await merge_anonymous_cart(identity.anonymous_token, cart)
+        return await cart_response(cart)
+    token = identity.anonymous_token
+    if token is None:
+        token = secrets.token_urlsafe(32)
+        log.info("New anonymous cart token issued")
+    cart = await active_cart(f"anon:{token}", anonymous_token=token)
+    return await cart_response(cart)
+
+
+@blueprint.get("/<int:cart_id>/")
+async def get_cart(cart_id: int) -> Response:
+    """One of the caller's carts."""
+    return await cart_response(await caller_cart(cart_id))
+
+
+class CartItemIn(BaseModel):
+    hosting_product: int | None = None
+    domain_product: int | None = None
+    service: int | None = None
+    service_metadata: dict[str, Any] = Field(default_factory=dict)
+    quantity: int = Field(default=1, ge=1, le=MAX_QUANTITY)
+    billing_cycle: str | None = Field(default=None, max_length=16)
+    # Accepted because the storefront sends it, and ignored: prices come from the catalog.
+    unit_price: Any = None
+
+
+async def priced_line(data: CartItemIn) -> tuple[PricedLine, dict[str, Any]]:
+    chosen = [
+        name for name in ("hosting_product", "domain_product", "service") if getattr(data, name)
+    ]
+    if len(chosen) != 1:
+        raise invalid(
+            "hosting_product", "exactly one of hosting_product, domain_product or service."
+        )
+    [kind] = chosen
+    if kind == "hosting_product":
+        hosting = await HostingProduct.get_or_none(id=data.hosting_product, is_active=True)
+        if hosting is None:
+            raise invalid("hosting_product", "unknown or unavailable product.")
+        line = price_hosting(hosting, data.billing_cycle)
+        line.service_metadata = dict(data.service_metadata)
+        return line, {"hosting_product": hosting}
+    if kind == "domain_product":
+        domain = await DomainProduct.get_or_none(id=data.domain_product, is_active=True)
+        if domain is None:
+            raise invalid("domain_product", "unknown or unavailable TLD.")
+        if data.quantity != 1:
+            raise invalid("quantity", "must be 1 for a domain.")
+        return price_domain(domain, dict(data.service_metadata), data.billing_cycle), {
+            "domain_product": domain
+        }
+    service = await Service.get_or_none(id=data.service, is_active=True)
+    if service is None:
+        raise invalid("service", "unknown or unavailable service.")
+    line = price_service(service)
+    line.service_metadata = dict(data.service_metadata)
+    return line, {"service": service}
+
+
+@blueprint.post("/<int:cart_id>/add_item/")
+@validate_request(CartItemIn)
+async def add_item(cart_id: int, data: CartItemIn) -> Response:
+    """Add a line. The price is the catalog's for the chosen billing cycle (domains: years,
+    action and WHOIS privacy); a ``unit_price`` in the body is ignored. 201 with the cart."""
+    cart = await open_cart(cart_id)
+    line, product = await priced_line(data)
+    await CartItem.create(
+        cart=cart,
+        **product,
+        service_name=line.service_name,
+        service_category=line.service_category,
+        product_type=line.product_type,
+        service_metadata=line.service_metadata,
+        quantity=data.quantity,
+        billing_cycle=line.billing_cycle,
+        unit_price=line.unit_price,
+    )
+    await Cart.filter(id=cart.id).update(updated_at=datetime.now(UTC))
+    return await cart_response(await Cart.get(id=cart.id), 201)
+
+
+class ItemChange(BaseModel):
+    item_id: int
+    quantity: int | None = Field(default=None, ge=1, le=MAX_QUANTITY)
+    billing_cycle: str | None = Field(default=None, max_length=16)
+
+
+async def _cart_item(cart: Cart, item_id: int) -> CartItem:
+    item = await CartItem.get_or_none(id=item_id, cart_id=cart.id)
+    if item is None:
+        raise APIError(
+            404, "item_id: no such item in this cart.", errors={"item_id": ["not found"]}
+        )
+    return item
+
+
+@blueprint.patch("/<int:cart_id>/update_item/")
+@validate_request(ItemChange)
+async def update_item(cart_id: int, data: ItemChange) -> Response:
+    """Change a line's quantity and/or billing cycle; the line is re-priced from the catalog."""
+    cart = await open_cart(cart_id)
+    item = await _cart_item(cart, data.item_id)
+    request_body = CartItemIn(
+        hosting_product=item.hosting_product_id,
+        domain_product=item.domain_product_id,
+        service=item.service_id,
+        service_metadata=item.service_metadata,
+        quantity=data.quantity or item.quantity,
+        billing_cycle=data.billing_cycle or item.billing_cycle,
+    )
+    line, _ = await priced_line(request_body)
+    await CartItem.filter(id=item.id).update(
+        quantity=request_body.quantity,
+        billing_cycle=line.billing_cycle,
+        unit_price=line.unit_price,
+        service_metadata=line.service_metadata,
+    )
+    return await cart_response(await Cart.get(id=cart.id))
+
+
+class ItemRef(BaseModel):
+    item_id: int
+
+
+@blueprint.delete("/<int:cart_id>/remove_item/")
+@validate_request(ItemRef)
+async def remove_item(cart_id: int, data: ItemRef) -> Response:
+    """Remove a line (JSON body ``{item_id}``)."""
+    cart = await open_cart(cart_id)
+    item = await _cart_item(cart, data.item_id)
+    await item.delete()
+    return await cart_response(cart)
+
+
+@blueprint.post("/<int:cart_id>/clear/")
+async def clear_cart(cart_id: int) -> Response:
+    """Remove every line (an applied coupon stays)."""
+    cart = await open_cart(cart_id)
+    await CartItem.filter(cart_id=cart.id).delete()
+    return await cart_response(cart)
+
+
+class CouponIn(BaseModel):
+    code: str = Field(min_length=1, max_length=50)
+
+
+async def find_promotion(code: str) -> Promotion:
+    promotion = await Promotion.get_or_none(code=code.strip().upper())
+    if promotion is None:
+        raise invalid("code", "Invalid coupon code.")
+    return promotion
+
+
+@blueprint.post("/<int:cart_id>/apply_coupon/")
+@validate_request(CouponIn)
+async def apply_coupon(cart_id: int, data: CouponIn) -> Response:
+    """Apply a coupon (code case-insensitive) if it is valid for this cart now."""
+    cart = await open_cart(cart_id)
+    promotion = await find_promotion(data.code)
+    problem = promotion_problem(promotion, lines_of(await CartItem.filter(cart_id=cart.id)))
+    if problem is not None:
+        raise invalid("code", problem)
+    await Cart.filter(id=cart.id).update(coupon_id=promotion.id)
+    return await cart_response(await Cart.get(id=cart.id))
+
+
+@blueprint.post("/<int:cart_id>/remove_coupon/")
+async def remove_coupon(cart_id: int) -> Response:
+    """Remove the applied coupon."""
+    cart = await open_cart(cart_id)
+    await Cart.filter(id=cart.id).update(coupon_id=None)
+    return await cart_response(await Cart.get(id=cart.id))
+
+
+# --- checkout ----------------------------------------------------------------------------
+
+
+class BillingInfo(BaseModel):
+    full_name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+    phone: str = Field(default="", max_length=40)
+    address: str = Field(default="", max_length=300)
+    city: str = Field(default="", max_length=100)
+    country: str = Field(default="", max_length=100)
+
+
+class CheckoutIn(BaseModel):
+    billing_info: BillingInfo
+    payment_method: Literal["bank", "paynow", "crypto"]
+
+
+def checkout_json(invoice: Invoice) -> dict[str, Any]:
+    return {
+        "invoice_id": invoice.id,
+        "invoice_number": invoice.invoice_number,
+        "total": as_string(invoice.total),
+        "status": invoice.status.value,
+        "message": f"Invoice {invoice.invoice_number} created.",
+        "payment_method": invoice.payment_method,
+        "payment_instructions": current_settings().bank_payment_instructions,
+        "redirect_url": None,
+    }
+
+
+async def _repriced(items: list[CartItem]) -> list[CartItem]:
+    """Re-price every line from today's catalog; a withdrawn product stops the checkout."""
+    for item in items:
+        body = CartItemIn(
+            hosting_product=item.hosting_product_id,
+            domain_product=item.domain_product_id,
+            service=item.service_id,
+            service_metadata=item.service_metadata,
+            quantity=item.quantity,
+            billing_cycle=item.billing_cycle,
+        )
+        try:
+            line, _ = await priced_line(body)
+        except APIError as error:
+            raise invalid("items", f"{item.service_name}: {error.description}") from None
+        if line.unit_price != item.unit_price:
+            item.unit_price = line.unit_price
+            await CartItem.filter(id=item.id).update(unit_price=line.unit_price)
+    return items
+
+
+async def _create_invoice(cart: Cart, user: User, data: CheckoutIn) -> Invoice:
+    settings = current_settings()
+    items = await _repriced(list(await CartItem.filter(cart_id=cart.id).order_by("id")))
+    if not items:
+        raise invalid("items", "Your cart is empty.")
+    lines = lines_of(items)
+    amount = subtotal(lines)
+    reduction = cents(0)
+    promotion = await Promotion.get_or_none(id=cart.coupon_id) if cart.coupon_id else None
+    if promotion is not None:
+        problem = promotion_problem(promotion, lines)
+        if problem is not None:
+            raise invalid("code", f"{promotion.code}: {problem} Remove it to check out.")
+        # Counted once, here; the conditional update keeps the limit under concurrency.
+        query = Promotion.filter(id=promotion.id)
+        if promotion.usage_limit is not None:
+            query = query.filter(usage_count__lt=promotion.usage_limit)
+        if not await query.update(usage_count=F("usage_count") + 1):
+            raise invalid("code", f"{promotion.code}: This coupon has reached its usage limit.")
+        reduction = discount(promotion, lines)
+    taxable = amount - reduction
+    tax = cents(taxable * settings.tax_rate / 100)
+    today = date.today()
+    invoice = await Invoice.create(
+        invoice_number=f"PENDING-{secrets.token_hex(8)}",
+        user=user,
+        cart=cart,
+        issue_date=today,
+        due_date=today + timedelta(days=settings.invoice_due_days),
+        subtotal=amount,
+        tax_rate=settings.tax_rate,
+        tax_amount=tax,
+        discount_amount=reduction,
+        total=cents(taxable + tax),
+        promotion=promotion,
+        billing_info=data.billing_info.model_dump(mode="json"),
+        payment_method=data.payment_method,
+    )
+    invoice.invoice_number = f"INV-{invoice.id:06d}"
+    await Invoice.filter(id=invoice.id).update(invoice_number=invoice.invoice_number)
+    for item in items:
+        await InvoiceItem.create(
+            invoice=invoice,
+            description=item.service_name,
+            service_category=item.service_category,
+            billing_cycle=item.billing_cycle,
+            quantity=item.quantity,
+            unit_price=item.unit_price,
+            total=cents(item.unit_price * item.quantity),
+            service_metadata=item.service_metadata,
+        )
+    await Cart.filter(id=cart.id).update(status=CartStatus.COMPLETED, active_key=None)
+    return invoice
+
+
+@blueprint.post("/<int:cart_id>/checkout/")
+@login_required
+@validate_request(CheckoutIn)
+async def checkout(cart_id: int, data: CheckoutIn) -> tuple[dict[str, Any], int]:
+    """Turn the cart into an invoice (201). Prices and coupon are re-checked; a repeated
+    checkout of the same cart returns the same invoice (200). Only ``bank`` payment exists
+    for now: its instructions come back in ``payment_instructions``."""
+    user = authenticated_user()
+    cart = await caller_cart(cart_id)
+    existing = await Invoice.get_or_none(cart_id=cart.id)
+    if existing is not None:
+        return checkout_json(existing), 200
+    if data.payment_method != "bank":
+        raise invalid(
+            "payment_method",
+            f"{data.payment_method} payments are not available yet; choose bank transfer.",
+        )
+    if cart.user_id != user.id:
+        raise APIError(404, "Cart not found.", code="cart_not_found")
+    try:
+        async with in_transaction():
+            locked = await Cart.filter(id=cart.id).select_for_update().get()
+            if locked.status != CartStatus.ACTIVE:
+                invoice = None
+            else:
+                invoice = await _create_invoice(locked, user, data)
+    except IntegrityError:
+        invoice = None  # a concurrent checkout of this cart won; its invoice is returned
+    if invoice is None:
+        winner = await Invoice.get_or_none(cart_id=cart.id)
+        if winner is None:
+            raise APIError(409, "This cart is closed.", code="cart_closed")
+        return checkout_json(winner), 200
+    log.info("Checkout: cart %s -> %s for user %s", cart.id, invoice.invoice_number, user.id)
+    return checkout_json(invoice), 201

@@ -1,0 +1,156 @@
+"""Promotions (coupons): the public list of current offers, code validation, staff CRUD."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+from quart import Blueprint
+from quart_schema import validate_request
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
+
+from slyker.auth import staff_required
+from slyker.errors import APIError
+from slyker.models.billing import DiscountType, Promotion
+from slyker.money import as_string
+from slyker.pagination import paginate
+from slyker.pricing import invalid, promotion_problem
+
+blueprint = Blueprint("promotions", __name__, url_prefix="/api/billing/promotions")
+
+
+def promotion_json(promotion: Promotion) -> dict[str, Any]:
+    return {
+        "id": promotion.id,
+        "name": promotion.name,
+        "code": promotion.code,
+        "description": promotion.description,
+        "discount_type": promotion.discount_type.value,
+        "discount_value": as_string(promotion.discount_value),
+        "start_date": promotion.start_date.isoformat() if promotion.start_date else None,
+        "end_date": promotion.end_date.isoformat() if promotion.end_date else None,
+        "is_active": promotion.is_active,
+        "usage_limit": promotion.usage_limit,
+        "usage_count": promotion.usage_count,
+        "minimum_order_amount": as_string(promotion.minimum_order_amount),
+        "product_types": promotion.product_types,
+    }
+
+
+class PromotionIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    code: str = Field(pattern=r"^[A-Za-z0-9_-]{3,50}$")
+    description: str = ""
+    discount_type: DiscountType
+    discount_value: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    is_active: bool = True
+    usage_limit: int | None = Field(default=None, ge=1)
+    minimum_order_amount: Decimal = Field(
+        default=Decimal("0"), ge=0, max_digits=12, decimal_places=2
+    )
+    product_types: list[str] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="after")
+    def check_consistency(self) -> PromotionIn:
+        if self.discount_type == DiscountType.PERCENTAGE and self.discount_value > 100:
+            raise ValueError("a percentage discount cannot exceed 100")
+        if self.start_date and self.end_date and self.end_date <= self.start_date:
+            raise ValueError("end_date must be after start_date")
+        return self
+
+
+class CodeIn(BaseModel):
+    code: str = Field(min_length=1, max_length=50)
+
+
+def _currently_valid() -> Any:
+    now = datetime.now(UTC)
+    return Promotion.filter(is_active=True).filter(
+        Q(start_date__isnull=True) | Q(start_date__lte=now),
+        Q(end_date__isnull=True) | Q(end_date__gte=now),
+    )
+
+
+@blueprint.get("/active/")
+async def active_promotions() -> list[dict[str, Any]]:
+    """Promotions valid now and not used up (public; a bare array)."""
+    promotions = await _currently_valid().order_by("id")
+    return [promotion_json(p) for p in promotions if promotion_problem(p, []) is None]
+
+
+@blueprint.post("/validate_code/")
+@validate_request(CodeIn)
+async def validate_code(data: CodeIn) -> dict[str, Any]:
+    """Check a code (case-insensitive) without applying it: 200 with the promotion, or 400
+    saying why it cannot be used. Order-dependent rules are checked when applied to a cart."""
+    promotion = await Promotion.get_or_none(code=data.code.strip().upper())
+    if promotion is None:
+        raise invalid("code", "Invalid coupon code.")
+    problem = promotion_problem(promotion, [])
+    if problem is not None:
+        raise invalid("code", problem)
+    return {"valid": True, **promotion_json(promotion)}
+
+
+@blueprint.get("/")
+@staff_required
+async def list_promotions() -> dict[str, Any]:
+    """Staff: every promotion, paginated."""
+    return await paginate(Promotion.all().order_by("id"), promotion_json)
+
+
+async def _save(values: dict[str, Any], promotion: Promotion | None = None) -> Promotion:
+    values["code"] = values["code"].upper()
+    try:
+        if promotion is None:
+            return await Promotion.create(**values)
+        await promotion.update_from_dict(values).save()
+        return promotion
+    except IntegrityError:
+        raise APIError(
+            409, "code: This code already exists.", code="code_taken", errors={"code": ["exists"]}
+        ) from None
+
+
+async def _promotion(promotion_id: int) -> Promotion:
+    promotion = await Promotion.get_or_none(id=promotion_id)
+    if promotion is None:
+        raise APIError(404, "Promotion not found.")
+    return promotion
+
+
+@blueprint.post("/")
+@staff_required
+@validate_request(PromotionIn)
+async def create_promotion(data: PromotionIn) -> tuple[dict[str, Any], int]:
+    """Staff: create a promotion (codes are stored upper-case)."""
+    return promotion_json(await _save(data.model_dump())), 201
+
+
+@blueprint.get("/<int:promotion_id>/")
+@staff_required
+async def get_promotion(promotion_id: int) -> dict[str, Any]:
+    """Staff: one promotion."""
+    return promotion_json(await _promotion(promotion_id))
+
+
+@blueprint.put("/<int:promotion_id>/")
+@staff_required
+@validate_request(PromotionIn)
+async def update_promotion(promotion_id: int, data: PromotionIn) -> dict[str, Any]:
+    """Staff: replace a promotion (its usage count is kept)."""
+    return promotion_json(await _save(data.model_dump(), await _promotion(promotion_id)))
+
+
+@blueprint.delete("/<int:promotion_id>/")
+@staff_required
+async def deactivate_promotion(promotion_id: int) -> tuple[str, int]:
+    """Staff: deactivate a promotion (kept for the invoices that used it)."""
+    promotion = await _promotion(promotion_id)
+    await Promotion.filter(id=promotion.id).update(is_active=False)
+    return "", 204

@@ -1,0 +1,72 @@
+"""Database migrations (aerich), one folder per SQL dialect.
+
+aerich writes dialect-specific SQL, so SQLite (the embedded default) and PostgreSQL
+(production) each have their own history under ``migrations/<dialect>/``, generated from the
+same models: ``python -m slyker makemigrations NAME`` writes both, ``python -m slyker
+migrate`` applies the right one to ``DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aerich import Command
+from tortoise import Tortoise
+
+from slyker.database import ensure_data_dir, tortoise_config
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+APP = "models"
+# Only used to pick the dialect when generating migrations offline (no connection is made).
+DIALECT_SAMPLE_URLS = {
+    "sqlite": "sqlite://:memory:",
+    "postgres": "postgres://slyker@127.0.0.1:5432/slyker",
+}
+
+
+def dialect(database_url: str) -> str:
+    scheme = database_url.split("://", 1)[0].lower()
+    if scheme == "sqlite":
+        return "sqlite"
+    if scheme in {"postgres", "postgresql", "asyncpg", "psycopg"} or scheme.startswith(
+        "postgresql+"
+    ):
+        return "postgres"
+    raise ValueError(f"DATABASE_URL: unsupported database {scheme!r} (sqlite or postgres)")
+
+
+def location(name: str) -> str:
+    return str(MIGRATIONS / name)
+
+
+async def upgrade(database_url: str) -> list[str]:
+    """Apply the migrations of ``database_url``'s dialect that it has not had yet."""
+    ensure_data_dir(database_url)
+    command = Command(
+        tortoise_config(database_url), app=APP, location=location(dialect(database_url))
+    )
+    try:
+        await command.init()
+        return await command.upgrade(run_in_transaction=True)
+    finally:
+        await command.aclose()
+
+
+async def make_migrations(name: str) -> dict[str, str | None]:
+    """Write a migration for every dialect from the current models (offline)."""
+    written: dict[str, str | None] = {}
+    for dialect_name, url in DIALECT_SAMPLE_URLS.items():
+        folder = location(dialect_name)
+        command = Command(tortoise_config(url), app=APP, location=folder)
+        try:
+            if (Path(folder) / APP).exists():
+                # Offline: load the models for the dialect without connecting anywhere.
+                await Tortoise.init(config=tortoise_config(url), init_connections=False)
+                await command.init(offline=True)
+                written[dialect_name] = await command.migrate(name, no_input=True, offline=True)
+            else:
+                await command.init_migrations(safe=True)
+                written[dialect_name] = "initial"
+        finally:
+            await command.aclose()
+    return written
