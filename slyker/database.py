@@ -8,7 +8,7 @@ from typing import Any
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 from quart import Quart
 from tortoise import connections
-from tortoise.context import TortoiseContext
+from tortoise.context import TortoiseContext, _current_context
 
 from slyker.settings import Settings
 
@@ -81,8 +81,13 @@ class DatabaseContextMiddleware:
         if context is None:  # lifespan, or a request before serving started
             await self.asgi_app(scope, receive, send)
             return
-        with context:
+        # Not ``with context``: a TortoiseContext keeps its reset token on itself, so
+        # concurrent requests entering the same context would reset each other's.
+        token = _current_context.set(context)
+        try:
             await self.asgi_app(scope, receive, send)
+        finally:
+            _current_context.reset(token)
 
 
 async def database_is_ready() -> bool:

@@ -34,7 +34,7 @@ DEFAULT_ALLOW_HEADERS = (
     "X-Request-ID",
     "X-Cart-Token",
 )
-ALWAYS_EXPOSED_HEADERS = ("X-Request-ID",)
+ALWAYS_EXPOSED_HEADERS = ("X-Request-ID", "X-Cart-Token")  # the storefront reads both
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _HEADER_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")

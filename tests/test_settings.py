@@ -336,12 +336,12 @@ def test_header_and_host_lists() -> None:
     assert settings.allowed_hosts == ("api.a.com", ".b.com")
     assert settings.cors_allow_headers == ("Content-Type", "X-Cart-Token")
     assert settings.cors_allow_methods == ("GET", "POST")
-    assert settings.cors_expose_headers == ("X-Total-Count", "X-Request-ID")
+    assert settings.cors_expose_headers == ("X-Total-Count", "X-Request-ID", "X-Cart-Token")
 
 
-def test_request_id_is_not_exposed_twice() -> None:
+def test_always_exposed_headers_are_not_exposed_twice() -> None:
     settings = load_settings(environ={}, overrides=valid(CORS_EXPOSE_HEADERS="x-request-id"))
-    assert settings.cors_expose_headers == ("x-request-id",)
+    assert settings.cors_expose_headers == ("x-request-id", "X-Cart-Token")
 
 
 # --- defaults -----------------------------------------------------------------------------------
@@ -358,7 +358,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.cors_allow_credentials is True
     assert settings.cors_allow_methods == DEFAULT_ALLOW_METHODS
     assert settings.cors_allow_headers == DEFAULT_ALLOW_HEADERS
-    assert settings.cors_expose_headers == ("X-Request-ID",)
+    assert settings.cors_expose_headers == ("X-Request-ID", "X-Cart-Token")
     assert settings.cors_preflight_max_age == 86400
     assert settings.csrf_trusted_origins == ()
     assert settings.redis_url is None

@@ -1,0 +1,451 @@
+"""Carts and checkout: the storefront's own flows, prices from the catalog, identity,
+concurrency. Runs on SQLite, and on PostgreSQL with SLYKER_TEST_DATABASE=postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from quart import Quart
+
+from slyker.models.accounts import Role
+from slyker.models.billing import (
+    Cart,
+    CartStatus,
+    HostingProduct,
+    Invoice,
+    InvoiceItem,
+    Promotion,
+)
+from tests.api import API, db, make_user, seed_catalog
+
+CARTS = "/api/billing/carts"
+HOSTING = {
+    "hosting_product": 1,  # Starter Shared: annual 29.99
+    "service_metadata": {"type": "shared", "region": "za", "os": "linux", "domain": "a.com"},
+    "quantity": 1,
+    "unit_price": 0.01,  # what a tampered browser sends: ignored
+    "billing_cycle": "annual",
+}
+DOMAIN = {
+    "domain_product": 1,  # .com: 2 years 25.49, WHOIS privacy 4.99 a year
+    "service_metadata": {
+        "action": "registration",
+        "domain_name": "Example.com",
+        "registration_years": 2,
+        "whois_privacy": True,
+        "auto_renew": True,
+        "nameservers": ["ns1.slykertech.co.zw"],
+        "with_hosting": True,
+    },
+    "quantity": 1,
+    "unit_price": 1,
+    "billing_cycle": "2yr",
+}
+CHECKOUT = {
+    "billing_info": {
+        "full_name": "Tariro Moyo",
+        "email": "tariro@example.com",
+        "phone": "+263 77 000 0000",
+        "address": "1 Samora Machel Ave",
+        "city": "Harare",
+        "country": "ZW",
+    },
+    "payment_method": "bank",
+}
+
+
+@pytest.fixture
+async def shop(app: Quart) -> Quart:
+    await seed_catalog(app)
+    return app
+
+
+async def current(api: API, **kwargs: Any) -> dict[str, Any]:
+    reply = await api.get(f"{CARTS}/current/", **kwargs)
+    assert reply.status == 200, reply.body
+    return reply.body  # type: ignore[no-any-return]
+
+
+async def client_token(app: Quart, api: API, email: str = "client@example.com") -> str:
+    await make_user(app, email)
+    return await api.login(email)
+
+
+# --- the anonymous storefront flow -------------------------------------------------------
+
+
+async def test_anonymous_cart_survives_a_reload_with_the_cookie(shop: Quart) -> None:
+    browser = API(shop)
+    cart = await current(browser)
+    assert cart["items"] == [] and cart["item_count"] == 0 and cart["status"] == "active"
+
+    hosting = await browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING)
+    assert hosting.status == 201
+    [line] = hosting.body["items"]
+    assert line["unit_price"] == "29.99"  # the catalog's annual price, not the 0.01 sent
+    assert line["total_price"] == 29.99 and isinstance(line["total_price"], float)
+    assert line["service_name"] == "Starter Shared"
+    assert line["service_category"] == "hosting"
+    assert line["billing_cycle"] == "annual"
+    assert line["service_metadata"] == HOSTING["service_metadata"]
+
+    domain = await browser.post(f"{CARTS}/{cart['id']}/add_item/", DOMAIN)
+    assert domain.status == 201
+    line = domain.body["items"][1]
+    assert line["unit_price"] == "35.47"  # 25.49 for two years + 2 x 4.99 privacy
+    assert line["billing_cycle"] == "2yr"
+    assert line["service_metadata"]["domain_name"] == "example.com"
+    assert line["service_category"] == "domain"
+
+    reloaded = await current(browser)  # the page reloads: only the cookie identifies it
+    assert reloaded["id"] == cart["id"]
+    assert [item["id"] for item in reloaded["items"]] == [i["id"] for i in domain.body["items"]]
+    assert reloaded["item_count"] == 2
+    assert reloaded["subtotal"] == reloaded["total"] == reloaded["final_total"] == 65.46
+    for field in ("id", "items", "total", "item_count", "subtotal", "discount_amount",
+                  "applied_coupon", "discount_description", "final_total", "status",
+                  "created_at", "updated_at"):  # fmt: skip
+        assert field in reloaded
+
+
+async def test_cart_cookie_attributes(shop: Quart, app_factory: Any) -> None:
+    reply = await API(shop).get(f"{CARTS}/current/")
+    cookie = reply.headers["Set-Cookie"]
+    assert cookie.startswith(f"slyker_cart={reply.headers['X-Cart-Token']};")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/api/" in cookie
+    assert "Secure" not in cookie  # http://localhost development
+    production = await API(shop).get(f"{CARTS}/current/", headers={"Host": "api.slykertech.co.zw"})
+    assert "Secure" in production.headers["Set-Cookie"]
+    assert "X-Cart-Token" in production.headers["Access-Control-Expose-Headers"]
+
+
+async def test_samesite_none_forces_secure(app_factory: Any) -> None:
+    from tests.conftest import prepare_database
+
+    app = app_factory(CART_COOKIE_SAMESITE="None")
+    async with app.test_app():
+        await prepare_database(app)
+        reply = await API(app).get(f"{CARTS}/current/")
+    assert "SameSite=None" in reply.headers["Set-Cookie"]
+    assert "Secure" in reply.headers["Set-Cookie"]
+
+
+async def test_x_cart_token_works_when_cookies_are_blocked(shop: Quart) -> None:
+    browser = API(shop, cookies=False)
+    first = await browser.get(f"{CARTS}/current/")
+    token = first.headers["X-Cart-Token"]
+    header = {"X-Cart-Token": token}
+    added = await browser.post(f"{CARTS}/{first.body['id']}/add_item/", HOSTING, headers=header)
+    assert added.status == 201
+    again = await current(browser, headers=header)
+    assert again["id"] == first.body["id"] and again["item_count"] == 1
+    # Without the header the cart is out of reach, and the 404 says why.
+    lost = await browser.post(f"{CARTS}/{first.body['id']}/add_item/", HOSTING)
+    assert lost.status == 404
+    assert "X-Cart-Token" in lost.error and lost.body["code"] == "cart_not_found"
+
+
+async def test_someone_elses_cart_is_404(shop: Quart) -> None:
+    alice, mallory = API(shop), API(shop)
+    cart = await current(alice)
+    await current(mallory)  # mallory has a cart token of her own
+    for method, path, body in (
+        ("GET", f"{CARTS}/{cart['id']}/", None),
+        ("POST", f"{CARTS}/{cart['id']}/add_item/", HOSTING),
+        ("POST", f"{CARTS}/{cart['id']}/clear/", None),
+        ("DELETE", f"{CARTS}/{cart['id']}/remove_item/", {"item_id": 1}),
+    ):
+        reply = await mallory.call(method, path, body)
+        assert reply.status == 404, (method, path, reply.body)
+        assert reply.body["error"] == "Cart not found."
+    user_token = await client_token(shop, alice)
+    user_cart = await current(alice, token=user_token)
+    assert (await mallory.get(f"{CARTS}/{user_cart['id']}/")).status == 404
+    other = await client_token(shop, mallory, "other@example.com")
+    assert (await mallory.get(f"{CARTS}/{user_cart['id']}/", token=other)).status == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**HOSTING, "hosting_product": 999}, "hosting_product"),
+        ({**HOSTING, "billing_cycle": "weekly"}, "billing_cycle"),
+        ({**HOSTING, "hosting_product": 3, "billing_cycle": "biennial"}, "billing_cycle"),
+        ({**HOSTING, "quantity": 0}, "quantity"),
+        ({**HOSTING, "quantity": 101}, "quantity"),
+        ({**HOSTING, "domain_product": 1}, "hosting_product"),
+        ({"service_metadata": {}, "quantity": 1}, "hosting_product"),
+        ({**DOMAIN, "domain_product": 999}, "domain_product"),
+        (
+            {**DOMAIN, "service_metadata": {"action": "transfer", "domain_name": "x.com"}},
+            "epp_code",
+        ),
+        ({**DOMAIN, "service_metadata": {"domain_name": "x.net"}}, "domain_name"),
+        (
+            {**DOMAIN, "service_metadata": {"domain_name": "x.com", "registration_years": 4}},
+            "registration_years",
+        ),
+        ({**DOMAIN, "quantity": 2}, "quantity"),
+        ({**DOMAIN, "service_metadata": {"action": "steal", "domain_name": "x.com"}}, "action"),
+    ],
+    ids=[
+        "unknown-hosting",
+        "unknown-cycle",
+        "cycle-not-offered",
+        "quantity-zero",
+        "quantity-absurd",
+        "two-products",
+        "no-product",
+        "unknown-tld",
+        "transfer-without-epp",
+        "wrong-tld",
+        "years-not-offered",
+        "domain-quantity",
+        "unknown-action",
+    ],
+)
+async def test_invalid_items_are_400_naming_the_field(
+    shop: Quart, body: dict[str, Any], field: str
+) -> None:
+    browser = API(shop)
+    cart = await current(browser)
+    reply = await browser.post(f"{CARTS}/{cart['id']}/add_item/", body)
+    assert reply.status == 400, reply.body
+    assert reply.error.startswith(f"{field}: ")
+    assert field in reply.body["errors"]
+    assert (await current(browser))["item_count"] == 0
+
+
+async def test_domain_transfer_and_service_prices(shop: Quart) -> None:
+    browser = API(shop)
+    cart = await current(browser)
+    transfer = {
+        **DOMAIN,
+        "service_metadata": {"action": "transfer", "domain_name": "moved.com", "epp_code": "X1"},
+    }
+    reply = await browser.post(f"{CARTS}/{cart['id']}/add_item/", transfer)
+    assert reply.status == 201
+    assert reply.body["items"][0]["unit_price"] == "12.99"
+    assert reply.body["items"][0]["service_metadata"]["epp_code"] == "X1"
+    ssl = await browser.post(f"{CARTS}/{cart['id']}/add_item/", {"service": 1, "quantity": 2})
+    assert ssl.status == 201
+    assert ssl.body["items"][1]["unit_price"] == "39.00"
+    assert ssl.body["items"][1]["total_price"] == 78.0
+    assert ssl.body["total"] == 90.99
+
+
+async def test_update_remove_clear(shop: Quart) -> None:
+    browser = API(shop)
+    cart = await current(browser)
+    added = await browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING)
+    item_id = added.body["items"][0]["id"]
+    changed = await browser.call(
+        "PATCH",
+        f"{CARTS}/{cart['id']}/update_item/",
+        {"item_id": item_id, "quantity": 3, "billing_cycle": "monthly"},
+    )
+    assert changed.status == 200
+    assert changed.body["items"][0]["unit_price"] == "2.99"
+    assert changed.body["items"][0]["quantity"] == 3
+    assert changed.body["total"] == 8.97
+    not_offered = await browser.call(
+        "PATCH", f"{CARTS}/{cart['id']}/update_item/", {"item_id": item_id, "quantity": 0}
+    )
+    assert not_offered.status == 400
+    await browser.post(f"{CARTS}/{cart['id']}/add_item/", DOMAIN)
+    removed = await browser.call(
+        "DELETE", f"{CARTS}/{cart['id']}/remove_item/", {"item_id": item_id}
+    )
+    assert removed.status == 200 and removed.body["item_count"] == 1
+    missing = await browser.call(
+        "DELETE", f"{CARTS}/{cart['id']}/remove_item/", {"item_id": item_id}
+    )
+    assert missing.status == 404 and missing.error.startswith("item_id: ")
+    cleared = await browser.post(f"{CARTS}/{cart['id']}/clear/")
+    assert cleared.status == 200 and cleared.body["items"] == [] and cleared.body["total"] == 0
+
+
+async def test_coupons(shop: Quart) -> None:
+    browser = API(shop)
+    cart = await current(browser)
+    await browser.post(f"{CARTS}/{cart['id']}/add_item/", {**HOSTING, "billing_cycle": "monthly"})
+    too_small = await browser.post(f"{CARTS}/{cart['id']}/apply_coupon/", {"code": "welcome10"})
+    assert too_small.status == 400  # 2.99 is under the 10.00 minimum
+    assert too_small.error.startswith("code: ")
+    await browser.post(f"{CARTS}/{cart['id']}/add_item/", DOMAIN)
+    applied = await browser.post(f"{CARTS}/{cart['id']}/apply_coupon/", {"code": "welcome10"})
+    assert applied.status == 200
+    assert applied.body["applied_coupon"] == "WELCOME10"
+    assert applied.body["discount_description"] == "10% off (WELCOME10)"
+    assert applied.body["total"] == 38.46  # before the discount, as the storefront shows it
+    assert applied.body["discount_amount"] == 3.85  # 3.846 rounded half-up
+    assert applied.body["final_total"] == 34.61
+    unknown = await browser.post(f"{CARTS}/{cart['id']}/apply_coupon/", {"code": "NOPE"})
+    assert unknown.status == 400 and unknown.error == "code: Invalid coupon code."
+    removed = await browser.post(f"{CARTS}/{cart['id']}/remove_coupon/")
+    assert removed.body["applied_coupon"] is None and removed.body["final_total"] == 38.46
+
+
+# --- login, merge, checkout --------------------------------------------------------------
+
+
+async def test_login_merges_the_anonymous_cart_once_then_checkout(shop: Quart) -> None:
+    browser = API(shop)
+    anonymous = await current(browser)
+    await browser.post(f"{CARTS}/{anonymous['id']}/add_item/", HOSTING)
+    await browser.post(f"{CARTS}/{anonymous['id']}/add_item/", DOMAIN)
+    await browser.post(f"{CARTS}/{anonymous['id']}/apply_coupon/", {"code": "WELCOME10"})
+
+    token = await client_token(shop, browser)
+    merged = await current(browser, token=token)
+    assert merged["id"] != anonymous["id"]
+    assert merged["item_count"] == 2 and merged["applied_coupon"] == "WELCOME10"
+    again = await current(browser, token=token)
+    assert again["item_count"] == 2  # merged once, not twice
+    with db(shop):
+        closed = await Cart.get(id=anonymous["id"])
+        assert closed.status == CartStatus.MERGED and closed.active_key is None
+    # The storefront still holds the anonymous cart id: it now means the user's cart.
+    via_old_id = await browser.get(f"{CARTS}/{anonymous['id']}/", token=token)
+    assert via_old_id.status == 200 and via_old_id.body["id"] == merged["id"]
+
+    anonymous_checkout = await API(shop).post(f"{CARTS}/{merged['id']}/checkout/", CHECKOUT)
+    assert anonymous_checkout.status == 401
+    done = await browser.post(f"{CARTS}/{anonymous['id']}/checkout/", CHECKOUT, token=token)
+    assert done.status == 201, done.body
+    assert done.body["invoice_number"] == f"INV-{done.body['invoice_id']:06d}"
+    assert done.body["total"] == "58.91"  # 65.46 - 6.55
+    assert done.body["status"] == "sent" and done.body["payment_instructions"]
+    assert done.body["redirect_url"] is None
+    repeated = await browser.post(f"{CARTS}/{merged['id']}/checkout/", CHECKOUT, token=token)
+    assert repeated.status == 200 and repeated.body["invoice_id"] == done.body["invoice_id"]
+
+    invoices = await browser.get("/api/billing/invoices/", token=token)
+    assert [i["invoice_number"] for i in invoices.body["results"]] == [done.body["invoice_number"]]
+    invoice = invoices.body["results"][0]
+    assert invoice["subtotal"] == "65.46" and invoice["discount_amount"] == "6.55"
+    assert [line["description"] for line in invoice["items"]] == [
+        "Starter Shared",
+        "Domain registration: example.com",
+    ]
+    with db(shop):
+        assert (await Promotion.get(code="WELCOME10")).usage_count == 1
+        assert (await Cart.get(id=merged["id"])).status == CartStatus.COMPLETED
+    fresh = await current(browser, token=token)
+    assert fresh["id"] != merged["id"] and fresh["items"] == []
+    closed_cart = await browser.post(f"{CARTS}/{merged['id']}/add_item/", HOSTING, token=token)
+    assert closed_cart.status == 409
+
+
+async def test_checkout_refusals(shop: Quart) -> None:
+    browser = API(shop)
+    token = await client_token(shop, browser)
+    cart = await current(browser, token=token)
+    empty = await browser.post(f"{CARTS}/{cart['id']}/checkout/", CHECKOUT, token=token)
+    assert empty.status == 400 and empty.error == "items: Your cart is empty."
+    await browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING, token=token)
+    online = await browser.post(
+        f"{CARTS}/{cart['id']}/checkout/", {**CHECKOUT, "payment_method": "paynow"}, token=token
+    )
+    assert online.status == 400 and online.error.startswith("payment_method: ")
+    bad = await browser.post(
+        f"{CARTS}/{cart['id']}/checkout/", {"payment_method": "bank"}, token=token
+    )
+    assert bad.status == 400 and "billing_info" in bad.body["errors"]
+    with db(shop):
+        assert not await Invoice.exists()
+
+
+async def test_checkout_uses_todays_catalog_price(shop: Quart) -> None:
+    browser = API(shop)
+    token = await client_token(shop, browser)
+    cart = await current(browser, token=token)
+    await browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING, token=token)
+    with db(shop):
+        await HostingProduct.filter(id=1).update(annual_price=Decimal("31.00"))
+    done = await browser.post(f"{CARTS}/{cart['id']}/checkout/", CHECKOUT, token=token)
+    assert done.status == 201 and done.body["total"] == "31.00"
+    with db(shop):
+        [line] = await InvoiceItem.filter(invoice_id=done.body["invoice_id"])
+        assert line.unit_price == Decimal("31.00")
+
+
+# --- concurrency -------------------------------------------------------------------------
+
+
+async def test_twenty_concurrent_first_calls_make_one_cart(shop: Quart) -> None:
+    token = secrets.token_urlsafe(32)
+    browser = API(shop, cookies=False)
+    replies = await asyncio.gather(
+        *(browser.get(f"{CARTS}/current/", headers={"X-Cart-Token": token}) for _ in range(20))
+    )
+    assert {reply.status for reply in replies} == {200}
+    assert len({reply.body["id"] for reply in replies}) == 1
+    with db(shop):
+        assert await Cart.filter(anonymous_token=token).count() == 1
+
+
+async def test_fifty_concurrent_add_items_lose_nothing(shop: Quart) -> None:
+    browser = API(shop)
+    cart = await current(browser)
+    replies = await asyncio.gather(
+        *(browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING) for _ in range(50))
+    )
+    assert [reply.status for reply in replies] == [201] * 50
+    final = await current(browser)
+    assert final["item_count"] == 50 and final["total"] == 1499.5
+
+
+async def test_two_concurrent_checkouts_make_one_invoice(shop: Quart) -> None:
+    browser = API(shop)
+    token = await client_token(shop, browser)
+    cart = await current(browser, token=token)
+    await browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING, token=token)
+    replies = await asyncio.gather(
+        *(browser.post(f"{CARTS}/{cart['id']}/checkout/", CHECKOUT, token=token) for _ in range(2))
+    )
+    assert sorted(reply.status for reply in replies) == [200, 201]
+    assert len({reply.body["invoice_number"] for reply in replies}) == 1
+    with db(shop):
+        assert await Invoice.all().count() == 1
+
+
+async def test_coupon_usage_limit_holds_under_concurrent_checkouts(shop: Quart) -> None:
+    with db(shop):
+        await Promotion.create(
+            name="Only one", code="ONCE", discount_type="fixed", discount_value=Decimal("5"),
+            usage_limit=1,
+        )  # fmt: skip
+    buyers = []
+    for n in range(3):
+        browser = API(shop)
+        token = await client_token(shop, browser, f"buyer{n}@example.com")
+        cart = await current(browser, token=token)
+        await browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING, token=token)
+        applied = await browser.post(
+            f"{CARTS}/{cart['id']}/apply_coupon/", {"code": "once"}, token=token
+        )
+        assert applied.status == 200
+        buyers.append((browser, token, cart["id"]))
+    replies = await asyncio.gather(
+        *(b.post(f"{CARTS}/{cart_id}/checkout/", CHECKOUT, token=t) for b, t, cart_id in buyers)
+    )
+    assert sorted(reply.status for reply in replies) == [201, 400, 400]
+    refused = [reply for reply in replies if reply.status == 400]
+    assert all("usage limit" in reply.error for reply in refused)
+    with db(shop):
+        assert (await Promotion.get(code="ONCE")).usage_count == 1
+        assert await Invoice.all().count() == 1
+        # The refused buyers keep their carts, to remove the coupon and try again.
+        assert await Cart.filter(status=CartStatus.ACTIVE).count() == 2
+
+
+async def test_staff_and_admin_have_carts_too(shop: Quart) -> None:
+    await make_user(shop, "staff@example.com", Role.STAFF)
+    browser = API(shop)
+    token = await browser.login("staff@example.com")
+    assert (await browser.get(f"{CARTS}/current/", token=token)).status == 200
