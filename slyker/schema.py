@@ -42,14 +42,14 @@ def location(name: str) -> str:
 async def upgrade(database_url: str) -> list[str]:
     """Apply the migrations of ``database_url``'s dialect that it has not had yet."""
     ensure_data_dir(database_url)
-    command = Command(
-        tortoise_config(database_url), app=APP, location=location(dialect(database_url))
-    )
+    config = tortoise_config(database_url)
+    command = Command(config, app=APP, location=location(dialect(database_url)))
+    await Tortoise.init(config=config)
     try:
         await command.init()
         return await command.upgrade(run_in_transaction=True)
     finally:
-        await command.aclose()
+        await Tortoise.close_connections()
 
 
 async def make_migrations(name: str) -> dict[str, str | None]:
