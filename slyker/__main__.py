@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 
 from slyker import schema
@@ -39,9 +40,14 @@ def migrate() -> int:
     return 0
 
 
-def make_migrations(name: str) -> int:
-    for dialect, written in asyncio.run(schema.make_migrations(name)).items():
-        print(f"slyker: {dialect}: {written or 'no changes'}")
+def make_migrations(name: str, dialect: str | None = None) -> int:
+    if dialect is None:  # one process per dialect: aerich keeps state in class attributes
+        for each in schema.DIALECT_SAMPLE_URLS:
+            command = [sys.executable, "-m", "slyker", "makemigrations", name, each]
+            subprocess.run(command, check=True)
+        return 0
+    written = asyncio.run(schema.make_migration(name, dialect))
+    print(f"slyker: {dialect}: {written or 'no changes'}")
     return 0
 
 
@@ -53,6 +59,8 @@ def main(argv: list[str]) -> int:
             return migrate()
         case ["makemigrations", name]:
             return make_migrations(name)
+        case ["makemigrations", name, dialect] if dialect in schema.DIALECT_SAMPLE_URLS:
+            return make_migrations(name, dialect)
     print(USAGE, file=sys.stderr)
     return 2
 

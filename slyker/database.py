@@ -12,7 +12,12 @@ from tortoise.context import TortoiseContext, _current_context
 
 from slyker.settings import Settings
 
-MODEL_MODULES = ["slyker.models.accounts", "slyker.models.billing", "aerich.models"]
+MODEL_MODULES = [
+    "slyker.models.accounts",
+    "slyker.models.billing",
+    "slyker.models.chat",
+    "aerich.models",
+]
 
 
 def tortoise_config(database_url: str) -> dict[str, Any]:

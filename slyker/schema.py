@@ -52,21 +52,19 @@ async def upgrade(database_url: str) -> list[str]:
         await Tortoise.close_connections()
 
 
-async def make_migrations(name: str) -> dict[str, str | None]:
-    """Write a migration for every dialect from the current models (offline)."""
-    written: dict[str, str | None] = {}
-    for dialect_name, url in DIALECT_SAMPLE_URLS.items():
-        folder = location(dialect_name)
-        command = Command(tortoise_config(url), app=APP, location=folder)
-        try:
-            if (Path(folder) / APP).exists():
-                # Offline: load the models for the dialect without connecting anywhere.
-                await Tortoise.init(config=tortoise_config(url), init_connections=False)
-                await command.init(offline=True)
-                written[dialect_name] = await command.migrate(name, no_input=True, offline=True)
-            else:
-                await command.init_migrations(safe=True)
-                written[dialect_name] = "initial"
-        finally:
-            await command.aclose()
-    return written
+async def make_migration(name: str, dialect_name: str) -> str | None:
+    """Write a migration for one dialect from the current models (offline). aerich keeps
+    its state in class attributes, so run each dialect in a process of its own."""
+    folder = location(dialect_name)
+    url = DIALECT_SAMPLE_URLS[dialect_name]
+    command = Command(tortoise_config(url), app=APP, location=folder)
+    try:
+        if not (Path(folder) / APP).exists():
+            await command.init_migrations(safe=True)
+            return "initial"
+        # Offline: load the models for the dialect without connecting anywhere.
+        await Tortoise.init(config=tortoise_config(url), init_connections=False)
+        await command.init(offline=True)
+        return await command.migrate(name, no_input=True, offline=True)
+    finally:
+        await command.aclose()

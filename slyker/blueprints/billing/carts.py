@@ -150,7 +150,9 @@ async def caller_cart(cart_id: int) -> Cart:
 async def open_cart(cart_id: int) -> Cart:
     cart = await caller_cart(cart_id)
     if cart.status != CartStatus.ACTIVE:
-        raise APIError(409, "This cart is closed: it has been checked out.", code="cart_closed")
+        raise APIError(
+            409, "This cart is closed: it was checked out or merged.", code="cart_closed"
+        )
     return cart
 
 
