@@ -11,8 +11,9 @@ from quart_rate_limiter.redis_store import RedisStore
 from quart_schema import QuartSchema
 
 from slyker import auth, cli, csrf, database
-from slyker.blueprints import accounts, health
+from slyker.blueprints import accounts, chat, health
 from slyker.blueprints.billing import carts, catalog, invoices, promotions
+from slyker.chat.service import BROKER_KEY, make_broker
 from slyker.cors import CORSMiddleware, init_cors
 from slyker.errors import register_error_handlers
 from slyker.redis_client import init_redis
@@ -46,6 +47,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
 
     database.init_database(app, settings)
     init_redis(app, settings.redis_url)
+    broker = make_broker(settings.redis_url)
+    app.extensions[BROKER_KEY] = broker
+    app.before_serving(broker.start)
+    app.after_serving(broker.stop)
 
     cors_config = init_cors(app, settings)
     app.before_request(csrf.check_request_origin)
@@ -62,6 +67,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
         promotions.blueprint,
         invoices.invoices,
         invoices.payments,
+        chat.blueprint,
     ):
         app.register_blueprint(blueprint)
     cli.register_commands(app, settings)

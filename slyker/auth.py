@@ -18,7 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from quart import g, request
+from quart import current_app, g, request
 
 from slyker.errors import APIError
 from slyker.models.accounts import RefreshToken, User
@@ -67,7 +67,9 @@ def decode_token(token: str, token_type: str) -> dict[str, Any]:
         )
     except jwt.PyJWTError:
         raise token_error() from None
-    if claims["type"] != token_type:
+    subject = claims["sub"]
+    valid_subject = isinstance(subject, str) and subject.isascii() and subject.isdigit()
+    if claims["type"] != token_type or not valid_subject or not 0 < int(subject) < 2**31:
         raise token_error()
     return claims
 
@@ -88,7 +90,7 @@ async def issue_tokens(user: User, family: str | None = None) -> dict[str, str]:
         **common,
         "type": ACCESS,
         "jti": uuid.uuid4().hex,
-        "role": user.user_type.value,
+        "role": str(user.user_type),
         "exp": now + settings.jwt_access_token_lifetime,
     }
     refresh = {
@@ -128,12 +130,23 @@ async def revoke_refresh_token(token: str) -> None:
     )
 
 
+_IGNORES_BEARER = "_slyker_ignores_bearer"
+
+
+def ignores_bearer_header(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """For the token endpoints, which authenticate by their body: the storefront keeps
+    sending its (possibly expired) access token in the header when it logs in or refreshes."""
+    setattr(func, _IGNORES_BEARER, True)
+    return func
+
+
 async def load_identity() -> None:
     """``before_request``: a present Authorization header must be a valid Bearer token,
     on public endpoints too (the storefront answers a 401 by refreshing its token)."""
     g.user = None
     header = request.headers.get("Authorization")
-    if header is None:
+    view = current_app.view_functions.get(request.endpoint or "")
+    if header is None or getattr(view, _IGNORES_BEARER, False):
         return
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

@@ -111,7 +111,7 @@ def register_commands(app: Quart, settings: Settings) -> None:
                 )
             except APIError as error:
                 raise click.ClickException(str(error.description)) from None
-            click.echo(f"created {user.user_type.value} {user.email} (id {user.id})")
+            click.echo(f"created {user.user_type!s} {user.email} (id {user.id})")
 
         _run(settings, work)
 

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from quart import Quart, Response, redirect, request
+from quart import Quart, Response, has_request_context, redirect, request, websocket
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
@@ -152,9 +152,8 @@ async def handle_http_exception(error: HTTPException) -> Response:
 
 
 async def handle_unexpected_exception(error: Exception) -> Response:
-    log.exception(
-        "Unhandled %s on %s %s", type(error).__name__, request.method, request.path, exc_info=error
-    )
+    where = f"{request.method} {request.path}" if has_request_context() else websocket.path
+    log.exception("Unhandled %s on %s", type(error).__name__, where, exc_info=error)
     return error_response(500, SERVER_ERROR_MESSAGE)
 
 

@@ -20,7 +20,7 @@ def _positive_int(name: str, default: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         raise APIError(400, f"{name}: must be a positive whole number.", errors={name: ["invalid"]})
     return int(raw)
 
@@ -37,9 +37,10 @@ async def paginate(
     page = _positive_int("page", 1)
     size = min(_positive_int("page_size", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE)
     count = await queryset.count()
-    rows: Sequence[Any] = await queryset.offset((page - 1) * size).limit(size)
-    if page > 1 and not rows and count:
+    offset = (page - 1) * size
+    if page > 1 and offset >= count:
         raise APIError(404, "Invalid page.", code="not_found")
+    rows: Sequence[Any] = await queryset.offset(offset).limit(size)
     results = []
     for row in rows:
         item = serialise(row)

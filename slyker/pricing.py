@@ -68,7 +68,7 @@ def price_hosting(product: HostingProduct, billing_cycle: str | None) -> PricedL
         unit_price=cents(price + product.setup_fee),
         service_name=product.name,
         service_category="hosting",
-        product_type=product.hosting_type.value,
+        product_type=str(product.hosting_type),
         billing_cycle=cycle.value,
     )
 

@@ -117,6 +117,15 @@ class Settings:
     tax_rate: Decimal
     invoice_due_days: int
     bank_payment_instructions: str
+    chat_departments: tuple[str, ...]
+    chat_staff_departments: tuple[str, ...]
+    chat_auto_replies: dict[str, str]
+    chat_ping_interval: int
+    chat_messages_per_second: int
+    chat_message_burst: int
+    chat_max_message_bytes: int
+    chat_send_queue_size: int
+    ws_allow_missing_origin: bool
 
     @property
     def origin_policy(self) -> OriginPolicy:
@@ -237,7 +246,43 @@ def load_settings(
         invoice_due_days=read.int("INVOICE_DUE_DAYS", 14),
         bank_payment_instructions=read.raw("BANK_PAYMENT_INSTRUCTIONS")
         or DEFAULT_BANK_INSTRUCTIONS,
+        **_chat_settings(read),
+        ws_allow_missing_origin=read.bool("WS_ALLOW_MISSING_ORIGIN", False),
     )
+
+
+DEFAULT_CHAT_AUTO_REPLY = (
+    "Thanks for your message. No {department} agent is online right now: we have your "
+    "message and will reply here or by e-mail as soon as possible."
+)
+_DEPARTMENT_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+def _chat_settings(read: _Reader) -> dict[str, Any]:
+    departments = tuple(
+        d.lower()
+        for d in read.list("CHAT_DEPARTMENTS", ("sales", "support", "billing", "management"))
+    )
+    for department in departments:
+        if not _DEPARTMENT_RE.fullmatch(department) or department == "agents":
+            raise SettingsError("CHAT_DEPARTMENTS", f"{department!r} is not a department name")
+    staff_only = tuple(d.lower() for d in read.list("CHAT_STAFF_DEPARTMENTS", ("management",)))
+    return {
+        "chat_departments": departments,
+        "chat_staff_departments": staff_only,
+        "chat_auto_replies": {
+            department: read.raw(f"CHAT_AUTO_REPLY_{department.upper().replace('-', '_')}")
+            or (read.raw("CHAT_AUTO_REPLY") or DEFAULT_CHAT_AUTO_REPLY).format(
+                department=department
+            )
+            for department in departments
+        },
+        "chat_ping_interval": read.int("CHAT_PING_INTERVAL", 25, minimum=1),
+        "chat_messages_per_second": read.int("CHAT_MESSAGES_PER_SECOND", 5, minimum=1),
+        "chat_message_burst": read.int("CHAT_MESSAGE_BURST", 10, minimum=1),
+        "chat_max_message_bytes": read.int("CHAT_MAX_MESSAGE_BYTES", 4096, minimum=64),
+        "chat_send_queue_size": read.int("CHAT_SEND_QUEUE_SIZE", 100, minimum=1),
+    }
 
 
 DEFAULT_BANK_INSTRUCTIONS = (

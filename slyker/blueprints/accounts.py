@@ -15,6 +15,7 @@ from tortoise.transactions import in_transaction
 from slyker.auth import (
     authenticated_user,
     hash_password,
+    ignores_bearer_header,
     issue_tokens,
     login_required,
     revoke_refresh_token,
@@ -58,7 +59,7 @@ async def user_json(user: User) -> dict[str, Any]:
         "email": user.email,
         "first_name": user.first_name,
         "last_name": user.last_name,
-        "user_type": user.user_type.value,
+        "user_type": str(user.user_type),
         "is_staff": user.is_staff,
         "company": profile.company if profile else "",
         "phone": profile.phone if profile else "",
@@ -91,6 +92,7 @@ async def create_user(email: str, password: str, role: Role = Role.CLIENT, **det
 
 
 @blueprint.post("/api/accounts/register/")
+@ignores_bearer_header
 @rate_limit(5, timedelta(minutes=1), key_function=client_address)
 @validate_request(Registration)
 async def register(data: Registration) -> tuple[dict[str, Any], int]:
@@ -107,6 +109,7 @@ async def register(data: Registration) -> tuple[dict[str, Any], int]:
 
 
 @blueprint.post("/api/token/")
+@ignores_bearer_header
 @rate_limit(10, timedelta(minutes=1), key_function=client_address)
 @validate_request(Credentials)
 async def obtain_token(data: Credentials) -> dict[str, str]:
@@ -121,6 +124,7 @@ async def obtain_token(data: Credentials) -> dict[str, str]:
 
 
 @blueprint.post("/api/token/refresh/")
+@ignores_bearer_header
 @validate_request(RefreshRequest)
 async def refresh_token(data: RefreshRequest) -> dict[str, str]:
     """Exchange a refresh token for a new pair; the old refresh token stops working."""
@@ -128,6 +132,7 @@ async def refresh_token(data: RefreshRequest) -> dict[str, str]:
 
 
 @blueprint.post("/api/token/logout/")
+@ignores_bearer_header
 @validate_request(RefreshRequest)
 async def logout(data: RefreshRequest) -> dict[str, str]:
     """Revoke a refresh token. (Access tokens stay valid until they expire.)"""

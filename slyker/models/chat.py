@@ -30,7 +30,9 @@ class Conversation(Model):
     )
     visitor_name = fields.CharField(max_length=100, default="Visitor")
     department = fields.CharField(max_length=32, db_index=True)
-    status = fields.CharEnumField(ConversationStatus, max_length=16, default="active")
+    status = fields.CharEnumField(
+        ConversationStatus, max_length=16, default=ConversationStatus.ACTIVE
+    )
     auto_reply_sent = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
     last_active_at = fields.DatetimeField(auto_now_add=True)

@@ -199,7 +199,7 @@ async def cart_json(cart: Cart) -> dict[str, Any]:
             description = f"{promotion.code}: {problem}"
     return {
         "id": cart.id,
-        "status": cart.status.value,
+        "status": str(cart.status),
         "items": [item_json(item) for item in items],
         "item_count": len(items),
         "subtotal": as_number(amount),
@@ -447,7 +447,7 @@ def checkout_json(invoice: Invoice) -> dict[str, Any]:
         "invoice_id": invoice.id,
         "invoice_number": invoice.invoice_number,
         "total": as_string(invoice.total),
-        "status": invoice.status.value,
+        "status": str(invoice.status),
         "message": f"Invoice {invoice.invoice_number} created.",
         "payment_method": invoice.payment_method,
         "payment_instructions": current_settings().bank_payment_instructions,

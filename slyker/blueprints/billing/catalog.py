@@ -43,7 +43,7 @@ def hosting_json(product: HostingProduct) -> dict[str, Any]:
         "id": product.id,
         "name": product.name,
         "description": product.description,
-        "hosting_type": product.hosting_type.value,
+        "hosting_type": str(product.hosting_type),
         **{f"{c.value}_price": _money_or_none(price_field(product, c)) for c in BillingCycle},
         "setup_fee": as_string(product.setup_fee),
         "is_active": product.is_active,

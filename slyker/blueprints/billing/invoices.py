@@ -29,7 +29,7 @@ def payment_json(payment: Payment) -> dict[str, Any]:
         "invoice": payment.invoice_id,
         "amount": as_string(payment.amount),
         "method": payment.method,
-        "status": payment.status.value,
+        "status": str(payment.status),
         "reference": payment.reference,
         "paid_at": payment.paid_at.isoformat() if payment.paid_at else None,
         "created_at": payment.created_at.isoformat(),
@@ -43,7 +43,7 @@ async def invoice_json(invoice: Invoice) -> dict[str, Any]:
         "id": invoice.id,
         "invoice_number": invoice.invoice_number,
         "user": invoice.user_id,
-        "status": invoice.status.value,
+        "status": str(invoice.status),
         "issue_date": invoice.issue_date.isoformat(),
         "due_date": invoice.due_date.isoformat(),
         "paid_date": invoice.paid_date.isoformat() if invoice.paid_date else None,
@@ -138,7 +138,7 @@ async def _transition(
     if not moved:
         raise APIError(
             409,
-            f"status: a {invoice.status.value} invoice cannot become {to.value}.",
+            f"status: a {invoice.status!s} invoice cannot become {to.value}.",
             code="invalid_transition",
         )
     return await invoice_json(await Invoice.get(id=invoice.id))

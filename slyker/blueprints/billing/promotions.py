@@ -28,7 +28,7 @@ def promotion_json(promotion: Promotion) -> dict[str, Any]:
         "name": promotion.name,
         "code": promotion.code,
         "description": promotion.description,
-        "discount_type": promotion.discount_type.value,
+        "discount_type": str(promotion.discount_type),
         "discount_value": as_string(promotion.discount_value),
         "start_date": promotion.start_date.isoformat() if promotion.start_date else None,
         "end_date": promotion.end_date.isoformat() if promotion.end_date else None,

@@ -1,0 +1,125 @@
+"""Chat operations shared by the sockets and the staff REST endpoints: every message is
+stored first, then published, so what a client missed can always be replayed by id."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from quart import current_app
+
+from slyker.chat.broker import Broker, InProcessBroker, RedisBroker
+from slyker.models.accounts import User
+from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
+
+BROKER_KEY = "slyker.chat.broker"
+
+
+def make_broker(redis_url: str | None) -> Broker:
+    return RedisBroker(redis_url) if redis_url else InProcessBroker()
+
+
+def current_broker() -> Broker:
+    return current_app.extensions[BROKER_KEY]  # type: ignore[no-any-return]
+
+
+def session_channel(session_id: uuid.UUID | str) -> str:
+    return f"session:{session_id}"
+
+
+def department_channel(department: str) -> str:
+    return f"department:{department}"
+
+
+def display_name(user: User) -> str:
+    return f"{user.first_name} {user.last_name}".strip() or user.email
+
+
+def message_event(message: ChatMessage, conversation: Conversation) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "id": message.id,
+        "session_id": str(conversation.session_id),
+        "department": conversation.department,
+        "message": message.text,
+        "sender": message.sender_name,
+        "sender_type": str(message.sender_type),
+        "created_at": message.created_at.isoformat(),
+        "success": True,
+    }
+
+
+def conversation_json(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.id,
+        "session_id": str(conversation.session_id),
+        "visitor_name": conversation.visitor_name,
+        "department": conversation.department,
+        "status": str(conversation.status),
+        "user": conversation.user_id,
+        "created_at": conversation.created_at.isoformat(),
+        "last_active_at": conversation.last_active_at.isoformat(),
+        "closed_at": conversation.closed_at.isoformat() if conversation.closed_at else None,
+    }
+
+
+async def store_message(
+    conversation: Conversation, sender_type: SenderType, sender_name: str, text: str
+) -> ChatMessage:
+    message = await ChatMessage.create(
+        conversation=conversation, sender_type=sender_type, sender_name=sender_name, text=text
+    )
+    await Conversation.filter(id=conversation.id).update(last_active_at=datetime.now(UTC))
+    return message
+
+
+async def open_conversation(
+    session_id: uuid.UUID, department: str, visitor_name: str, user: User | None
+) -> tuple[Conversation, bool]:
+    """The conversation of ``session_id`` (reopened if it was closed), or a new one."""
+    conversation, created = await Conversation.get_or_create(
+        session_id=session_id,
+        defaults={"department": department, "visitor_name": visitor_name, "user": user},
+    )
+    if conversation.status == ConversationStatus.CLOSED:
+        await Conversation.filter(id=conversation.id).update(
+            status=ConversationStatus.ACTIVE, closed_at=None
+        )
+        await conversation.refresh_from_db()
+    return conversation, created
+
+
+async def post_agent_reply(conversation: Conversation, agent: User, text: str) -> ChatMessage:
+    """Store an agent's reply and deliver it live to the visitor and to the other agents."""
+    message = await store_message(conversation, SenderType.AGENT, display_name(agent), text)
+    event = {**message_event(message, conversation), "sender_type": "agent", "agent_id": agent.id}
+    broker = current_broker()
+    await broker.publish(session_channel(conversation.session_id), event)
+    await broker.publish(
+        department_channel(conversation.department), {**event, "type": "agent_message"}
+    )
+    return message
+
+
+async def close_conversation(conversation: Conversation, closed_by: str) -> None:
+    closed = await Conversation.filter(id=conversation.id, status=ConversationStatus.ACTIVE).update(
+        status=ConversationStatus.CLOSED, closed_at=datetime.now(UTC)
+    )
+    if not closed:
+        return
+    notice = await store_message(
+        conversation,
+        SenderType.SYSTEM,
+        "Slyker Tech",
+        f"This conversation was closed by {closed_by}.",
+    )
+    broker = current_broker()
+    await broker.publish(
+        session_channel(conversation.session_id),
+        {**message_event(notice, conversation), "type": "system"},
+    )
+    await broker.publish(
+        department_channel(conversation.department),
+        {"type": "conversation_closed", "session_id": str(conversation.session_id)},
+    )
