@@ -267,6 +267,11 @@ def _chat_settings(read: _Reader) -> dict[str, Any]:
         if not _DEPARTMENT_RE.fullmatch(department) or department == "agents":
             raise SettingsError("CHAT_DEPARTMENTS", f"{department!r} is not a department name")
     staff_only = tuple(d.lower() for d in read.list("CHAT_STAFF_DEPARTMENTS", ("management",)))
+    for department in staff_only:
+        if department not in departments:
+            raise SettingsError(
+                "CHAT_STAFF_DEPARTMENTS", f"{department!r} is not in CHAT_DEPARTMENTS"
+            )
     return {
         "chat_departments": departments,
         "chat_staff_departments": staff_only,

@@ -276,6 +276,20 @@ class CartItemIn(BaseModel):
     # Accepted because the storefront sends it, and ignored: prices come from the catalog.
     unit_price: Any = None
 
+    @classmethod
+    def of(
+        cls, item: CartItem, quantity: int | None = None, billing_cycle: str | None = None
+    ) -> CartItemIn:
+        """The request that would add ``item`` again (to re-price it), with changes."""
+        return cls(
+            hosting_product=item.hosting_product_id,
+            domain_product=item.domain_product_id,
+            service=item.service_id,
+            service_metadata=item.service_metadata,
+            quantity=quantity or item.quantity,
+            billing_cycle=billing_cycle or item.billing_cycle,
+        )
+
 
 async def priced_line(data: CartItemIn) -> tuple[PricedLine, dict[str, Any]]:
     chosen = [
@@ -353,14 +367,7 @@ async def update_item(cart_id: int, data: ItemChange) -> Response:
     """Change a line's quantity and/or billing cycle; the line is re-priced from the catalog."""
     cart = await open_cart(cart_id)
     item = await _cart_item(cart, data.item_id)
-    request_body = CartItemIn(
-        hosting_product=item.hosting_product_id,
-        domain_product=item.domain_product_id,
-        service=item.service_id,
-        service_metadata=item.service_metadata,
-        quantity=data.quantity or item.quantity,
-        billing_cycle=data.billing_cycle or item.billing_cycle,
-    )
+    request_body = CartItemIn.of(item, data.quantity, data.billing_cycle)
     line, _ = await priced_line(request_body)
     await CartItem.filter(id=item.id).update(
         quantity=request_body.quantity,
@@ -458,16 +465,8 @@ def checkout_json(invoice: Invoice) -> dict[str, Any]:
 async def _repriced(items: list[CartItem]) -> list[CartItem]:
     """Re-price every line from today's catalog; a withdrawn product stops the checkout."""
     for item in items:
-        body = CartItemIn(
-            hosting_product=item.hosting_product_id,
-            domain_product=item.domain_product_id,
-            service=item.service_id,
-            service_metadata=item.service_metadata,
-            quantity=item.quantity,
-            billing_cycle=item.billing_cycle,
-        )
         try:
-            line, _ = await priced_line(body)
+            line, _ = await priced_line(CartItemIn.of(item))
         except APIError as error:
             raise invalid("items", f"{item.service_name}: {error.description}") from None
         if line.unit_price != item.unit_price:
