@@ -39,7 +39,6 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_content_length,
     )
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     for name in ("TESTING", "PROPAGATE_EXCEPTIONS"):
         if overrides and name in overrides:
             app.config[name] = overrides[name]
@@ -58,6 +57,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     RateLimiter(app, store=RedisStore(settings.redis_url) if settings.redis_url else None)
     register_error_handlers(app)
     QuartSchema(app, info={"title": "slyker API", "version": "1.0"})
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # after QuartSchema's provider
 
     for blueprint in (
         health.blueprint,

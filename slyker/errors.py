@@ -119,7 +119,8 @@ def validation_errors(error: Exception) -> dict[str, list[str]]:
     fields: dict[str, list[str]] = {}
     for item in details():
         field = ".".join(str(part) for part in item.get("loc", ())) or "non_field_errors"
-        fields.setdefault(field, []).append(str(item.get("msg", "Invalid value.")))
+        message = str(item.get("msg", "Invalid value."))
+        fields.setdefault(field, []).append(message.removeprefix("Value error, "))
     return fields
 
 

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from quart import Quart
 
@@ -52,10 +54,35 @@ if TEST_DATABASE not in ("sqlite", "postgres"):
     raise RuntimeError(f"SLYKER_TEST_DATABASE must be sqlite or postgres, not {TEST_DATABASE!r}")
 
 
-def test_database_settings(tmp_path: Path) -> dict[str, str]:
+# A PostgreSQL database of this run's own, so that concurrent runs never empty each
+# other's tables; made at the start of the session, dropped at its end.
+POSTGRES_RUN_URL = POSTGRES_URL.rsplit("/", 1)[0] + f"/slyker_test_{os.getpid()}"
+
+
+async def postgres_admin(*statements: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def postgres_run_database() -> Iterator[None]:
+    if TEST_DATABASE != "postgres":
+        yield
+        return
+    name = POSTGRES_RUN_URL.rsplit("/", 1)[1]
+    asyncio.run(postgres_admin(f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"'))
+    yield
+    asyncio.run(postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def database_settings(tmp_path: Path) -> dict[str, str]:
     settings = {"DATA_DIR": str(tmp_path / "data")}
     if TEST_DATABASE == "postgres":
-        settings["DATABASE_URL"] = POSTGRES_URL
+        settings["DATABASE_URL"] = POSTGRES_RUN_URL
     return settings
 
 
@@ -76,7 +103,7 @@ async def prepare_database(app: Quart) -> None:
 @pytest.fixture
 def settings_env(tmp_path: Path) -> dict[str, Any]:
     """Minimal valid production-like settings for one test."""
-    return {"SECRET_KEY": TEST_SECRET_KEY, **test_database_settings(tmp_path)}
+    return {"SECRET_KEY": TEST_SECRET_KEY, **database_settings(tmp_path)}
 
 
 @pytest.fixture

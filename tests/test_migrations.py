@@ -4,6 +4,7 @@ dialect (SQLite, or PostgreSQL with SLYKER_TEST_DATABASE=postgres). A model chan
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from tortoise.context import TortoiseContext
 
 from slyker import schema
 from slyker.database import tortoise_config
-from tests.conftest import POSTGRES_URL, TEST_DATABASE
+from tests.conftest import POSTGRES_URL, TEST_DATABASE, postgres_admin
 
 Columns = dict[str, set[tuple[str, bool]]]  # table -> {(column, nullable)}
 
@@ -55,12 +56,7 @@ async def postgres_columns(url: str) -> Columns:
 
 
 async def fresh_postgres_database(name: str) -> str:
-    admin = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    await postgres_admin(f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
     return POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
 
 
@@ -72,8 +68,8 @@ async def generate_from_models(url: str) -> None:
 
 async def test_migrations_match_the_models(tmp_path: Path) -> None:
     if TEST_DATABASE == "postgres":
-        migrated_url = await fresh_postgres_database("slyker_test_migrated")
-        generated_url = await fresh_postgres_database("slyker_test_generated")
+        migrated_url = await fresh_postgres_database(f"slyker_test_migrated_{os.getpid()}")
+        generated_url = await fresh_postgres_database(f"slyker_test_generated_{os.getpid()}")
     else:
         migrated_url = f"sqlite://{tmp_path / 'migrated.sqlite3'}"
         generated_url = f"sqlite://{tmp_path / 'generated.sqlite3'}"
@@ -86,6 +82,8 @@ async def test_migrations_match_the_models(tmp_path: Path) -> None:
     if TEST_DATABASE == "postgres":
         migrated = await postgres_columns(migrated_url)
         generated = await postgres_columns(generated_url)
+        for url in (migrated_url, generated_url):
+            await postgres_admin(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
     else:
         migrated = sqlite_columns(tmp_path / "migrated.sqlite3")
         generated = sqlite_columns(tmp_path / "generated.sqlite3")

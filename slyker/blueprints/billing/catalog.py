@@ -3,10 +3,11 @@ rules every cart line is priced by: the catalog, never the browser."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from quart import Blueprint
 from quart_schema import validate_request
 from tortoise.exceptions import IntegrityError
@@ -81,8 +82,12 @@ class HostingProductIn(BaseModel):
     is_active: bool = True
 
 
+_TLD_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_TLD = re.compile(rf"\.{_TLD_LABEL}(?:\.{_TLD_LABEL})*", re.ASCII)
+
+
 class DomainProductIn(BaseModel):
-    tld: str = Field(pattern=r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$", max_length=63)
+    tld: str = Field(max_length=63)
     registration_price_1yr: Decimal = Field(ge=0, max_digits=12, decimal_places=2)
     registration_price_2yr: Decimal | None = Price
     registration_price_3yr: Decimal | None = Price
@@ -94,6 +99,15 @@ class DomainProductIn(BaseModel):
         default=Decimal("0"), ge=0, max_digits=12, decimal_places=2
     )
     is_active: bool = True
+
+    @field_validator("tld")
+    @classmethod
+    def normalise_tld(cls, value: str) -> str:
+        """``COM``, ``.com`` → ``.com``; labels as in DNS names; at most 63 characters."""
+        tld = "." + value.strip().lower().lstrip(".")
+        if len(tld) > 63 or not _TLD.fullmatch(tld):
+            raise ValueError("must be a top-level domain such as .com or .co.zw")
+        return tld
 
 
 def _visible(model: type[Model]) -> Any:
@@ -107,12 +121,6 @@ async def _get_visible(model: type[Model], product_id: int) -> Any:
     if product is None:
         raise APIError(404, "Product not found.")
     return product
-
-
-def _normalised_domain(data: DomainProductIn) -> dict[str, Any]:
-    values = data.model_dump()
-    values["tld"] = "." + values["tld"].lower().lstrip(".")
-    return values
 
 
 async def _save_domain(
@@ -185,7 +193,7 @@ async def get_domain_product(product_id: int) -> dict[str, Any]:
 @validate_request(DomainProductIn)
 async def create_domain_product(data: DomainProductIn) -> tuple[dict[str, Any], int]:
     """Staff: add a TLD (409 if it exists)."""
-    return domain_json(await _save_domain(_normalised_domain(data))), 201
+    return domain_json(await _save_domain(data.model_dump())), 201
 
 
 @blueprint.put("/domain-products/<int:product_id>/")
@@ -194,7 +202,7 @@ async def create_domain_product(data: DomainProductIn) -> tuple[dict[str, Any], 
 async def update_domain_product(product_id: int, data: DomainProductIn) -> dict[str, Any]:
     """Staff: replace a domain product."""
     product = await _get_visible(DomainProduct, product_id)
-    return domain_json(await _save_domain(_normalised_domain(data), product))
+    return domain_json(await _save_domain(data.model_dump(), product))
 
 
 @blueprint.delete("/domain-products/<int:product_id>/")

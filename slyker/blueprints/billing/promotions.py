@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
 from quart import Blueprint
 from quart_schema import validate_request
 from tortoise.exceptions import IntegrityError
@@ -46,8 +46,8 @@ class PromotionIn(BaseModel):
     description: str = ""
     discount_type: DiscountType
     discount_value: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
-    start_date: datetime | None = None
-    end_date: datetime | None = None
+    start_date: AwareDatetime | None = None
+    end_date: AwareDatetime | None = None
     is_active: bool = True
     usage_limit: int | None = Field(default=None, ge=1)
     minimum_order_amount: Decimal = Field(
@@ -55,13 +55,20 @@ class PromotionIn(BaseModel):
     )
     product_types: list[str] = Field(default_factory=list, max_length=20)
 
-    @model_validator(mode="after")
-    def check_consistency(self) -> PromotionIn:
-        if self.discount_type == DiscountType.PERCENTAGE and self.discount_value > 100:
+    @field_validator("discount_value")
+    @classmethod
+    def percentage_at_most_100(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        if info.data.get("discount_type") == DiscountType.PERCENTAGE and value > 100:
             raise ValueError("a percentage discount cannot exceed 100")
-        if self.start_date and self.end_date and self.end_date <= self.start_date:
-            raise ValueError("end_date must be after start_date")
-        return self
+        return value
+
+    @field_validator("end_date")
+    @classmethod
+    def ends_after_start(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        start = info.data.get("start_date")
+        if value is not None and start is not None and value <= start:
+            raise ValueError("must be after start_date")
+        return value
 
 
 class CodeIn(BaseModel):

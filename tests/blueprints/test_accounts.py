@@ -1,0 +1,780 @@
+"""Accounts: registration, JWT login / refresh rotation / logout, the current user, rate
+limits, password storage and the create-user CLI. Runs on SQLite, and on PostgreSQL with
+SLYKER_TEST_DATABASE=postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from argon2 import PasswordHasher
+from quart import Quart
+
+from slyker.models.accounts import ClientProfile, RefreshToken, Role, User
+from tests.api import API, FRONTEND_ORIGIN, PASSWORD, Reply, db, make_user
+from tests.conftest import TEST_SECRET_KEY, prepare_database
+
+REGISTER = "/api/accounts/register/"
+TOKEN = "/api/token/"
+REFRESH = "/api/token/refresh/"
+LOGOUT = "/api/token/logout/"
+ME = "/api/accounts/users/me/"
+OTHER_KEY = "another-secret-key-0123456789abcdef0123456789"
+CLIENT_EMAIL = "client@example.com"
+NEW_USER = {
+    "email": "New.User@Example.COM",
+    "password": "s3cret-passw0rd",
+    "first_name": "Tariro",
+    "last_name": "Moyo",
+    "company": "Moyo Designs",
+    "phone": "+263 77 000 0000",
+}
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    return jwt.decode(token, TEST_SECRET_KEY, algorithms=["HS256"])  # type: ignore[no-any-return]
+
+
+def sign(claims: dict[str, Any], key: str = TEST_SECRET_KEY) -> str:
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+def assert_error(reply: Reply, status: int, code: str) -> None:
+    """The one error shape: ``error`` (a string) == ``detail``, ``status`` and ``code``."""
+    assert reply.status == status, reply.body
+    assert isinstance(reply.body, dict), reply.body
+    assert isinstance(reply.body["error"], str) and reply.body["error"], reply.body
+    assert reply.body["detail"] == reply.body["error"]
+    assert reply.body["status"] == status
+    assert reply.body["code"] == code, reply.body
+
+
+def assert_token_refused(reply: Reply) -> None:
+    assert_error(reply, 401, "token_not_valid")
+    assert reply.headers.get("WWW-Authenticate") == "Bearer"
+
+
+async def login_pair(api: API, email: str = CLIENT_EMAIL, password: str = PASSWORD) -> Any:
+    reply = await api.post(TOKEN, {"email": email, "password": password})
+    assert reply.status == 200, reply.body
+    return reply.body
+
+
+async def client_pair(app: Quart, api: API, email: str = CLIENT_EMAIL) -> Any:
+    await make_user(app, email)
+    return await login_pair(api, email)
+
+
+async def post_from(api: API, path: str, json: Any, address: str) -> Reply:
+    """A POST from another peer address (the ASGI scope's ``client``)."""
+    response = await api.client.post(
+        path,
+        json=json,
+        headers={"Origin": FRONTEND_ORIGIN},
+        scope_base={"client": (address, 40000)},
+    )
+    return Reply(response.status_code, await response.get_json(), response.headers)
+
+
+async def post_raw(api: API, path: str, data: str, content_type: str) -> Reply:
+    response = await api.client.post(
+        path, data=data, headers={"Origin": FRONTEND_ORIGIN, "Content-Type": content_type}
+    )
+    return Reply(response.status_code, await response.get_json(), response.headers)
+
+
+async def family_rows(app: Quart, refresh: str) -> list[RefreshToken]:
+    jti = claims_of(refresh)["jti"]
+    with db(app):
+        record = await RefreshToken.get(jti=jti)
+        return await RefreshToken.filter(family=record.family)
+
+
+def assert_cors(reply: Reply) -> None:
+    assert reply.headers.getlist("Access-Control-Allow-Origin") == [FRONTEND_ORIGIN]
+    assert reply.headers.get("Access-Control-Allow-Credentials") == "true"
+
+
+# --- registration -------------------------------------------------------------------------
+
+
+async def test_register_creates_a_client_with_profile_and_tokens(app: Quart) -> None:
+    api = API(app)
+    reply = await api.post(REGISTER, NEW_USER)
+
+    assert reply.status == 201, reply.body
+    assert set(reply.body) == {"user", "access", "refresh"}
+    user = reply.body["user"]
+    assert isinstance(user["id"], int)
+    assert user["email"] == "new.user@example.com"
+    assert user["first_name"] == "Tariro"
+    assert user["last_name"] == "Moyo"
+    assert user["user_type"] == "client"
+    assert user["is_staff"] is False
+    assert user["company"] == "Moyo Designs"
+    assert user["phone"] == "+263 77 000 0000"
+    assert_cors(reply)
+
+    with db(app):
+        stored = await User.get(id=user["id"])
+        profile = await ClientProfile.get(user_id=user["id"])
+    assert stored.email == "new.user@example.com"
+    assert stored.user_type is Role.CLIENT
+    assert stored.is_active is True
+    assert (profile.company, profile.phone) == ("Moyo Designs", "+263 77 000 0000")
+
+    # The tokens returned are live: the access token identifies the new user.
+    assert claims_of(reply.body["access"])["sub"] == str(user["id"])
+    me = await api.get(ME, token=reply.body["access"])
+    assert me.status == 200, me.body
+    assert me.body["id"] == user["id"]
+    refreshed = await api.post(REFRESH, {"refresh": reply.body["refresh"]})
+    assert refreshed.status == 200, refreshed.body
+
+
+async def test_register_needs_only_email_and_password(app: Quart) -> None:
+    reply = await API(app).post(REGISTER, {"email": "min@example.com", "password": "12345678"})
+    assert reply.status == 201, reply.body
+    user = reply.body["user"]
+    assert (user["first_name"], user["last_name"], user["company"]) == ("", "", "")
+    with db(app):
+        assert await ClientProfile.filter(user_id=user["id"]).count() == 1
+
+
+async def test_register_duplicate_email_in_any_case_is_409(app: Quart) -> None:
+    api = API(app)
+    assert (await api.post(REGISTER, NEW_USER)).status == 201
+    for email in ("new.user@example.com", "NEW.USER@EXAMPLE.COM", NEW_USER["email"]):
+        reply = await api.post(REGISTER, {**NEW_USER, "email": email})
+        assert reply.status == 409, (email, reply.body)
+        assert_error(reply, 409, "email_taken")
+        assert reply.error.startswith("email: ")
+        assert reply.body["errors"] == {"email": ["A user with this e-mail already exists."]}
+        assert_cors(reply)
+    with db(app):
+        assert await User.all().count() == 1
+        assert await ClientProfile.all().count() == 1
+
+
+async def test_concurrent_duplicate_registrations_one_wins(app: Quart) -> None:
+    api = API(app)
+    body = {"email": "race@example.com", "password": "12345678"}
+    replies = await asyncio.gather(api.post(REGISTER, body), api.post(REGISTER, body))
+    assert sorted(r.status for r in replies) == [201, 409], [r.body for r in replies]
+    with db(app):
+        assert await User.filter(email="race@example.com").count() == 1
+        assert await ClientProfile.all().count() == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"email": "not-an-email", "password": "12345678"}, "email"),
+        ({"email": "", "password": "12345678"}, "email"),
+        ({"password": "12345678"}, "email"),
+        ({"email": "a@example.com", "password": "1234567"}, "password"),
+        ({"email": "a@example.com"}, "password"),
+        ({"email": "a@example.com", "password": "x" * 129}, "password"),
+        ({"email": "a@example.com", "password": "12345678", "first_name": "x" * 151}, "first_name"),
+    ],
+)
+async def test_register_invalid_input_is_400_naming_the_field(
+    app: Quart, body: dict[str, Any], field: str
+) -> None:
+    reply = await API(app).post(REGISTER, body)
+    assert_error(reply, 400, "invalid")
+    assert list(reply.body["errors"]) == [field]
+    assert all(isinstance(m, str) for m in reply.body["errors"][field])
+    assert reply.error.startswith(f"{field}: ")
+    assert reply.error == f"{field}: {reply.body['errors'][field][0]}"
+    with db(app):
+        assert await User.all().count() == 0
+
+
+async def test_password_is_stored_hashed_with_argon2(app: Quart) -> None:
+    reply = await API(app).post(REGISTER, NEW_USER)
+    assert reply.status == 201, reply.body
+    with db(app):
+        stored = await User.get(id=reply.body["user"]["id"])
+    assert stored.password_hash.startswith("$argon2")
+    assert NEW_USER["password"] not in stored.password_hash
+    assert PasswordHasher().verify(stored.password_hash, NEW_USER["password"])
+    assert "password" not in reply.body["user"]
+    assert "password_hash" not in reply.body["user"]
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        ("email=a%40example.com&password=12345678", "application/x-www-form-urlencoded"),
+        ('{"email": "a@example.com", "password": "12345678"}', "text/plain"),
+    ],
+)
+async def test_non_json_body_is_415(app: Quart, data: str, content_type: str) -> None:
+    api = API(app)
+    for path in (REGISTER, TOKEN, REFRESH, LOGOUT):
+        reply = await post_raw(api, path, data, content_type)
+        assert_error(reply, 415, "unsupported_media_type")
+        assert_cors(reply)
+    with db(app):
+        assert await User.all().count() == 0
+
+
+@pytest.mark.parametrize("path", [REGISTER, TOKEN, REFRESH])
+async def test_malformed_json_is_400(app: Quart, path: str) -> None:
+    reply = await post_raw(API(app), path, '{"email": ', "application/json")
+    assert_error(reply, 400, "invalid_json")
+
+
+# --- login --------------------------------------------------------------------------------
+
+
+async def test_login_returns_an_access_and_refresh_pair(app: Quart) -> None:
+    user = await make_user(app, CLIENT_EMAIL)
+    api = API(app)
+    reply = await api.post(TOKEN, {"email": CLIENT_EMAIL, "password": PASSWORD})
+
+    assert reply.status == 200, reply.body
+    assert set(reply.body) == {"access", "refresh"}
+    assert_cors(reply)
+    access, refresh = claims_of(reply.body["access"]), claims_of(reply.body["refresh"])
+    now = datetime.now(UTC).timestamp()
+    assert access["type"] == "access"
+    assert access["sub"] == str(user.id)
+    assert access["role"] == "client"
+    assert abs(access["iat"] - now) < 60
+    assert access["exp"] - access["iat"] == 120 * 60
+    assert refresh["type"] == "refresh"
+    assert refresh["sub"] == str(user.id)
+    assert refresh["exp"] - refresh["iat"] == 7 * 24 * 60 * 60
+    assert access["jti"] != refresh["jti"]
+
+    with db(app):
+        record = await RefreshToken.get(jti=refresh["jti"])
+        logged_in = await User.get(id=user.id)
+    assert record.user_id == user.id  # type: ignore[attr-defined]
+    assert record.used_at is None and record.revoked_at is None
+    assert abs(record.expires_at.timestamp() - refresh["exp"]) < 2
+    assert logged_in.last_login is not None
+
+
+async def test_login_email_is_case_and_space_insensitive(app: Quart) -> None:
+    await make_user(app, CLIENT_EMAIL)
+    reply = await API(app).post(TOKEN, {"email": "  Client@EXAMPLE.com ", "password": PASSWORD})
+    assert reply.status == 200, reply.body
+
+
+async def test_access_token_lifetime_setting(app_factory: Callable[..., Quart]) -> None:
+    application = app_factory(JWT_ACCESS_TOKEN_LIFETIME=5, JWT_REFRESH_TOKEN_LIFETIME=60)
+    async with application.test_app():
+        await prepare_database(application)
+        await make_user(application, CLIENT_EMAIL)
+        pair = await login_pair(API(application))
+    access, refresh = claims_of(pair["access"]), claims_of(pair["refresh"])
+    assert access["exp"] - access["iat"] == 5 * 60
+    assert refresh["exp"] - refresh["iat"] == 60 * 60
+
+
+async def test_wrong_password_and_unknown_email_get_the_same_401(app: Quart) -> None:
+    await make_user(app, CLIENT_EMAIL)
+    api = API(app)
+    wrong = await api.post(TOKEN, {"email": CLIENT_EMAIL, "password": "wrong password"})
+    unknown = await api.post(TOKEN, {"email": "nobody@example.com", "password": PASSWORD})
+
+    assert_error(wrong, 401, "invalid_credentials")
+    assert_error(unknown, 401, "invalid_credentials")
+    assert wrong.body == unknown.body
+    assert_cors(wrong)
+    with db(app):
+        assert await RefreshToken.all().count() == 0
+
+
+async def test_inactive_user_cannot_log_in(app: Quart) -> None:
+    user = await make_user(app, CLIENT_EMAIL)
+    with db(app):
+        await User.filter(id=user.id).update(is_active=False)
+    reply = await API(app).post(TOKEN, {"email": CLIENT_EMAIL, "password": PASSWORD})
+    assert_error(reply, 401, "invalid_credentials")
+    assert reply.error == "No active account found with the given credentials."
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"password": PASSWORD}, "email"), ({"email": CLIENT_EMAIL}, "password")],
+)
+async def test_login_missing_field_is_400(app: Quart, body: dict[str, str], field: str) -> None:
+    reply = await API(app).post(TOKEN, body)
+    assert_error(reply, 400, "invalid")
+    assert field in reply.body["errors"]
+    assert reply.error.startswith(f"{field}: ")
+
+
+# --- refresh rotation ---------------------------------------------------------------------
+
+
+async def test_refresh_rotates_the_pair(app: Quart) -> None:
+    api = API(app)
+    first = await client_pair(app, api)
+    second_reply = await api.post(REFRESH, {"refresh": first["refresh"]})
+
+    assert second_reply.status == 200, second_reply.body
+    assert_cors(second_reply)
+    second = second_reply.body
+    assert set(second) == {"access", "refresh"}
+    assert second["refresh"] != first["refresh"]
+    assert second["access"] != first["access"]
+    assert claims_of(second["access"])["type"] == "access"
+    assert claims_of(second["refresh"])["sub"] == claims_of(first["refresh"])["sub"]
+    assert (await api.get(ME, token=second["access"])).status == 200
+
+    # The new refresh token works in turn; each is recorded in the same family.
+    third = await api.post(REFRESH, {"refresh": second["refresh"]})
+    assert third.status == 200, third.body
+    rows = {row.jti: row for row in await family_rows(app, first["refresh"])}
+    used = {
+        claims_of(token)["jti"]: rows[claims_of(token)["jti"]].used_at is not None
+        for token in (first["refresh"], second["refresh"], third.body["refresh"])
+    }
+    assert len(rows) == 3
+    assert list(used.values()) == [True, True, False]
+    assert all(row.revoked_at is None for row in rows.values())
+
+
+async def test_reusing_a_refresh_token_revokes_its_family(app: Quart) -> None:
+    api = API(app)
+    first = await client_pair(app, api)
+    other_session = await login_pair(api)  # another login: another family
+    second = (await api.post(REFRESH, {"refresh": first["refresh"]})).body
+
+    replay = await api.post(REFRESH, {"refresh": first["refresh"]})
+    assert_token_refused(replay)
+    assert_cors(replay)
+    # The thief or the user: whoever holds the successor is logged out too.
+    assert_token_refused(await api.post(REFRESH, {"refresh": second["refresh"]}))
+
+    rows = await family_rows(app, first["refresh"])
+    assert len(rows) == 2
+    assert all(row.revoked_at is not None for row in rows)
+    # Other families are untouched.
+    assert (await api.post(REFRESH, {"refresh": other_session["refresh"]})).status == 200
+
+
+async def test_concurrent_refreshes_of_one_token_have_one_winner(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    replies = await asyncio.gather(
+        *(api.post(REFRESH, {"refresh": pair["refresh"]}) for _ in range(10))
+    )
+    statuses = sorted(reply.status for reply in replies)
+    assert statuses == [200] + [401] * 9, [reply.body for reply in replies]
+    for reply in replies:
+        if reply.status == 401:
+            assert_token_refused(reply)
+    with db(app):
+        assert await RefreshToken.filter(jti=claims_of(pair["refresh"])["jti"]).count() == 1
+
+
+async def test_access_token_is_not_a_refresh_token(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    assert_token_refused(await api.post(REFRESH, {"refresh": pair["access"]}))
+    # Refused before it touched the family: the real refresh token still works.
+    assert (await api.post(REFRESH, {"refresh": pair["refresh"]})).status == 200
+
+
+@pytest.mark.parametrize("garbage", ["garbage", "", "a.b.c", "x" * 2048])
+async def test_garbage_refresh_token_is_401(app: Quart, garbage: str) -> None:
+    assert_token_refused(await API(app).post(REFRESH, {"refresh": garbage}))
+
+
+async def test_refresh_token_too_long_is_400(app: Quart) -> None:
+    reply = await API(app).post(REFRESH, {"refresh": "x" * 2049})
+    assert_error(reply, 400, "invalid")
+    assert reply.error.startswith("refresh: ")
+
+
+async def test_expired_refresh_token_is_401(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    claims = claims_of(pair["refresh"])
+    past = datetime.now(UTC) - timedelta(minutes=10)
+    expired = sign({**claims, "iat": past - timedelta(days=7), "exp": past})
+    assert_token_refused(await api.post(REFRESH, {"refresh": expired}))
+
+
+async def test_refresh_token_signed_with_another_key_is_401(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    forged = sign(claims_of(pair["refresh"]), OTHER_KEY)
+    assert_token_refused(await api.post(REFRESH, {"refresh": forged}))
+
+
+async def test_unrecorded_refresh_token_is_401(app: Quart) -> None:
+    """Validly signed but never issued (no RefreshToken row)."""
+    user = await make_user(app, CLIENT_EMAIL)
+    now = datetime.now(UTC)
+    token = sign(
+        {
+            "sub": str(user.id),
+            "iat": now,
+            "exp": now + timedelta(days=1),
+            "jti": uuid.uuid4().hex,
+            "type": "refresh",
+        }
+    )
+    assert_token_refused(await API(app).post(REFRESH, {"refresh": token}))
+
+
+async def test_inactive_user_cannot_refresh(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    with db(app):
+        await User.filter(email=CLIENT_EMAIL).update(is_active=False)
+    assert_token_refused(await api.post(REFRESH, {"refresh": pair["refresh"]}))
+
+
+async def test_deleted_user_cannot_refresh(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    with db(app):
+        await User.filter(email=CLIENT_EMAIL).delete()
+    assert_token_refused(await api.post(REFRESH, {"refresh": pair["refresh"]}))
+
+
+@pytest.mark.parametrize("path", [REFRESH, TOKEN, LOGOUT, REGISTER])
+async def test_token_endpoints_accept_a_stale_bearer_header(app: Quart, path: str) -> None:
+    """The storefront sends ``Authorization: Bearer <access>`` on every call while logged in
+    (frontend-api.md), and on a 401 it calls the refresh endpoint: with the access token that
+    has just expired still in that header. The token endpoints authenticate by their body (and
+    registration needs no identity), so a stale header must not refuse them (the old backend's
+    token views ignored it); otherwise a session can never be refreshed once it has expired."""
+    api = API(app)
+    pair = await client_pair(app, api)
+    claims = claims_of(pair["access"])
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    stale = sign({**claims, "iat": past - timedelta(hours=2), "exp": past})
+    bodies = {
+        TOKEN: {"email": CLIENT_EMAIL, "password": PASSWORD},
+        REGISTER: {"email": "second@example.com", "password": "12345678"},
+    }
+    reply = await api.post(path, bodies.get(path, {"refresh": pair["refresh"]}), token=stale)
+    assert reply.status == (201 if path == REGISTER else 200), reply.body
+
+
+# --- logout -------------------------------------------------------------------------------
+
+
+async def test_logout_revokes_the_refresh_token(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    reply = await api.post(LOGOUT, {"refresh": pair["refresh"]})
+
+    assert reply.status == 200, reply.body
+    assert reply.body == {"detail": "Logged out."}
+    assert_cors(reply)
+    with db(app):
+        record = await RefreshToken.get(jti=claims_of(pair["refresh"])["jti"])
+    assert record.revoked_at is not None
+    assert_token_refused(await api.post(REFRESH, {"refresh": pair["refresh"]}))
+
+
+async def test_logout_after_rotation_revokes_the_successor(app: Quart) -> None:
+    api = API(app)
+    first = await client_pair(app, api)
+    second = (await api.post(REFRESH, {"refresh": first["refresh"]})).body
+    assert (await api.post(LOGOUT, {"refresh": second["refresh"]})).status == 200
+    assert_token_refused(await api.post(REFRESH, {"refresh": second["refresh"]}))
+
+
+async def test_logout_with_an_invalid_token_is_401(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    tokens = {
+        "garbage": "garbage",
+        "access": pair["access"],
+        "foreign": sign(claims_of(pair["refresh"]), OTHER_KEY),
+    }
+    for kind, token in tokens.items():
+        reply = await api.post(LOGOUT, {"refresh": token})
+        assert reply.status == 401, (kind, reply.body)
+        assert_token_refused(reply)
+    with db(app):
+        assert await RefreshToken.filter(revoked_at__isnull=False).count() == 0
+    assert (await api.post(REFRESH, {"refresh": pair["refresh"]})).status == 200
+
+
+async def test_logout_missing_refresh_is_400(app: Quart) -> None:
+    reply = await API(app).post(LOGOUT, {})
+    assert_error(reply, 400, "invalid")
+    assert list(reply.body["errors"]) == ["refresh"]
+
+
+# --- the current user ---------------------------------------------------------------------
+
+
+async def test_me_returns_what_the_storefront_reads(app: Quart) -> None:
+    api = API(app)
+    user = await make_user(app, CLIENT_EMAIL)
+    reply = await api.get(ME, token=await api.login(CLIENT_EMAIL))
+
+    assert reply.status == 200, reply.body
+    assert_cors(reply)
+    body = reply.body
+    assert body["id"] == user.id
+    assert body["email"] == CLIENT_EMAIL
+    assert body["first_name"] == "Test"
+    assert body["last_name"] == "client"
+    assert body["user_type"] == "client"
+    assert body["is_staff"] is False
+    assert body["company"] == ""
+    assert "password_hash" not in body
+
+
+@pytest.mark.parametrize("role", [Role.STAFF, Role.ADMIN])
+async def test_me_staff_and_admin_are_staff(app: Quart, role: Role) -> None:
+    api = API(app)
+    await make_user(app, "staff@example.com", role)
+    token = await api.login("staff@example.com")
+    assert claims_of(token)["role"] == role.value
+    reply = await api.get(ME, token=token)
+    assert reply.status == 200, reply.body
+    assert reply.body["user_type"] == role.value
+    assert reply.body["is_staff"] is True
+
+
+async def test_me_without_token_is_401_not_authenticated(app: Quart) -> None:
+    reply = await API(app).get(ME)
+    assert_error(reply, 401, "not_authenticated")
+    assert reply.headers.get("WWW-Authenticate") == "Bearer"
+    assert_cors(reply)
+
+
+async def test_invalid_bearer_token_is_401_on_every_endpoint(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    claims = claims_of(pair["access"])
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    tokens = {
+        "garbage": "not.a.token",
+        "expired": sign({**claims, "iat": past - timedelta(hours=2), "exp": past}),
+        "foreign_key": sign(claims, OTHER_KEY),
+        "refresh": pair["refresh"],
+        "alg_none": jwt.encode(claims, None, algorithm="none"),
+        "no_sub": sign({key: value for key, value in claims.items() if key != "sub"}),
+        "unknown_user": sign({**claims, "sub": "999999"}),
+    }
+    # Public endpoints too: the storefront answers a 401 by refreshing its token.
+    for path in (ME, "/health/", "/api/services/hosting-products/"):
+        # The same path answers 200 with the valid token (or none, when it is public).
+        valid = await api.get(path, token=pair["access"])
+        assert valid.status == 200, (path, valid.body)
+        for kind, token in tokens.items():
+            reply = await api.get(path, token=token)
+            assert reply.status == 401, (path, kind, reply.body)
+            assert_token_refused(reply)
+            assert_cors(reply)
+
+
+@pytest.mark.parametrize("sub", ["abc", "1.0", "99999999999999999999"])
+async def test_signed_token_with_a_malformed_subject_is_401_not_500(app: Quart, sub: str) -> None:
+    """A validly signed access token whose ``sub`` is not a user id (another service sharing
+    the key, an old token format) is an invalid token, not a server error."""
+    now = datetime.now(UTC)
+    token = sign(
+        {
+            "sub": sub,
+            "iat": now,
+            "exp": now + timedelta(minutes=5),
+            "jti": uuid.uuid4().hex,
+            "type": "access",
+        }
+    )
+    api = API(app)
+    for path in (ME, "/health/"):
+        reply = await api.get(path, token=token)
+        assert reply.status == 401, (path, reply.body)
+        assert_token_refused(reply)
+
+
+async def test_malformed_authorization_header_is_401(app: Quart) -> None:
+    api = API(app)
+    for header in ("Basic x", "Bearer", "Bearer ", "Token abc", "bearer", "Basic"):
+        for path in (ME, "/health/"):
+            reply = await api.get(path, headers={"Authorization": header})
+            assert reply.status == 401, (header, path, reply.body)
+            assert_token_refused(reply)
+
+
+async def test_bearer_scheme_is_case_insensitive(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    reply = await api.get(ME, headers={"Authorization": f"bearer {pair['access']}"})
+    assert reply.status == 200, reply.body
+
+
+async def test_inactive_users_access_token_is_refused(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    with db(app):
+        await User.filter(email=CLIENT_EMAIL).update(is_active=False)
+    assert_token_refused(await api.get(ME, token=pair["access"]))
+    assert_token_refused(await api.get("/health/", token=pair["access"]))
+
+
+async def test_deleted_users_access_token_is_refused(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    with db(app):
+        await User.filter(email=CLIENT_EMAIL).delete()
+        assert await ClientProfile.all().count() == 0
+        assert await RefreshToken.all().count() == 0
+    assert_token_refused(await api.get(ME, token=pair["access"]))
+
+
+# --- rate limits --------------------------------------------------------------------------
+
+
+def assert_rate_limited(reply: Reply) -> None:
+    assert_error(reply, 429, "rate_limited")
+    retry_after = reply.headers.get("Retry-After")
+    assert retry_after is not None and retry_after.isdigit(), retry_after
+    assert 1 <= int(retry_after) <= 60
+    assert reply.headers.getlist("Access-Control-Allow-Origin") == [FRONTEND_ORIGIN]
+    assert reply.headers.get("Access-Control-Allow-Credentials") == "true"
+
+
+async def test_register_allows_five_a_minute_per_address(app: Quart) -> None:
+    api = API(app)
+    # Every attempt counts, refused ones too (and they cost no password hashing here).
+    for number in range(4):
+        body = {"email": f"user{number}@example.com", "password": "short"}
+        assert_error(await api.post(REGISTER, body), 400, "invalid")
+    fifth = await api.post(REGISTER, {"email": "user4@example.com", "password": "12345678"})
+    assert fifth.status == 201, fifth.body
+
+    sixth = {"email": "user5@example.com", "password": "12345678"}
+    assert_rate_limited(await api.post(REGISTER, sixth))
+    # X-Forwarded-For is written by the client: it does not buy a new allowance.
+    spoofed = await api.post(REGISTER, sixth, headers={"X-Forwarded-For": "198.51.100.9"})
+    assert_rate_limited(spoofed)
+    with db(app):
+        assert await User.all().count() == 1
+
+    # Another peer address has its own allowance; logging in is limited separately.
+    assert (await post_from(api, REGISTER, sixth, "203.0.113.7")).status == 201
+    login = await api.post(TOKEN, {"email": "user4@example.com", "password": "12345678"})
+    assert login.status == 200, login.body
+
+
+async def test_token_allows_ten_a_minute_per_address(app: Quart) -> None:
+    await make_user(app, CLIENT_EMAIL)
+    api = API(app)
+    for _ in range(9):
+        assert_error(await api.post(TOKEN, {"email": CLIENT_EMAIL}), 400, "invalid")
+    wrong = await api.post(TOKEN, {"email": CLIENT_EMAIL, "password": "a guess"})
+    assert_error(wrong, 401, "invalid_credentials")
+
+    # The 11th attempt is refused even with the right password: no brute force.
+    limited = await api.post(TOKEN, {"email": CLIENT_EMAIL, "password": PASSWORD})
+    assert_rate_limited(limited)
+    spoofed = await api.post(
+        TOKEN,
+        {"email": CLIENT_EMAIL, "password": PASSWORD},
+        headers={"X-Forwarded-For": "198.51.100.9"},
+    )
+    assert_rate_limited(spoofed)
+    with db(app):
+        assert await RefreshToken.all().count() == 0
+
+    other = await post_from(
+        api, TOKEN, {"email": CLIENT_EMAIL, "password": PASSWORD}, "203.0.113.8"
+    )
+    assert other.status == 200, other.body
+
+
+async def test_refresh_is_not_limited_like_login(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    refresh = pair["refresh"]
+    for _ in range(12):
+        reply = await api.post(REFRESH, {"refresh": refresh})
+        assert reply.status == 200, reply.body
+        refresh = reply.body["refresh"]
+
+
+# --- the create-user CLI ------------------------------------------------------------------
+
+
+async def invoke_cli(app: Quart, args: list[str], stdin: str | None = None) -> Any:
+    """Run a CLI command the way ``quart --app 'slyker:create_app()'`` would. The command runs
+    its own event loop (asyncio.run), so it runs in a worker thread, off the test's loop."""
+    runner = app.test_cli_runner()
+    return await asyncio.to_thread(runner.invoke, args=args, input=stdin)
+
+
+async def test_cli_create_user_admin_can_log_in(app: Quart) -> None:
+    result = await invoke_cli(
+        app,
+        ["create-user", "Boss@Example.com", "--role", "admin", "--password", "b0ss-passw0rd",
+         "--first-name", "Big", "--last-name", "Boss"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with db(app):
+        user = await User.get(email="boss@example.com")
+        assert await ClientProfile.filter(user_id=user.id).count() == 1
+    assert result.output == f"created admin boss@example.com (id {user.id})\n"
+    assert user.user_type is Role.ADMIN
+    assert (user.first_name, user.last_name) == ("Big", "Boss")
+    assert user.password_hash.startswith("$argon2")
+
+    api = API(app)
+    token = await api.login("boss@example.com", "b0ss-passw0rd")
+    me = await api.get(ME, token=token)
+    assert me.status == 200, me.body
+    assert me.body["id"] == user.id
+    assert me.body["user_type"] == "admin"
+    assert me.body["is_staff"] is True
+
+
+async def test_cli_create_user_defaults_to_staff_and_prompts_for_the_password(
+    app: Quart,
+) -> None:
+    result = await invoke_cli(
+        app, ["create-user", "staff@example.com"], stdin="st4ff-passw0rd\nst4ff-passw0rd\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "created staff staff@example.com (id " in result.output
+    api = API(app)
+    me = await api.get(ME, token=await api.login("staff@example.com", "st4ff-passw0rd"))
+    assert (me.body["user_type"], me.body["is_staff"]) == ("staff", True)
+
+
+async def test_cli_create_user_duplicate_email_fails_clearly(app: Quart) -> None:
+    await make_user(app, "boss@example.com")
+    result = await invoke_cli(
+        app, ["create-user", "BOSS@example.com", "--role", "admin", "--password", "b0ss-passw0rd"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "A user with this e-mail already exists." in result.output
+    assert "Traceback" not in result.output
+    with db(app):
+        user = await User.get(email="boss@example.com")
+    assert user.user_type is Role.CLIENT  # untouched
+
+
+async def test_cli_create_user_rejects_an_unknown_role(app: Quart) -> None:
+    result = await invoke_cli(
+        app, ["create-user", "x@example.com", "--role", "root", "--password", "12345678"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "root" in result.output
+    with db(app):
+        assert await User.all().count() == 0
