@@ -5,6 +5,7 @@ SLYKER_TEST_DATABASE=postgres."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from quart import Quart
 
 from slyker.models.accounts import ClientProfile, RefreshToken, Role, User
 from tests.api import API, FRONTEND_ORIGIN, PASSWORD, Reply, db, make_user
-from tests.conftest import TEST_SECRET_KEY, prepare_database
+from tests.conftest import REDIS_URL, TEST_SECRET_KEY, prepare_database
 
 REGISTER = "/api/accounts/register/"
 TOKEN = "/api/token/"
@@ -778,3 +779,16 @@ async def test_cli_create_user_rejects_an_unknown_role(app: Quart) -> None:
     assert "root" in result.output
     with db(app):
         assert await User.all().count() == 0
+
+
+async def test_rate_limits_are_shared_through_redis(app_factory: Any) -> None:
+    """With REDIS_URL, two app instances (two Hypercorn workers) count one allowance."""
+    address = f"198.18.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"  # fresh per run
+    first, second = app_factory(REDIS_URL=REDIS_URL), app_factory(REDIS_URL=REDIS_URL)
+    async with first.test_app(), second.test_app():
+        await prepare_database(first)
+        bad = {"email": "someone@example.com"}  # no password: a cheap 400
+        for _ in range(10):  # refused logins count against the allowance too
+            assert_error(await post_from(API(first), TOKEN, bad, address), 400, "invalid")
+        limited = await post_from(API(second), TOKEN, bad, address)
+        assert_rate_limited(limited)
