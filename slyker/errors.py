@@ -62,6 +62,11 @@ class APIError(HTTPException):
         self.extra_headers = dict(headers or {})
 
 
+def invalid(field_name: str, message: str) -> APIError:
+    """A 400 about one field: the storefront shows ``error`` ("field: message")."""
+    return APIError(400, f"{field_name}: {message}", code="invalid", errors={field_name: [message]})
+
+
 def status_code_name(status: int) -> str:
     return _CODES.get(status) or HTTP_STATUS_CODES.get(status, "error").lower().replace(" ", "_")
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from slyker.errors import APIError
+from slyker.errors import invalid
 from slyker.models.billing import (
     BillingCycle,
     DiscountType,
@@ -25,11 +25,6 @@ DOMAIN_YEARS = (1, 2, 3, 5, 10)
 DOMAIN_ACTIONS = ("registration", "transfer", "renewal")
 MAX_QUANTITY = 100
 _DOMAIN_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}")
-
-
-def invalid(field_name: str, message: str) -> APIError:
-    """The storefront shows ``error``: "field: message"; ``errors`` has the details."""
-    return APIError(400, f"{field_name}: {message}", code="invalid", errors={field_name: [message]})
 
 
 def hosting_cycle_price(product: HostingProduct, cycle: BillingCycle) -> Decimal | None:

@@ -23,7 +23,7 @@ from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from slyker.auth import authenticated_user, current_user, login_required
-from slyker.errors import APIError
+from slyker.errors import APIError, invalid
 from slyker.models.accounts import User
 from slyker.models.billing import (
     Cart,
@@ -43,7 +43,6 @@ from slyker.pricing import (
     PricedLine,
     discount,
     discount_description,
-    invalid,
     price_domain,
     price_hosting,
     price_service,

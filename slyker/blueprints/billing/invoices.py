@@ -13,11 +13,10 @@ from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
 from slyker.auth import authenticated_user, login_required, staff_required
-from slyker.errors import APIError
+from slyker.errors import APIError, invalid
 from slyker.models.billing import Invoice, InvoiceItem, InvoiceStatus, Payment, PaymentStatus
 from slyker.money import ZERO, as_string, cents
 from slyker.pagination import paginate
-from slyker.pricing import invalid
 
 invoices = Blueprint("invoices", __name__, url_prefix="/api/billing/invoices")
 payments = Blueprint("payments", __name__, url_prefix="/api/billing/payments")

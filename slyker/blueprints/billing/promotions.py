@@ -13,11 +13,11 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
 from slyker.auth import staff_required
-from slyker.errors import APIError
+from slyker.errors import APIError, invalid
 from slyker.models.billing import DiscountType, Promotion
 from slyker.money import as_string
 from slyker.pagination import paginate
-from slyker.pricing import invalid, promotion_problem
+from slyker.pricing import promotion_problem
 
 blueprint = Blueprint("promotions", __name__, url_prefix="/api/billing/promotions")
 
