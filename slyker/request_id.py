@@ -41,7 +41,11 @@ class RequestIDMiddleware:
         token = current_request_id.set(request_id)
 
         async def send_with_id(message: dict) -> None:  # type: ignore[type-arg]
-            if message["type"] in ("http.response.start", "websocket.http.response.start"):
+            if message["type"] in (
+                "http.response.start",
+                "websocket.http.response.start",
+                "websocket.accept",
+            ):
                 headers = [
                     (k, v) for k, v in message.get("headers", []) if k.lower() != _HEADER_BYTES
                 ]

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -50,6 +51,12 @@ CLOSE_TRY_AGAIN_LATER = 1013  # the client does not read fast enough
 CLOSE_TOO_BIG = 1009
 PRESENCE_RENEW_SECONDS = 10
 VISITOR_MESSAGE_TYPES = {None, "message", "chat_message"}
+# Events that carry a stored message's id, and so are delivered at most once per socket.
+MESSAGE_EVENT_TYPES = {"message", "system", "agent_message"}
+# Events from different workers may arrive slightly out of id order; a resync looks back
+# this many ids behind the newest one seen (duplicates are dropped by id anyway).
+RESYNC_LOOKBACK = 100
+SEEN_IDS_KEPT = 5000
 
 
 # --- the handshake -----------------------------------------------------------------------
@@ -102,27 +109,44 @@ def parse_after(value: object) -> int:
 class ChatSocket:
     """A bounded outbox drained by one task; a client that cannot keep up is closed (1013)
     instead of growing memory or slowing the others. Events carrying a message id are
-    delivered in order and at most once, replays and live events alike."""
+    delivered at most once, replays and live events alike, and replays come in id order."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.outbox: asyncio.Queue[Event] = asyncio.Queue(settings.chat_send_queue_size)
         self.overflowed = asyncio.Event()
-        self.last_id = 0
+        self.floor = 0  # the client said it has everything up to here (resume "after")
+        self.seen: set[int] = set()
+        self.seen_order: deque[int] = deque()
+        self.resync_queued = False
         self.held: list[Event] | None = None  # live events held back during a replay
         self.subscriptions: list[Subscription] = []
         self.tokens = float(settings.chat_message_burst)
         self.refilled_at = time.monotonic()
 
+    @property
+    def last_id(self) -> int:
+        return max(self.floor, max(self.seen, default=0))
+
+    def resync_after(self) -> int:
+        return max(self.floor, self.last_id - RESYNC_LOOKBACK)
+
     def offer(self, event: Event) -> None:
-        if self.held is not None and event is not RESYNC:
+        if event is RESYNC:  # one per subscribed channel: one replay is enough
+            if self.resync_queued:
+                return
+            self.resync_queued = True
+        elif self.held is not None:
             self.held.append(event)
             return
         message_id = event.get("id")
-        if isinstance(message_id, int) and event.get("type") in ("message", "system"):
-            if message_id <= self.last_id:
+        if isinstance(message_id, int) and event.get("type") in MESSAGE_EVENT_TYPES:
+            if message_id <= self.floor or message_id in self.seen:
                 return
-            self.last_id = message_id
+            self.seen.add(message_id)
+            self.seen_order.append(message_id)
+            if len(self.seen_order) > SEEN_IDS_KEPT:
+                self.seen.discard(self.seen_order.popleft())
         try:
             self.outbox.put_nowait(event)
         except asyncio.QueueFull:
@@ -159,7 +183,8 @@ class ChatSocket:
     async def pump(self) -> None:
         while True:
             event = await self.outbox.get()
-            if event.get("type") == "_resync":
+            if event is RESYNC:
+                self.resync_queued = False
                 await self.on_resync()
                 continue
             await websocket.send(json.dumps(event))
@@ -278,7 +303,7 @@ class VisitorSocket(ChatSocket):
         self.conversation = conversation
         self.held = []
         try:
-            self.last_id = max(self.last_id, after)
+            self.floor = max(self.floor, after)
             missed = await ChatMessage.filter(
                 conversation_id=conversation.id,
                 id__gt=after,
@@ -291,7 +316,7 @@ class VisitorSocket(ChatSocket):
                 self.offer(event)
 
     async def on_resync(self) -> None:
-        await self.resume(self.session_id, self.last_id)
+        await self.resume(self.session_id, self.resync_after())
 
     async def handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
@@ -387,7 +412,7 @@ class AgentSocket(ChatSocket):
         active = await Conversation.filter(
             department__in=self.departments, status=ConversationStatus.ACTIVE
         ).order_by("-last_active_at")
-        self.last_id = await self.newest_message_id()
+        self.floor = await self.newest_message_id()
         self.offer(
             {
                 "type": "connection_established",

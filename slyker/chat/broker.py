@@ -19,7 +19,11 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +138,15 @@ class RedisBroker(Broker):
 
     def _redis_client(self) -> Redis:
         if self._redis is None:
-            self._redis = Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=5)
+            # After a Redis restart the pooled connections are dead: the first command on one
+            # fails, so retry on a fresh connection instead of dropping the event.
+            self._redis = Redis.from_url(
+                self.url,
+                socket_connect_timeout=2,
+                socket_timeout=5,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            )
         return self._redis
 
     async def start(self) -> None:
