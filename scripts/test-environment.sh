@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Make sure PostgreSQL (127.0.0.1:5432, trust auth, database "test") and Redis
-# (127.0.0.1:6379) answer, installing them from Debian's packages and starting them if not.
-# Used by .ci/run; a developer can run it before ./dev test.
+# What the test suite needs besides Python packages, installed from Debian's packages when
+# missing: PostgreSQL (127.0.0.1:5432, trust auth, database "test") and Redis (127.0.0.1:6379)
+# running, and the nginx and Chromium binaries (the proxy and browser tests start their own).
+# `./dev test` runs it first.
 set -euo pipefail
 
 apt_install() {
@@ -41,4 +42,6 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
   wait_for Redis sh -c 'redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG'
 fi
-echo "services: PostgreSQL and Redis are up"
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx
+command -v chromium >/dev/null || apt_install chromium
+echo "services: PostgreSQL and Redis are up; nginx and Chromium are installed"
