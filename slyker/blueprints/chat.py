@@ -154,10 +154,7 @@ class ChatSocket:
 
     async def replay(self, messages: list[ChatMessage], conversation: Conversation) -> None:
         for message in messages:
-            event = message_event(message, conversation)
-            if message.sender_type == SenderType.SYSTEM:
-                event["type"] = "system"
-            self.offer(event)
+            self.offer(message_event(message, conversation))
 
     def allow_message(self) -> bool:
         """Token bucket: ``chat_messages_per_second`` with bursts of ``chat_message_burst``."""

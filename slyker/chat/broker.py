@@ -184,11 +184,13 @@ class RedisBroker(Broker):
             pubsub = self._redis_client().pubsub(ignore_subscribe_messages=True)
             try:
                 # A placeholder channel keeps the connection in subscribed mode.
-                await pubsub.subscribe(
-                    self.PREFIX + "_", *(self.PREFIX + c for c in self._subscriptions)
-                )
+                await pubsub.subscribe(self.PREFIX + "_")
                 self._pubsub = pubsub
                 self._connected.set()
+                # Every channel wanted now, including those added while connecting (their
+                # _listen found no connection): subscribing twice is harmless.
+                if self._subscriptions:
+                    await pubsub.subscribe(*(self.PREFIX + c for c in self._subscriptions))
                 if not first:
                     log.warning("Chat broker reconnected to Redis; clients resync")
                     for channel in list(self._subscriptions):

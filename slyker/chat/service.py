@@ -38,7 +38,7 @@ def display_name(user: User) -> str:
 
 def message_event(message: ChatMessage, conversation: Conversation) -> dict[str, Any]:
     return {
-        "type": "message",
+        "type": "system" if message.is_notice else "message",
         "id": message.id,
         "session_id": str(conversation.session_id),
         "department": conversation.department,
@@ -65,10 +65,18 @@ def conversation_json(conversation: Conversation) -> dict[str, Any]:
 
 
 async def store_message(
-    conversation: Conversation, sender_type: SenderType, sender_name: str, text: str
+    conversation: Conversation,
+    sender_type: SenderType,
+    sender_name: str,
+    text: str,
+    notice: bool = False,
 ) -> ChatMessage:
     message = await ChatMessage.create(
-        conversation=conversation, sender_type=sender_type, sender_name=sender_name, text=text
+        conversation=conversation,
+        sender_type=sender_type,
+        sender_name=sender_name,
+        text=text,
+        is_notice=notice,
     )
     await Conversation.filter(id=conversation.id).update(last_active_at=datetime.now(UTC))
     return message
@@ -113,11 +121,11 @@ async def close_conversation(conversation: Conversation, closed_by: str) -> None
         SenderType.SYSTEM,
         "Slyker Tech",
         f"This conversation was closed by {closed_by}.",
+        notice=True,
     )
     broker = current_broker()
     await broker.publish(
-        session_channel(conversation.session_id),
-        {**message_event(notice, conversation), "type": "system"},
+        session_channel(conversation.session_id), message_event(notice, conversation)
     )
     await broker.publish(
         department_channel(conversation.department),

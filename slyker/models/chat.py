@@ -53,6 +53,8 @@ class ChatMessage(Model):
     sender_type = fields.CharEnumField(SenderType, max_length=16)
     sender_name = fields.CharField(max_length=150)
     text = fields.TextField()
+    # A notice ("closed by ...") is shown as a system line, not as a chat bubble.
+    is_notice = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

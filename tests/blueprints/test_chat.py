@@ -1,0 +1,1329 @@
+"""Live chat: the WebSocket handshake (origin before accept, identity after), the visitor
+protocol the existing widgets speak (../shared/contract/chat-protocol.md), agents, resume
+after a reconnect, the staff REST API, slow consumers and the Redis broker.
+
+Sockets go through Quart's test client (tests/chat_client.py); every expected frame is
+compared whole, against what the database stored. Runs on SQLite, and on PostgreSQL with
+SLYKER_TEST_DATABASE=postgres; the Redis tests use the real Redis on 127.0.0.1:6379 (db 15),
+each in a department of its own because pub/sub channels are shared by every database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from quart import Quart
+from redis.asyncio import Redis
+
+from slyker.chat.broker import Broker
+from slyker.chat.service import BROKER_KEY
+from slyker.models.accounts import Role, User
+from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
+from tests.api import API, Reply, db, make_user
+from tests.chat_client import ChatClient, Frame, chat_socket, open_agent, open_visitor
+from tests.conftest import REDIS_URL, TEST_SECRET_KEY, prepare_database
+
+GREETING = "Connected to Slyker Tech Live Support"
+DEPARTMENTS = ["sales", "support", "billing", "management"]
+VISITOR_PATHS = ["/ws/chat/sales/", "/livechat/ws/sales/"]
+AGENTS_PATH = "/ws/chat/agents/"
+STAFF_EMAIL = "agent@example.com"
+STAFF_NAME = "Test staff"  # display_name(): first name "Test", last name the role
+CLIENT_EMAIL = "client@example.com"
+VISITOR_NAME = "Tariro"
+SYSTEM_SENDER = "Slyker Tech"
+SESSIONS = "/api/livechat/sessions/"
+API_HOST = "api.slykertech.co.zw"
+REDIS_PREFIX = "slyker:chat:"
+
+
+def auto_reply(department: str = "sales") -> str:
+    return (
+        f"Thanks for your message. No {department} agent is online right now: we have your "
+        "message and will reply here or by e-mail as soon as possible."
+    )
+
+
+def error(message: str, code: str) -> Frame:
+    return {"type": "error", "message": message, "code": code}
+
+
+INVALID_FORMAT = error("Invalid message format", "invalid_format")
+EMPTY_MESSAGE = error("Message cannot be empty", "empty_message")
+UNKNOWN_TYPE = error("Unknown message type", "unknown_type")
+TOO_LARGE = error("Message too large", "too_large")
+RATE_LIMITED = error("Too many messages", "rate_limited")
+SESSION_MISMATCH = error("session_id does not match this connection", "session_mismatch")
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def no_unhandled_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """A socket handler that crashed is answered quietly (close 1000 / 500): fail on its log."""
+    yield
+    crashes = [
+        record.getMessage()
+        for record in caplog.get_records("call")
+        if record.levelno >= logging.ERROR and record.name.startswith("slyker")
+    ]
+    assert not crashes, crashes
+
+
+@asynccontextmanager
+async def started(app_factory: Callable[..., Quart], **overrides: Any) -> AsyncIterator[Quart]:
+    """An app with other settings, started on a fresh database (like the ``app`` fixture)."""
+    application = app_factory(**overrides)
+    async with application.test_app():
+        await prepare_database(application)
+        yield application
+
+
+async def staff_login(app: Quart, email: str = STAFF_EMAIL) -> tuple[User, str]:
+    user = await make_user(app, email, Role.STAFF)
+    return user, await API(app).login(email)
+
+
+def mint_token(
+    user_id: int,
+    *,
+    token_type: str = "access",
+    expires_in: timedelta = timedelta(minutes=5),
+    key: str = TEST_SECRET_KEY,
+) -> str:
+    """An access token as slyker issues them (for apps on the shared Redis, whose login rate
+    limit other test runs share, and for expired / foreign tokens)."""
+    now = datetime.now(UTC)
+    claims = {
+        "sub": str(user_id),
+        "iat": now - timedelta(hours=1),
+        "exp": now + expires_in,
+        "jti": uuid.uuid4().hex,
+        "type": token_type,
+        "role": "staff",
+    }
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+def new_session() -> str:
+    return str(uuid.uuid4())
+
+
+def visitor_frame(
+    text: Any,
+    session_id: str | None = None,
+    *,
+    kind: str | None = "message",
+    department: str = "sales",
+    name: str = VISITOR_NAME,
+) -> Frame:
+    """What the newer widget sends (``kind=None``: no ``type`` at all)."""
+    frame: Frame = {
+        "message": text,
+        "visitor_name": name,
+        "department": department,
+        "sender": name,
+        "timestamp": 1_700_000_000_000,
+    }
+    if kind is not None:
+        frame["type"] = kind
+    if session_id is not None:
+        frame["session_id"] = session_id
+    return frame
+
+
+async def stored(app: Quart, session_id: str) -> tuple[Conversation, list[ChatMessage]]:
+    with db(app):
+        conversation = await Conversation.get(session_id=uuid.UUID(session_id))
+        messages = await ChatMessage.filter(conversation_id=conversation.id).order_by("id")
+    return conversation, list(messages)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 5) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def message_count(app: Quart, session_id: str, count: int) -> None:
+    async def reached() -> bool:
+        with db(app):
+            return (
+                await ChatMessage.filter(conversation__session_id=uuid.UUID(session_id)).count()
+                == count
+            )
+
+    await eventually(reached, f"{count} messages stored for {session_id}")
+
+
+def message_frame(message: ChatMessage, conversation: Conversation, **changes: Any) -> Frame:
+    """The frame of a stored message, as the contract and the issue describe it."""
+    frame: Frame = {
+        "type": "message",
+        "id": message.id,
+        "session_id": str(conversation.session_id),
+        "department": conversation.department,
+        "message": message.text,
+        "sender": message.sender_name,
+        "sender_type": str(message.sender_type),
+        "created_at": message.created_at.isoformat(),
+        "success": True,
+    }
+    frame.update(changes)
+    return frame
+
+
+def conversation_frame(conversation: Conversation) -> Frame:
+    return {
+        "id": conversation.id,
+        "session_id": str(conversation.session_id),
+        "visitor_name": conversation.visitor_name,
+        "department": conversation.department,
+        "status": str(conversation.status),
+        "user": conversation.user_id,
+        "created_at": conversation.created_at.isoformat(),
+        "last_active_at": conversation.last_active_at.isoformat(),
+        "closed_at": conversation.closed_at.isoformat() if conversation.closed_at else None,
+    }
+
+
+def without(frame: Frame, *keys: str) -> Frame:
+    return {key: value for key, value in frame.items() if key not in keys}
+
+
+async def start_conversation(visitor: ChatClient, session_id: str, text: str = "Hello") -> Frame:
+    """A first message in a department without agents: the automatic reply it gets."""
+    await visitor.send(visitor_frame(text, session_id))
+    reply = await visitor.receive()
+    assert reply["sender_type"] == "system" and reply["message"] == auto_reply(), reply
+    return reply
+
+
+def sized_frame(size: int, session_id: str | None = None) -> str:
+    """A visitor message frame of exactly ``size`` bytes."""
+    frame = visitor_frame("", session_id)
+    frame["message"] = "x" * (size - len(json.dumps(frame)))
+    raw = json.dumps(frame)
+    assert len(raw.encode()) == size
+    return raw
+
+
+def chat_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "slyker.blueprints.chat" and record.levelno == logging.WARNING
+    ]
+
+
+def broker_of(app: Quart) -> Broker:
+    return app.extensions[BROKER_KEY]  # type: ignore[no-any-return]
+
+
+# --- the handshake: origin before accept ----------------------------------------------------
+
+
+@pytest.mark.parametrize("path", VISITOR_PATHS)
+async def test_an_allowed_origin_is_accepted_on_both_routes(
+    app: Quart, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="slyker.blueprints.chat")
+    async with chat_socket(app, path) as visitor:
+        established, greeting = await visitor.receive_many(2)
+        assert visitor.accepted
+        assert established == {
+            "type": "connection_established",
+            "room": "sales",
+            "session_id": established["session_id"],
+            "message": GREETING,
+        }
+        assert str(uuid.UUID(established["session_id"])) == established["session_id"]
+        assert greeting == {"type": "system", "message": GREETING}
+        await visitor.expect_silence()
+    validated = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert "WebSocket origin validated: http://localhost:3000" in validated
+
+
+REJECTED_ORIGINS = {
+    "disallowed": "https://evil.example",
+    "null": "null",
+    "path-suffixed": "http://localhost:3000/",
+    "missing": None,
+}
+
+
+@pytest.mark.parametrize("path", [*VISITOR_PATHS, "/ws/chat/management/", AGENTS_PATH])
+@pytest.mark.parametrize("origin", REJECTED_ORIGINS.values(), ids=REJECTED_ORIGINS.keys())
+async def test_a_rejected_origin_gets_403_before_accept(
+    app: Quart, path: str, origin: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, token = await staff_login(app)  # a valid staff token does not help a bad origin
+    async with chat_socket(app, f"{path}?token={token}", origin=origin) as socket:
+        assert await socket.expect_refused() == 403
+        assert not socket.accepted
+    shown = "(missing)" if origin is None else repr(origin)
+    assert chat_warnings(caplog) == [f"WebSocket origin rejected: {shown} on {path}"]
+
+
+async def test_a_missing_origin_is_accepted_when_configured(
+    app_factory: Callable[..., Quart],
+) -> None:
+    async with (
+        started(app_factory, WS_ALLOW_MISSING_ORIGIN="true") as app,
+        open_visitor(app, origin=None) as visitor,
+    ):
+        assert visitor.opening[0]["room"] == "sales"
+        await visitor.send({"type": "ping", "timestamp": 1})
+        assert await visitor.receive() == {"type": "pong", "timestamp": 1}
+        # ... and a bad origin is still refused
+        async with chat_socket(app, "/ws/chat/sales/", origin="https://evil.example") as bad:
+            assert await bad.expect_refused() == 403
+
+
+@pytest.mark.parametrize("host", [API_HOST, f"{API_HOST}:443", "API.SlykerTech.co.zw"])
+async def test_the_same_host_rule_accepts_the_api_host_itself(
+    app_factory: Callable[..., Quart], host: str
+) -> None:
+    async with (
+        started(app_factory, ALLOWED_HOSTS=API_HOST) as app,
+        open_visitor(app, origin=f"https://{API_HOST}", headers={"Host": host}) as visitor,
+    ):
+        assert visitor.opening[0]["room"] == "sales"
+
+
+@pytest.mark.parametrize(
+    ("allowed_hosts", "origin", "host"),
+    [
+        ("", f"https://{API_HOST}", API_HOST),  # the host is not in ALLOWED_HOSTS
+        (API_HOST, f"http://{API_HOST}", API_HOST),  # plain http from a non-loopback host
+        (API_HOST, f"https://{API_HOST}", "other.example"),  # another Host
+        (API_HOST, f"https://{API_HOST}:8443", API_HOST),  # another port
+        (API_HOST, f"https://{API_HOST}/", API_HOST),  # not one serialised origin
+    ],
+)
+async def test_the_same_host_rule_refuses_near_misses(
+    app_factory: Callable[..., Quart], allowed_hosts: str, origin: str, host: str
+) -> None:
+    async with (
+        started(app_factory, ALLOWED_HOSTS=allowed_hosts) as app,
+        chat_socket(app, "/ws/chat/sales/", origin=origin, headers={"Host": host}) as socket,
+    ):
+        assert await socket.expect_refused() == 403
+
+
+@pytest.mark.parametrize("path", ["/ws/chat/marketing/", "/livechat/ws/Sales/"])
+async def test_an_unknown_department_is_404_at_the_handshake(app: Quart, path: str) -> None:
+    async with chat_socket(app, path) as socket:
+        assert await socket.expect_refused() == 404
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "null", None])
+async def test_debug_mode_does_not_bypass_the_origin_check(
+    app_factory: Callable[..., Quart], origin: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with started(app_factory, DEBUG="true") as app:
+        async with chat_socket(app, "/ws/chat/sales/", origin=origin) as socket:
+            assert await socket.expect_refused() == 403
+        async with open_visitor(app, origin="http://127.0.0.1:3000") as visitor:
+            assert visitor.accepted
+    shown = "(missing)" if origin is None else repr(origin)
+    assert chat_warnings(caplog) == [f"WebSocket origin rejected: {shown} on /ws/chat/sales/"]
+
+
+# --- identity: after accept, with close codes the browser sees --------------------------------
+
+
+@pytest.mark.parametrize("path", ["/ws/chat/sales/", "/livechat/ws/management/", AGENTS_PATH])
+@pytest.mark.parametrize("kind", ["garbage", "expired", "foreign-key", "refresh", "inactive"])
+async def test_an_invalid_token_is_accepted_then_closed_4001(
+    app: Quart, path: str, kind: str
+) -> None:
+    user = await make_user(app, STAFF_EMAIL, Role.STAFF)
+    token = {
+        "garbage": "not-a-jwt",
+        "expired": mint_token(user.id, expires_in=timedelta(seconds=-5)),
+        "foreign-key": mint_token(user.id, key="another-secret-key-0123456789abcdef0123"),
+        "refresh": mint_token(user.id, token_type="refresh"),
+        "inactive": mint_token(user.id),
+    }[kind]
+    if kind == "inactive":
+        with db(app):
+            await User.filter(id=user.id).update(is_active=False)
+    async with chat_socket(app, f"{path}?token={token}") as socket:
+        assert await socket.expect_close() == 4001
+        assert socket.accepted
+
+
+async def test_management_is_for_staff_only(app: Quart) -> None:
+    await make_user(app, CLIENT_EMAIL)
+    client_token = await API(app).login(CLIENT_EMAIL)
+    _, staff_token = await staff_login(app)
+    for path in ("/ws/chat/management/", "/livechat/ws/management/"):
+        async with chat_socket(app, path) as anonymous:
+            assert await anonymous.expect_close() == 4001
+            assert anonymous.accepted
+        async with chat_socket(app, f"{path}?token={client_token}") as client:
+            assert await client.expect_close() == 4003
+            assert client.accepted
+        async with open_visitor(app, "management", query=f"token={staff_token}") as staff:
+            assert staff.opening[0]["room"] == "management"
+
+
+async def test_the_agents_socket_is_for_staff_only(app: Quart) -> None:
+    await make_user(app, CLIENT_EMAIL)
+    client_token = await API(app).login(CLIENT_EMAIL)
+    async with chat_socket(app, AGENTS_PATH) as anonymous:
+        assert await anonymous.expect_close() == 4001
+    async with chat_socket(app, f"{AGENTS_PATH}?token={client_token}") as client:
+        assert await client.expect_close() == 4003
+
+
+async def test_a_logged_in_visitor_is_named_and_linked(app: Quart) -> None:
+    client = await make_user(app, CLIENT_EMAIL)
+    token = await API(app).login(CLIENT_EMAIL)
+    session_id = new_session()
+    async with open_visitor(app, query=f"token={token}") as visitor:
+        await start_conversation(visitor, session_id)
+    conversation, messages = await stored(app, session_id)
+    assert conversation.user_id == client.id
+    assert conversation.visitor_name == "Test client"  # the account's name, not the frame's
+    assert messages[0].sender_name == "Test client"
+
+
+# --- the visitor protocol -------------------------------------------------------------------
+
+
+async def test_ping_pong(app: Quart) -> None:
+    async with open_visitor(app) as visitor:
+        await visitor.send({"type": "ping", "timestamp": 1_712_345_678_901})
+        assert await visitor.receive() == {"type": "pong", "timestamp": 1_712_345_678_901}
+        await visitor.send({"type": "pong", "timestamp": 1_712_345_678_902})
+        await visitor.expect_silence()
+        await visitor.send({"type": "ping", "timestamp": 7})
+        assert await visitor.receive() == {"type": "pong", "timestamp": 7}
+
+
+async def test_the_server_pings_every_interval(app_factory: Callable[..., Quart]) -> None:
+    async with started(app_factory, CHAT_PING_INTERVAL=1) as app, open_visitor(app) as visitor:
+        loop = asyncio.get_running_loop()
+        opened = loop.time()
+        stamps = []
+        for _ in range(2):
+            ping = await visitor.receive(within=2.5)
+            assert ping == {"type": "ping", "timestamp": ping["timestamp"]}
+            assert isinstance(ping["timestamp"], int)
+            now_ms = datetime.now(UTC).timestamp() * 1000
+            assert abs(now_ms - ping["timestamp"]) < 2000
+            stamps.append(ping["timestamp"])
+        assert 1.5 <= loop.time() - opened < 4
+        assert 500 <= stamps[1] - stamps[0] <= 1800
+
+
+@pytest.mark.parametrize("kind", ["message", "chat_message", None])
+async def test_a_visitor_message_is_stored_not_echoed_and_auto_replied_once(
+    app: Quart, kind: str | None
+) -> None:
+    session_id = new_session()  # the widget's own, not the server's
+    async with open_visitor(app) as visitor:
+        assert visitor.session_id != session_id
+        await visitor.send(visitor_frame("  I need a VPS  ", session_id, kind=kind))
+        reply = await visitor.receive()
+        conversation, messages = await stored(app, session_id)
+        assert conversation.department == "sales"
+        assert conversation.visitor_name == VISITOR_NAME
+        assert conversation.status == ConversationStatus.ACTIVE
+        assert conversation.user_id is None
+        assert [(m.sender_type, m.sender_name, m.text) for m in messages] == [
+            (SenderType.USER, VISITOR_NAME, "I need a VPS"),
+            (SenderType.SYSTEM, SYSTEM_SENDER, auto_reply()),
+        ]
+        assert reply == message_frame(messages[1], conversation)
+        await visitor.expect_silence()  # no echo of the visitor's own message
+
+        await visitor.send(visitor_frame("Anyone there?", session_id, kind=kind))
+        await message_count(app, session_id, 3)
+        await visitor.expect_silence()  # one automatic reply per conversation
+    _, messages = await stored(app, session_id)
+    assert [m.text for m in messages][2:] == ["Anyone there?"]
+
+
+async def test_without_a_session_id_the_servers_is_used(app: Quart) -> None:
+    async with open_visitor(app, "support") as visitor:
+        await visitor.send({"message": "Hello"})
+        reply = await visitor.receive()
+        assert visitor.session_id is not None
+        conversation, messages = await stored(app, visitor.session_id)
+        assert conversation.department == "support"
+        assert conversation.visitor_name == "Visitor"
+        assert reply == message_frame(messages[1], conversation)
+        assert reply["message"] == auto_reply("support")
+
+
+async def test_bad_input_gets_an_error_and_the_socket_stays_usable(app: Quart) -> None:
+    async with open_visitor(app) as visitor:
+        for raw in ("{not json", "[1, 2]", '"hello"', "42", "null", ""):
+            await visitor.send(raw)
+            assert await visitor.receive() == INVALID_FORMAT, raw
+        for frame in (
+            visitor_frame(""),
+            visitor_frame("   \n "),
+            visitor_frame(None),
+            visitor_frame(42),
+            {"type": "message"},
+        ):
+            await visitor.send(frame)
+            assert await visitor.receive() == EMPTY_MESSAGE, frame
+        await visitor.send({"type": "subscribe", "room": "management"})
+        assert await visitor.receive() == UNKNOWN_TYPE
+        with db(app):
+            assert await Conversation.all().count() == 0
+        await start_conversation(visitor, new_session())
+
+
+async def test_session_id_mismatches_are_errors(app: Quart) -> None:
+    session_id = new_session()
+    async with open_visitor(app) as visitor:
+        await start_conversation(visitor, session_id)
+        await visitor.send(visitor_frame("hijack", new_session()))
+        assert await visitor.receive() == SESSION_MISMATCH
+        await visitor.send(visitor_frame("bad", "not-a-uuid"))
+        assert await visitor.receive() == SESSION_MISMATCH
+        await visitor.send({"type": "resume", "session_id": new_session(), "after": 0})
+        assert await visitor.receive() == SESSION_MISMATCH
+        await visitor.send({"type": "resume", "session_id": "nope", "after": 0})
+        assert await visitor.receive() == error("session_id must be a UUID", "invalid_session")
+        await visitor.send(visitor_frame("still here", session_id))
+        await message_count(app, session_id, 3)
+    with db(app):
+        assert await Conversation.all().count() == 1
+
+
+async def test_frame_size_limits(app: Quart) -> None:
+    session_id = new_session()
+    async with open_visitor(app) as visitor:
+        await visitor.send(sized_frame(4096, session_id))  # exactly the limit: fine
+        assert (await visitor.receive())["message"] == auto_reply()
+        await message_count(app, session_id, 2)
+        await visitor.send(sized_frame(4097, session_id))
+        assert await visitor.receive() == TOO_LARGE
+        # the limit is in bytes, not characters
+        euros = json.dumps(visitor_frame("€" * 1400, session_id), ensure_ascii=False)
+        assert len(euros) < 4096 < len(euros.encode())
+        await visitor.send(euros)
+        assert await visitor.receive() == TOO_LARGE
+        await visitor.send(sized_frame(16384, session_id))
+        assert await visitor.receive() == TOO_LARGE
+        await visitor.send({"type": "ping", "timestamp": 3})
+        assert await visitor.receive() == {"type": "pong", "timestamp": 3}
+        _, messages = await stored(app, session_id)
+        assert len(messages) == 2  # nothing too large was stored
+        await visitor.send(sized_frame(16385, session_id))
+        assert await visitor.expect_close() == 1009
+
+
+async def test_a_burst_over_the_limit_is_rate_limited(app_factory: Callable[..., Quart]) -> None:
+    # 1 message/s refill so that the burst of 10 is what counts, however slow the database
+    async with (
+        started(app_factory, CHAT_MESSAGES_PER_SECOND=1) as app,
+        open_visitor(app) as visitor,
+    ):
+        session_id = new_session()
+        for number in range(11):
+            await visitor.send(visitor_frame(f"message {number}", session_id))
+        assert (await visitor.receive())["message"] == auto_reply()
+        assert await visitor.receive() == RATE_LIMITED
+        await visitor.expect_silence()
+        _, messages = await stored(app, session_id)
+        assert [m.text for m in messages if m.sender_type == SenderType.USER] == [
+            f"message {number}" for number in range(10)
+        ]
+        await visitor.send({"type": "ping", "timestamp": 5})  # still usable
+        assert await visitor.receive() == {"type": "pong", "timestamp": 5}
+
+
+# --- agents ---------------------------------------------------------------------------------
+
+
+async def test_an_agent_gets_its_departments_active_conversations(app: Quart) -> None:
+    _, token = await staff_login(app)
+    with db(app):
+        sales = await Conversation.create(session_id=uuid.uuid4(), department="sales")
+        billing = await Conversation.create(
+            session_id=uuid.uuid4(), department="billing", visitor_name="Rudo"
+        )
+        await Conversation.create(
+            session_id=uuid.uuid4(), department="sales", status=ConversationStatus.CLOSED
+        )
+        await Conversation.filter(id=sales.id).update(
+            last_active_at=datetime.now(UTC) + timedelta(minutes=1)
+        )
+        await sales.refresh_from_db()
+    async with open_agent(app, token) as agent:
+        established, active = agent.opening
+        assert established == {
+            "type": "connection_established",
+            "role": "agent",
+            "agent": STAFF_NAME,
+            "departments": DEPARTMENTS,
+        }
+        assert active == {
+            "type": "active_conversations",
+            "conversations": [conversation_frame(sales), conversation_frame(billing)],
+        }
+    async with open_agent(app, token, departments="billing,nonsense") as agent:
+        assert agent.opening[0]["departments"] == ["billing"]
+        assert agent.opening[1]["conversations"] == [conversation_frame(billing)]
+
+
+async def test_visitor_and_agents_round_trip(app: Quart) -> None:
+    agent_user, token = await staff_login(app)
+    _, other_token = await staff_login(app, "second@example.com")
+    session_id = new_session()
+    async with (
+        open_agent(app, token) as agent,
+        open_agent(app, other_token) as other,
+        open_visitor(app) as visitor,
+    ):
+        await visitor.send(visitor_frame("I need a VPS", session_id))
+        for watcher in (agent, other):
+            notice = await watcher.receive()
+            conversation, messages = await stored(app, session_id)  # stored before delivered
+            assert notice["type"] == "new_conversation"
+            assert without(notice["conversation"], "last_active_at") == without(
+                conversation_frame(conversation), "last_active_at"
+            )
+            delivered = await watcher.receive()
+            assert delivered == message_frame(messages[0], conversation, visitor_name=VISITOR_NAME)
+            assert delivered["sender_type"] == "user"
+        await visitor.expect_silence()  # no echo, and no automatic reply: agents are online
+
+        await agent.send({"type": "message", "session_id": session_id, "message": " Which OS? "})
+        reply = await visitor.receive()
+        conversation, messages = await stored(app, session_id)
+        assert [(m.sender_type, m.sender_name, m.text) for m in messages] == [
+            (SenderType.USER, VISITOR_NAME, "I need a VPS"),
+            (SenderType.AGENT, STAFF_NAME, "Which OS?"),
+        ]
+        assert reply == message_frame(
+            messages[1], conversation, sender_type="agent", agent_id=agent_user.id
+        )
+        assert await other.receive() == {**reply, "type": "agent_message"}
+        assert await agent.receive() == {**reply, "type": "agent_message"}
+
+        await visitor.send(visitor_frame("Ubuntu please", session_id))
+        delivered = [await agent.receive(), await other.receive()]
+        conversation, messages = await stored(app, session_id)
+        expected = message_frame(messages[2], conversation, visitor_name=VISITOR_NAME)
+        assert delivered == [expected, expected]  # no second new_conversation notice
+        await visitor.expect_silence()
+        await agent.expect_silence()
+        await other.expect_silence()
+
+
+async def test_typing_is_relayed_both_ways(app: Quart) -> None:
+    _, token = await staff_login(app)
+    session_id = new_session()
+    async with open_agent(app, token) as agent, open_visitor(app) as visitor:
+        await visitor.send(visitor_frame("Hello", session_id))
+        await agent.receive_many(2)  # new_conversation, message
+        await message_count(app, session_id, 1)
+        await visitor.send({"type": "typing", "sender": VISITOR_NAME, "is_typing": True})
+        assert await agent.receive() == {
+            "type": "typing",
+            "session_id": session_id,
+            "sender": VISITOR_NAME,
+            "sender_type": "user",
+            "is_typing": True,
+        }
+        await visitor.send({"type": "typing", "is_typing": False, "visitor_name": VISITOR_NAME})
+        assert (await agent.receive())["is_typing"] is False
+        for typing in (True, False):
+            await agent.send({"type": "typing", "session_id": session_id, "is_typing": typing})
+            assert await visitor.receive() == {
+                "type": "typing",
+                "sender": STAFF_NAME,
+                "sender_type": "agent",
+                "is_typing": typing,
+            }
+        await visitor.expect_silence()
+        await agent.expect_silence()  # an agent's typing goes to the visitor only
+
+
+async def test_an_agent_closes_a_conversation(app: Quart) -> None:
+    _, token = await staff_login(app)
+    session_id = new_session()
+    async with open_agent(app, token) as agent, open_visitor(app) as visitor:
+        await visitor.send(visitor_frame("Hello", session_id))
+        await agent.receive_many(2)
+        await agent.send({"type": "close", "session_id": session_id})
+        notice = await visitor.receive()
+        conversation, messages = await stored(app, session_id)
+        assert conversation.status == ConversationStatus.CLOSED
+        assert conversation.closed_at is not None
+        assert (messages[-1].sender_type, messages[-1].sender_name, messages[-1].text) == (
+            SenderType.SYSTEM,
+            SYSTEM_SENDER,
+            f"This conversation was closed by {STAFF_NAME}.",
+        )
+        assert notice == message_frame(messages[-1], conversation, type="system")
+        assert await agent.receive() == {"type": "conversation_closed", "session_id": session_id}
+        await agent.send({"type": "close", "session_id": session_id})  # already closed
+        await visitor.expect_silence()
+        await agent.expect_silence()
+    _, messages = await stored(app, session_id)
+    assert len(messages) == 2
+
+
+async def test_agent_input_errors(app: Quart) -> None:
+    _, token = await staff_login(app)
+    session_id = new_session()
+    async with open_visitor(app, "billing") as visitor:
+        await visitor.send(visitor_frame("Invoice question", session_id))
+        await visitor.receive()
+    unknown_session = error("Unknown session_id", "unknown_session")
+    async with open_agent(app, token, departments="sales") as agent:
+        for frame, expected in (
+            ({"type": "message", "session_id": new_session(), "message": "hi"}, unknown_session),
+            ({"type": "message", "session_id": session_id, "message": "hi"}, unknown_session),
+            ({"type": "message", "session_id": "nope", "message": "hi"}, unknown_session),
+            ({"type": "transfer", "session_id": session_id}, UNKNOWN_TYPE),
+            ({"message": "no type"}, UNKNOWN_TYPE),
+        ):
+            await agent.send(frame)
+            assert await agent.receive() == expected, frame
+        await agent.send("{oops")
+        assert await agent.receive() == INVALID_FORMAT
+        await agent.send({"type": "ping", "timestamp": 9})
+        assert await agent.receive() == {"type": "pong", "timestamp": 9}
+    async with open_agent(app, token, departments="billing") as agent:
+        await agent.send({"type": "message", "session_id": session_id, "message": "  "})
+        assert await agent.receive() == EMPTY_MESSAGE
+    _, messages = await stored(app, session_id)
+    assert [m.sender_type for m in messages] == [SenderType.USER, SenderType.SYSTEM]
+
+
+async def test_the_auto_reply_depends_on_agents_of_that_department(app: Quart) -> None:
+    _, token = await staff_login(app)
+    async with open_agent(app, token, departments="support") as agent:
+        async with open_visitor(app, "sales") as visitor:
+            await start_conversation(visitor, new_session())
+        await agent.expect_silence()  # not its department
+        async with open_visitor(app, "support") as visitor:
+            await visitor.send(visitor_frame("Hello", new_session()))
+            await agent.receive_many(2)
+            await visitor.expect_silence()
+    # the agent has left: support answers automatically again
+    async with open_visitor(app, "support") as visitor:
+        await visitor.send(visitor_frame("Hello?", new_session()))
+        assert (await visitor.receive())["message"] == auto_reply("support")
+
+
+# --- resume after a reconnect ---------------------------------------------------------------
+
+
+async def away_replies(app: Quart, token: str, session_id: str) -> None:
+    """While the visitor is away: one reply by REST, one by the agent socket."""
+    conversation, _ = await stored(app, session_id)
+    reply = await API(app).post(
+        f"{SESSIONS}{conversation.id}/send_message/", {"message": "First reply"}, token=token
+    )
+    assert reply.status == 201, reply.body
+    async with open_agent(app, token) as agent:
+        await agent.send({"type": "message", "session_id": session_id, "message": "Second reply"})
+        assert (await agent.receive())["type"] == "agent_message"
+
+
+@pytest.mark.parametrize("how", ["query", "frame"])
+async def test_resume_replays_exactly_what_was_missed(app: Quart, how: str) -> None:
+    _, token = await staff_login(app)
+    session_id = new_session()
+    async with open_visitor(app) as visitor:
+        last_seen = (await start_conversation(visitor, session_id))["id"]
+    await away_replies(app, token, session_id)
+
+    query = f"session_id={session_id}&after={last_seen}" if how == "query" else ""
+    async with open_visitor(app, query=query) as visitor:
+        if how == "frame":
+            await visitor.send({"type": "resume", "session_id": session_id, "after": last_seen})
+        else:
+            assert visitor.session_id == session_id
+        replayed = await visitor.receive_many(2)
+        conversation, messages = await stored(app, session_id)
+        assert [m.text for m in messages] == ["Hello", auto_reply(), "First reply", "Second reply"]
+        assert replayed == [
+            message_frame(message, conversation, sender_type="agent") for message in messages[2:]
+        ]
+        await visitor.expect_silence()
+        # resuming again from the same point repeats nothing already delivered
+        await visitor.send({"type": "resume", "session_id": session_id, "after": last_seen})
+        await visitor.expect_silence()
+        # then live: a REST reply and an agent's
+        live = await API(app).post(
+            f"{SESSIONS}{conversation.id}/send_message/", {"message": "Live"}, token=token
+        )
+        assert live.status == 201
+        frame = await visitor.receive()
+        assert without(frame, "agent_id") == live.body
+        await visitor.expect_silence()
+
+
+async def test_resume_from_zero_replays_agent_and_system_messages_only(app: Quart) -> None:
+    _, token = await staff_login(app)
+    session_id = new_session()
+    async with open_visitor(app) as visitor:
+        await start_conversation(visitor, session_id)
+        await visitor.send(visitor_frame("Another", session_id))
+        await message_count(app, session_id, 3)
+    await away_replies(app, token, session_id)
+    async with open_visitor(app, query=f"session_id={session_id}&after=0") as visitor:
+        replayed = await visitor.receive_many(3)
+        await visitor.expect_silence()
+    _, messages = await stored(app, session_id)
+    assert [(f["id"], f["sender_type"], f["message"]) for f in replayed] == [
+        (m.id, str(m.sender_type), m.text) for m in messages if m.sender_type != SenderType.USER
+    ]
+
+
+async def test_a_replayed_message_is_the_frame_the_visitor_would_have_had_live(
+    app: Quart,
+) -> None:
+    """The automatic reply, an agent's reply and the closing notice, live and replayed."""
+    _, token = await staff_login(app)
+    session_id = new_session()
+    async with open_visitor(app) as visitor:
+        live = [await start_conversation(visitor, session_id)]
+        conversation, _ = await stored(app, session_id)
+        api = API(app)
+        path = f"{SESSIONS}{conversation.id}/"
+        assert (
+            await api.post(f"{path}send_message/", {"message": "Hi"}, token=token)
+        ).status == 201
+        live.append(await visitor.receive())
+        assert (await api.post(f"{path}close_session/", token=token)).status == 200
+        live.append(await visitor.receive())
+    async with open_visitor(app, query=f"session_id={session_id}&after=0") as visitor:
+        replayed = await visitor.receive_many(3)
+    expected = [without(frame, "agent_id") for frame in live]
+    assert replayed[1:] == expected[1:]  # the agent's reply, the closing notice
+    assert replayed[0] == expected[0]  # the automatic reply
+
+
+# --- staff REST -----------------------------------------------------------------------------
+
+
+async def test_the_staff_api_is_for_staff_only(app: Quart) -> None:
+    await make_user(app, CLIENT_EMAIL)
+    client_token = await API(app).login(CLIENT_EMAIL)
+    with db(app):
+        conversation = await Conversation.create(session_id=uuid.uuid4(), department="sales")
+    calls = [
+        ("GET", SESSIONS, None),
+        ("GET", f"{SESSIONS}?status=active", None),
+        ("GET", f"{SESSIONS}{conversation.id}/", None),
+        ("GET", f"{SESSIONS}active/", None),
+        ("GET", f"{SESSIONS}stats/", None),
+        ("POST", f"{SESSIONS}{conversation.id}/close_session/", None),
+        ("POST", f"{SESSIONS}{conversation.id}/send_message/", {"message": "hi"}),
+    ]
+    api = API(app)
+    for method, path, body in calls:
+        anonymous = await api.call(method, path, body)
+        assert (anonymous.status, anonymous.body["code"]) == (401, "not_authenticated"), path
+        client = await api.call(method, path, body, token=client_token)
+        assert (client.status, client.body["code"]) == (403, "permission_denied"), path
+    with db(app):
+        await conversation.refresh_from_db()
+        assert conversation.status == ConversationStatus.ACTIVE
+        assert await ChatMessage.all().count() == 0
+
+
+async def seed_conversations(app: Quart) -> tuple[Conversation, Conversation, Conversation]:
+    """sales (active, 3 messages, newest), support (closed, 1), billing (active, none)."""
+    now = datetime.now(UTC)
+    with db(app):
+        sales = await Conversation.create(
+            session_id=uuid.uuid4(), department="sales", visitor_name="Tariro"
+        )
+        for sender_type, name, text in (
+            (SenderType.USER, "Tariro", "Hello"),
+            (SenderType.SYSTEM, SYSTEM_SENDER, "Nobody is online"),
+            (SenderType.AGENT, STAFF_NAME, "I am now"),
+        ):
+            await ChatMessage.create(
+                conversation=sales, sender_type=sender_type, sender_name=name, text=text
+            )
+        support = await Conversation.create(
+            session_id=uuid.uuid4(),
+            department="support",
+            status=ConversationStatus.CLOSED,
+            closed_at=now,
+        )
+        await ChatMessage.create(
+            conversation=support, sender_type=SenderType.USER, sender_name="Visitor", text="Bye"
+        )
+        billing = await Conversation.create(session_id=uuid.uuid4(), department="billing")
+        for conversation, minutes in ((sales, 3), (support, 2), (billing, 1)):
+            await Conversation.filter(id=conversation.id).update(
+                last_active_at=now + timedelta(minutes=minutes)
+            )
+            await conversation.refresh_from_db()
+    return sales, support, billing
+
+
+async def test_session_listing_detail_and_stats(app: Quart) -> None:
+    _, token = await staff_login(app)
+    sales, support, billing = await seed_conversations(app)
+    api = API(app)
+
+    def summary(conversation: Conversation, count: int, last: str | None) -> Frame:
+        return {**conversation_frame(conversation), "message_count": count, "last_message": last}
+
+    everything = [
+        summary(sales, 3, "I am now"),
+        summary(support, 1, "Bye"),
+        summary(billing, 0, None),
+    ]
+    listing = await api.get(SESSIONS, token=token)
+    assert listing.status == 200
+    assert listing.body == {"count": 3, "next": None, "previous": None, "results": everything}
+    active = await api.get(f"{SESSIONS}?status=active", token=token)
+    assert active.body["results"] == [everything[0], everything[2]]
+    closed = await api.get(f"{SESSIONS}?status=closed", token=token)
+    assert closed.body["results"] == [everything[1]]
+    bogus = await api.get(f"{SESSIONS}?status=open", token=token)
+    assert bogus.status == 400
+    assert bogus.body["errors"] == {"status": ["invalid"]}
+    assert (await api.get(f"{SESSIONS}active/", token=token)).body["results"] == active.body[
+        "results"
+    ]
+    paged = await api.get(f"{SESSIONS}?page_size=2", token=token)
+    assert paged.body["results"] == everything[:2]
+    assert paged.body["next"] is not None
+
+    detail = await api.get(f"{SESSIONS}{sales.id}/", token=token)
+    assert detail.status == 200
+    with db(app):
+        messages = await ChatMessage.filter(conversation_id=sales.id).order_by("id")
+    assert detail.body == {
+        **conversation_frame(sales),
+        "messages": [message_frame(m, sales) for m in messages],
+    }
+    assert [m["message"] for m in detail.body["messages"]] == [
+        "Hello",
+        "Nobody is online",
+        "I am now",
+    ]
+    missing = await api.get(f"{SESSIONS}999999/", token=token)
+    assert missing.status == 404
+
+    async with open_agent(app, token, departments="sales,billing"):
+        stats = await api.get(f"{SESSIONS}stats/", token=token)
+    assert stats.status == 200
+    assert stats.body == {
+        "total": 3,
+        "active": 2,
+        "closed": 1,
+        "messages": 4,
+        "by_department": {
+            "sales": {"active": 1, "closed": 0, "agents_online": 1},
+            "support": {"active": 0, "closed": 1, "agents_online": 0},
+            "billing": {"active": 1, "closed": 0, "agents_online": 1},
+            "management": {"active": 0, "closed": 0, "agents_online": 0},
+        },
+    }
+    after = await api.get(f"{SESSIONS}stats/", token=token)
+    assert after.body["by_department"]["sales"]["agents_online"] == 0  # left: absent at once
+
+
+async def test_send_message_is_delivered_live_and_close_session_too(app: Quart) -> None:
+    staff, token = await staff_login(app)
+    session_id = new_session()
+    api = API(app)
+    async with open_visitor(app) as visitor:
+        await start_conversation(visitor, session_id)
+        conversation, _ = await stored(app, session_id)
+        path = f"{SESSIONS}{conversation.id}/"
+        async with open_agent(app, token) as agent:
+            sent = await api.post(
+                f"{path}send_message/", {"message": "  We can help  "}, token=token
+            )
+            assert sent.status == 201, sent.body
+            conversation, messages = await stored(app, session_id)
+            assert sent.body == message_frame(messages[-1], conversation, sender_type="agent")
+            assert sent.body["message"] == "We can help"
+            frame = await visitor.receive()
+            assert frame == {**sent.body, "agent_id": staff.id}
+            assert await agent.receive() == {**frame, "type": "agent_message"}
+
+            empty = await api.post(f"{path}send_message/", {"message": ""}, token=token)
+            assert empty.status == 400
+            unknown = await api.post(
+                f"{SESSIONS}999999/send_message/", {"message": "x"}, token=token
+            )
+            assert unknown.status == 404
+
+            closed = await api.post(f"{path}close_session/", token=token)
+            assert closed.status == 200
+            conversation, messages = await stored(app, session_id)
+            assert closed.body == conversation_frame(conversation)
+            assert closed.body["status"] == "closed" and closed.body["closed_at"] is not None
+            notice = await visitor.receive()
+            assert notice == message_frame(messages[-1], conversation, type="system")
+            assert notice["message"] == f"This conversation was closed by {STAFF_NAME}."
+            assert await agent.receive() == {
+                "type": "conversation_closed",
+                "session_id": session_id,
+            }
+
+            refused = await api.post(f"{path}send_message/", {"message": "late"}, token=token)
+            assert (refused.status, refused.body["code"]) == (409, "session_closed")
+            again = await api.post(f"{path}close_session/", token=token)
+            assert again.status == 200
+            await visitor.expect_silence()
+            await agent.expect_silence()
+    _, after = await stored(app, session_id)
+    assert [m.id for m in after] == [m.id for m in messages]
+
+
+# --- a slow consumer -------------------------------------------------------------------------
+
+
+async def test_a_slow_consumer_is_closed_1013_while_others_keep_receiving(
+    app_factory: Callable[..., Quart], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with started(app_factory, CHAT_SEND_QUEUE_SIZE=3) as app:
+        _, token = await staff_login(app)
+        api = API(app)
+        slow_session, steady_session = new_session(), new_session()
+        async with (
+            open_visitor(app, stalled=True) as slow,
+            open_visitor(app) as steady,
+        ):
+            await start_conversation(slow, slow_session)
+            await start_conversation(steady, steady_session)
+            slow_conversation, _ = await stored(app, slow_session)
+            steady_conversation, _ = await stored(app, steady_session)
+            slow.connection.reading.clear()  # type: ignore[attr-defined]  # stops reading
+            for number in range(10):
+                for conversation in (slow_conversation, steady_conversation):
+                    reply = await api.post(
+                        f"{SESSIONS}{conversation.id}/send_message/",
+                        {"message": f"reply {number}"},
+                        token=token,
+                    )
+                    assert reply.status == 201
+            received = [(await steady.receive())["message"] for _ in range(10)]
+            assert received == [f"reply {number}" for number in range(10)]
+            assert await slow.expect_close() == 1013
+            await steady.send({"type": "ping", "timestamp": 1})
+            assert await steady.receive() == {"type": "pong", "timestamp": 1}
+    assert "Chat client too slow on /ws/chat/sales/: closed with 1013" in chat_warnings(caplog)
+
+
+# --- events published out of id order (two workers, or a slower database round trip) ------
+
+
+def delay_publish_of(
+    monkeypatch: pytest.MonkeyPatch, app: Quart, text: str, seconds: float = 0.4
+) -> None:
+    """Hold back the publication of the events carrying ``text``, as a busier worker or a
+    slower Redis round trip would: the message is stored first, published later."""
+    broker = broker_of(app)
+    publish = broker.publish
+
+    async def delayed(channel: str, event: Frame) -> None:
+        if event.get("message") == text:
+            await asyncio.sleep(seconds)
+        await publish(channel, event)
+
+    monkeypatch.setattr(broker, "publish", delayed)
+
+
+async def test_concurrent_agent_replies_all_reach_the_visitor(
+    app: Quart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, token = await staff_login(app)
+    session_id = new_session()
+    api = API(app)
+    async with open_visitor(app) as visitor:
+        await start_conversation(visitor, session_id)
+        conversation, _ = await stored(app, session_id)
+        path = f"{SESSIONS}{conversation.id}/send_message/"
+        delay_publish_of(monkeypatch, app, "first")
+        first = asyncio.create_task(api.post(path, {"message": "first"}, token=token))
+        await message_count(app, session_id, 3)  # "first" is stored, its publication pending
+        second = await api.post(path, {"message": "second"}, token=token)
+        first_reply: Reply = await first
+        assert first_reply.body["id"] < second.body["id"]
+        frames = [await visitor.receive(), await visitor.receive(within=2)]
+        assert sorted(frame["message"] for frame in frames) == ["first", "second"]
+
+
+async def test_concurrent_visitor_messages_all_reach_the_agent(
+    app: Quart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, token = await staff_login(app)
+    async with (
+        open_agent(app, token) as agent,
+        open_visitor(app) as early,
+        open_visitor(app) as late,
+    ):
+        early_session, late_session = new_session(), new_session()
+        delay_publish_of(monkeypatch, app, "first")
+        await early.send(visitor_frame("first", early_session))
+        await message_count(app, early_session, 1)
+        await late.send(visitor_frame("second", late_session))
+        frames = [await agent.receive(within=2) for _ in range(4)]
+        assert sorted(f["message"] for f in frames if f["type"] == "message") == [
+            "first",
+            "second",
+        ]
+
+
+# --- the Redis broker -----------------------------------------------------------------------
+
+
+def redis_department() -> str:
+    """A department of this test's own: Redis pub/sub channels span every database."""
+    return f"r{uuid.uuid4().hex[:12]}"
+
+
+def redis_settings(url: str, department: str) -> dict[str, str]:
+    return {"REDIS_URL": url, "CHAT_DEPARTMENTS": f"{','.join(DEPARTMENTS)},{department}"}
+
+
+async def broker_listening(app: Quart) -> None:
+    """The broker's subscriber connection is up (the window before is a test of its own)."""
+    connected: asyncio.Event = broker_of(app)._connected  # type: ignore[attr-defined]
+    await asyncio.wait_for(connected.wait(), 5)
+
+
+async def subscribers(channel: str) -> int:
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        counts = await redis.pubsub_numsub(REDIS_PREFIX + channel)
+    finally:
+        await redis.aclose()
+    return int(counts[0][1])
+
+
+class RedisProxy:
+    """A TCP proxy in front of the real Redis: it can hold traffic (a Redis slow to answer)
+    and drop every connection and refuse new ones (a Redis restart)."""
+
+    def __init__(self) -> None:
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.accepting = True
+        self.connections = 0
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/15"
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.accepting:
+            writer.close()
+            return
+        self.connections += 1
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        self.writers.update((writer, upstream_writer))
+        pipes = [
+            asyncio.create_task(self._pipe(reader, upstream_writer, held=True)),
+            asyncio.create_task(self._pipe(upstream_reader, writer, held=False)),
+        ]
+        self.tasks.update(pipes)
+        await asyncio.gather(*pipes, return_exceptions=True)
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, held: bool
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if held:
+                    await self.flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    def drop_all(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+    async def close(self) -> None:
+        self.accepting = False
+        self.flowing.set()
+        self.drop_all()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+
+
+@pytest.fixture
+async def redis_proxy() -> AsyncIterator[RedisProxy]:
+    proxy = RedisProxy()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
+
+
+async def test_redis_broker_round_trip(app_factory: Callable[..., Quart]) -> None:
+    department = redis_department()
+    async with started(app_factory, **redis_settings(REDIS_URL, department)) as app:
+        await broker_listening(app)
+        agent_user = await make_user(app, STAFF_EMAIL, Role.STAFF)
+        token = mint_token(agent_user.id)
+        session_id = new_session()
+        api = API(app)
+        async with (
+            open_agent(app, token, departments=department) as agent,
+            open_visitor(app, department) as visitor,
+        ):
+            await visitor.send(visitor_frame("Over Redis", session_id, department=department))
+            notice, delivered = await agent.receive_many(2)
+            conversation, messages = await stored(app, session_id)
+            assert notice["type"] == "new_conversation"
+            assert notice["conversation"]["session_id"] == session_id
+            assert delivered == message_frame(messages[0], conversation, visitor_name=VISITOR_NAME)
+            await visitor.expect_silence()  # the agent's presence is in Redis: no auto reply
+
+            await agent.send({"type": "message", "session_id": session_id, "message": "Hi!"})
+            reply = await visitor.receive()
+            conversation, messages = await stored(app, session_id)
+            assert reply == message_frame(
+                messages[1], conversation, sender_type="agent", agent_id=agent_user.id
+            )
+            assert await agent.receive() == {**reply, "type": "agent_message"}
+
+            await visitor.send({"type": "typing", "is_typing": True, "sender": VISITOR_NAME})
+            assert (await agent.receive())["type"] == "typing"
+            await agent.send({"type": "typing", "session_id": session_id, "is_typing": True})
+            assert (await visitor.receive())["sender_type"] == "agent"
+
+            sent = await api.post(
+                f"{SESSIONS}{conversation.id}/send_message/", {"message": "By REST"}, token=token
+            )
+            assert sent.status == 201
+            assert without(await visitor.receive(), "agent_id") == sent.body
+            assert (await agent.receive())["type"] == "agent_message"
+
+            stats = await api.get(f"{SESSIONS}stats/", token=token)
+            assert stats.body["by_department"][department]["agents_online"] == 1
+        stats = await api.get(f"{SESSIONS}stats/", token=token)
+        assert stats.body["by_department"][department]["agents_online"] == 0
+
+
+async def test_redis_a_socket_opened_while_the_broker_connects_is_subscribed(
+    app_factory: Callable[..., Quart], redis_proxy: RedisProxy
+) -> None:
+    """Sockets that subscribe while the broker's listener is (re)connecting to Redis must
+    still be subscribed once it is connected: at start-up and after every Redis restart."""
+    department = redis_department()
+    url = await redis_proxy.start()
+    redis_proxy.flowing.clear()  # Redis is slow to answer: the listener is still connecting
+    async with started(app_factory, **redis_settings(url, department)) as app:
+
+        async def connecting() -> bool:
+            return redis_proxy.connections >= 1
+
+        await eventually(connecting, "the broker's listener connects")
+        async with open_visitor(app, department) as visitor:
+            redis_proxy.flowing.set()
+            await broker_listening(app)
+            assert visitor.session_id is not None
+            await visitor.send(visitor_frame("Hello", department=department))
+            await message_count(app, visitor.session_id, 2)  # the automatic reply is stored
+            assert await subscribers(f"session:{visitor.session_id}") == 1
+            assert (await visitor.receive())["message"] == auto_reply(department)
+
+
+async def redis_outage_conversation(
+    app_factory: Callable[..., Quart],
+    redis_proxy: RedisProxy,
+    check: Callable[[Quart, ChatClient, ChatClient, str, list[Frame]], Awaitable[None]],
+) -> None:
+    """Visitor and agent talk over Redis; Redis restarts while the agent replies by REST;
+    ``check`` sees what each side gets once the broker has reconnected."""
+    department = redis_department()
+    url = await redis_proxy.start()
+    async with started(app_factory, **redis_settings(url, department)) as app:
+        await broker_listening(app)
+        agent_user = await make_user(app, STAFF_EMAIL, Role.STAFF)
+        token = mint_token(agent_user.id)
+        session_id = new_session()
+        async with (
+            open_agent(app, token, departments=department) as agent,
+            open_visitor(app, department) as visitor,
+        ):
+            await visitor.send(visitor_frame("Hello", session_id, department=department))
+            seen_by_agent = await agent.receive_many(2)
+            await agent.send({"type": "message", "session_id": session_id, "message": "One"})
+            assert (await visitor.receive())["message"] == "One"
+            seen_by_agent.append(await agent.receive())
+
+            redis_proxy.accepting = False  # Redis restarts ...
+            redis_proxy.drop_all()
+            conversation, _ = await stored(app, session_id)
+            sent = await API(app).post(
+                f"{SESSIONS}{conversation.id}/send_message/", {"message": "Two"}, token=token
+            )
+            assert sent.status == 201  # stored; its publication failed
+            redis_proxy.accepting = True  # ... and is back
+            await check(app, visitor, agent, session_id, seen_by_agent)
+
+
+async def test_redis_restart_the_visitor_resyncs_what_it_missed(
+    app_factory: Callable[..., Quart], redis_proxy: RedisProxy
+) -> None:
+    async def check(
+        app: Quart, visitor: ChatClient, agent: ChatClient, session_id: str, seen: list[Frame]
+    ) -> None:
+        missed = await visitor.receive(within=8)
+        conversation, messages = await stored(app, session_id)
+        assert missed == message_frame(messages[-1], conversation, sender_type="agent")
+        assert missed["message"] == "Two"
+        await visitor.expect_silence()
+
+    await redis_outage_conversation(app_factory, redis_proxy, check)
+
+
+async def test_redis_restart_the_agent_resyncs_without_duplicates(
+    app_factory: Callable[..., Quart], redis_proxy: RedisProxy
+) -> None:
+    async def check(
+        app: Quart, visitor: ChatClient, agent: ChatClient, session_id: str, seen: list[Frame]
+    ) -> None:
+        assert [frame["message"] for frame in seen[1:]] == ["Hello", "One"]
+        resynced = await agent.receive(within=8)
+        more = []
+        with contextlib.suppress(AssertionError):
+            more.append(await agent.receive(within=0.5))
+        assert [(f["type"], f["message"]) for f in [resynced, *more]] == [("agent_message", "Two")]
+
+    await redis_outage_conversation(app_factory, redis_proxy, check)

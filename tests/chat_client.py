@@ -1,0 +1,155 @@
+"""A live-chat WebSocket client over Quart's test client, for the chat tests.
+
+Frames are JSON objects; every receive is bounded (``asyncio.wait_for``) so that a frame that
+never comes fails the test at once instead of hanging it. A refused handshake surfaces as
+``WebsocketResponseError`` (its ``.response`` is the HTTP answer), a close by the server as
+``WebsocketDisconnectError`` whose first argument is the close code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from quart import Quart
+from quart.testing.connections import (
+    TestWebsocketConnection,
+    WebsocketDisconnectError,
+    WebsocketResponseError,
+)
+from quart.typing import TestWebsocketConnectionProtocol
+
+from tests.api import FRONTEND_ORIGIN
+
+TIMEOUT = 5.0  # the longest any expected frame may take
+QUIET = 0.3  # how long "nothing more arrives" is watched for
+
+Frame = dict[str, Any]
+
+
+class ChatClient:
+    """One socket: send frames, receive them (bounded), expect silence or a close."""
+
+    def __init__(self, connection: TestWebsocketConnectionProtocol) -> None:
+        self.connection = connection
+        self.session_id: str | None = None  # the visitor's, from connection_established
+        self.opening: list[Frame] = []  # the frames read by open_visitor / open_agent
+
+    @property
+    def accepted(self) -> bool:
+        return bool(getattr(self.connection, "accepted", False))
+
+    async def send(self, frame: Frame | list[Any] | str | bytes) -> None:
+        if isinstance(frame, dict | list):
+            frame = json.dumps(frame)
+        await self.connection.send(frame)
+
+    async def receive_raw(self, within: float = TIMEOUT) -> str | bytes:
+        try:
+            return await asyncio.wait_for(self.connection.receive(), within)
+        except TimeoutError:
+            raise AssertionError(f"no frame within {within} s") from None
+
+    async def receive(self, within: float = TIMEOUT) -> Frame:
+        raw = await self.receive_raw(within)
+        frame = json.loads(raw)
+        assert isinstance(frame, dict), f"a frame that is not a JSON object: {raw!r}"
+        return frame
+
+    async def receive_many(self, count: int, within: float = TIMEOUT) -> list[Frame]:
+        return [await self.receive(within) for _ in range(count)]
+
+    async def expect_silence(self, seconds: float = QUIET) -> None:
+        """Nothing arrives (no frame, no close) for ``seconds``."""
+        try:
+            raw = await asyncio.wait_for(self.connection.receive(), seconds)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected frame: {raw!r}")
+
+    async def expect_close(self, within: float = TIMEOUT) -> int:
+        """The next thing is a close by the server (no frame before it); its code."""
+        try:
+            raw = await asyncio.wait_for(self.connection.receive(), within)
+        except WebsocketDisconnectError as close:
+            return int(close.args[0])
+        except TimeoutError:
+            raise AssertionError(f"the server did not close within {within} s") from None
+        raise AssertionError(f"a frame instead of a close: {raw!r}")
+
+    async def expect_refused(self, within: float = TIMEOUT) -> int:
+        """The handshake was answered with an HTTP response instead of accept; its status."""
+        try:
+            raw = await asyncio.wait_for(self.connection.receive(), within)
+        except WebsocketResponseError as refused:
+            assert not self.accepted, "refused after accept"
+            return int(refused.response.status_code)
+        except WebsocketDisconnectError as close:
+            raise AssertionError(f"accepted, then closed with {close.args[0]}") from None
+        except TimeoutError:
+            raise AssertionError(f"no handshake answer within {within} s") from None
+        raise AssertionError(f"accepted, and a frame arrived: {raw!r}")
+
+
+class StalledWebsocketConnection(TestWebsocketConnection):
+    """A client whose network stops reading when ``reading`` is cleared: the server's data
+    sends block (like a full TCP window) while a close still gets through."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reading = asyncio.Event()
+        self.reading.set()
+
+    async def _asgi_send(self, message: Any) -> None:
+        if message["type"] == "websocket.send":
+            await self.reading.wait()
+        await super()._asgi_send(message)
+
+
+@asynccontextmanager
+async def chat_socket(
+    app: Quart,
+    path: str,
+    *,
+    origin: str | None = FRONTEND_ORIGIN,
+    headers: dict[str, str] | None = None,
+    stalled: bool = False,
+) -> AsyncIterator[ChatClient]:
+    """A socket to ``path`` (query string included) from ``origin`` (None: no Origin)."""
+    request_headers = {} if origin is None else {"Origin": origin}
+    request_headers.update(headers or {})
+    client = app.test_client()
+    if stalled:
+        client.websocket_connection_class = StalledWebsocketConnection  # type: ignore[assignment]
+    async with client.websocket(path, headers=request_headers) as connection:
+        yield ChatClient(connection)
+
+
+@asynccontextmanager
+async def open_visitor(
+    app: Quart, department: str = "sales", query: str = "", **kwargs: Any
+) -> AsyncIterator[ChatClient]:
+    """A visitor socket past its two opening frames (connection_established, greeting)."""
+    path = f"/ws/chat/{department}/" + (f"?{query}" if query else "")
+    async with chat_socket(app, path, **kwargs) as visitor:
+        established, greeting = await visitor.receive_many(2)
+        assert established["type"] == "connection_established", established
+        assert greeting["type"] == "system", greeting
+        visitor.session_id = established["session_id"]
+        visitor.opening = [established, greeting]
+        yield visitor
+
+
+@asynccontextmanager
+async def open_agent(app: Quart, token: str, departments: str = "") -> AsyncIterator[ChatClient]:
+    """An agent socket past connection_established and active_conversations."""
+    query = f"token={token}" + (f"&departments={departments}" if departments else "")
+    async with chat_socket(app, f"/ws/chat/agents/?{query}") as agent:
+        established, active = await agent.receive_many(2)
+        assert established["type"] == "connection_established", established
+        assert active["type"] == "active_conversations", active
+        agent.opening = [established, active]
+        yield agent
