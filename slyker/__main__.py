@@ -3,7 +3,8 @@
 ``check`` validates the settings in the environment and exits 0 or 1: run it before Hypercorn
 (README, Docker), because with ``workers >= 1`` Hypercorn prints a start-up error but exits 0.
 ``migrate`` applies the migrations of DATABASE_URL's dialect; ``makemigrations NAME`` writes a
-migration for every dialect after a model change.
+migration for every dialect after a model change. ``check-cors`` checks a deployed stack's
+CORS and WebSocket origin behaviour the way a browser would (:mod:`slyker.corscheck`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import os
 import subprocess
 import sys
 
-from slyker import schema
+from slyker import corscheck, schema
 from slyker.settings import SettingsError, database_url_from_environment, load_settings
 
-USAGE = "usage: python -m slyker check | migrate | makemigrations NAME"
+USAGE = (
+    "usage: python -m slyker check | migrate | makemigrations NAME\n"
+    "       python -m slyker check-cors --api URL --origin ORIGIN [options]  (see --help)"
+)
 
 
 def check() -> int:
@@ -57,6 +61,8 @@ def main(argv: list[str]) -> int:
             return check()
         case ["migrate"]:
             return migrate()
+        case ["check-cors", *rest]:
+            return corscheck.main(rest)
         case ["makemigrations", name]:
             return make_migrations(name)
         case ["makemigrations", name, dialect] if dialect in schema.DIALECT_SAMPLE_URLS:
