@@ -43,5 +43,6 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
   wait_for Redis sh -c 'redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG'
 fi
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx
+command -v openssl >/dev/null || apt_install openssl
 command -v chromium >/dev/null || apt_install chromium
 echo "services: PostgreSQL and Redis are up; nginx and Chromium are installed"

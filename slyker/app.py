@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hypercorn.middleware import ProxyFixMiddleware
 from quart import Quart
 from quart_rate_limiter import RateLimiter
 from quart_rate_limiter.redis_store import RedisStore
@@ -76,4 +77,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     app.asgi_app = database.DatabaseContextMiddleware(app.asgi_app, app)  # type: ignore[method-assign]
     app.asgi_app = CORSMiddleware(app.asgi_app, cors_config)  # type: ignore[method-assign]
     app.asgi_app = RequestIDMiddleware(app.asgi_app)  # type: ignore[method-assign]
+    if settings.trusted_proxy_hops:
+        # Behind nginx: the client address and scheme come from the proxy's X-Forwarded-*
+        # headers (rate limits key on that address); only as many hops as are trusted.
+        app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]
+            app.asgi_app, mode="legacy", trusted_hops=settings.trusted_proxy_hops
+        )
     return app

@@ -8,6 +8,7 @@ migrate`` applies the right one to ``DATABASE_URL``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from aerich import Command
@@ -15,7 +16,11 @@ from tortoise import Tortoise
 
 from slyker.database import ensure_data_dir, tortoise_config
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# The repository's migrations/ folder; an installed package (the Docker image) is told where
+# they are with SLYKER_MIGRATIONS_DIR.
+MIGRATIONS = Path(
+    os.environ.get("SLYKER_MIGRATIONS_DIR") or Path(__file__).resolve().parent.parent / "migrations"
+)
 APP = "models"
 # Only used to pick the dialect when generating migrations offline (no connection is made).
 DIALECT_SAMPLE_URLS = {

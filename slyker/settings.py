@@ -126,6 +126,7 @@ class Settings:
     chat_max_message_bytes: int
     chat_send_queue_size: int
     ws_allow_missing_origin: bool
+    trusted_proxy_hops: int
 
     @property
     def origin_policy(self) -> OriginPolicy:
@@ -248,6 +249,7 @@ def load_settings(
         or DEFAULT_BANK_INSTRUCTIONS,
         **_chat_settings(read),
         ws_allow_missing_origin=read.bool("WS_ALLOW_MISSING_ORIGIN", False),
+        trusted_proxy_hops=read.int("TRUSTED_PROXY_HOPS", 0),
     )
 
 

@@ -50,6 +50,8 @@ SETTING_NAMES = (
     "CHAT_MAX_MESSAGE_BYTES",
     "CHAT_SEND_QUEUE_SIZE",
     "WS_ALLOW_MISSING_ORIGIN",
+    "TRUSTED_PROXY_HOPS",
+    "SLYKER_MIGRATIONS_DIR",
 )
 for _name in SETTING_NAMES:
     os.environ.pop(_name, None)

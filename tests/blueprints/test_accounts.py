@@ -792,3 +792,21 @@ async def test_rate_limits_are_shared_through_redis(app_factory: Any) -> None:
             assert_error(await post_from(API(first), TOKEN, bad, address), 400, "invalid")
         limited = await post_from(API(second), TOKEN, bad, address)
         assert_rate_limited(limited)
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_is_the_clients(
+    app_factory: Any,
+) -> None:
+    """TRUSTED_PROXY_HOPS=1 (nginx): each client behind the proxy has its own allowance."""
+    proxied = app_factory(TRUSTED_PROXY_HOPS=1)
+    async with proxied.test_app():
+        await prepare_database(proxied)
+        api = API(proxied)
+        bad = {"email": "someone@example.com"}
+        for _ in range(10):
+            reply = await api.post(TOKEN, bad, headers={"X-Forwarded-For": "198.51.100.1"})
+            assert_error(reply, 400, "invalid")
+        limited = await api.post(TOKEN, bad, headers={"X-Forwarded-For": "198.51.100.1"})
+        assert_rate_limited(limited)
+        other_client = await api.post(TOKEN, bad, headers={"X-Forwarded-For": "198.51.100.2"})
+        assert_error(other_client, 400, "invalid")

@@ -1,0 +1,485 @@
+"""The production proxy, for real: Debian's nginx running the committed ``docker/nginx.conf``
+(a test copy with ports, certificate, upstream and pid/log/temp paths rewritten by text
+substitution — the table is in ``tests/live_nginx.py``) on loopback, over TLS, in front of a
+live Hypercorn serving the contract app (the real app plus probe routes, also mounted under
+``/api/_probe/`` because nginx only proxies the API's paths).
+
+What the old deployment got wrong, checked on the raw header lines a client receives:
+
+1. Proxied responses carry exactly the app's CORS headers — one ``Access-Control-Allow-Origin``
+   on a 200, an app 404, an app 500 and an app 503 — and a preflight is the app's (nginx adds
+   nothing); over HTTP/2 too.
+2. Responses nginx makes itself — the API down (502), too slow (504), an unknown path (404), a
+   body over ``client_max_body_size`` (413) — are slyker's JSON error with CORS headers for an
+   allowed origin and none for any other.
+3. WebSocket chat crosses the proxy (``/ws/chat/`` and ``/livechat/ws/``); a foreign origin is
+   refused at the handshake with the app's 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
+
+from slyker.errors import SERVER_ERROR_MESSAGE
+from tests.contract_app import ALLOWED_ORIGIN, SECRET_MARKER
+from tests.cors_contract import ALLOWED_CLASSES, ORIGIN_CLASSES, assert_cors_contract
+from tests.live_nginx import (
+    API_PROBE_PREFIX,
+    HOST,
+    Nginx,
+    SilentUpstream,
+    committed_config,
+    free_port,
+    make_certificate,
+    nginx_map,
+    start_nginx,
+    start_upstream,
+    unverified_context,
+)
+
+ALLOWED = ALLOWED_ORIGIN
+API_HOST = "api.slykertech.co.zw"  # the production server_name, sent as Host
+DISALLOWED = "https://evil.example"
+assert ORIGIN_CLASSES["disallowed"] == DISALLOWED
+# Proxied responses come from the app, whose policy also has the regex entry.
+APP_ORIGIN_CLASSES = ("allowed-exact", "allowed-regex", "disallowed", "missing")
+# nginx's own errors use nginx's allow-list (exact production origins only).
+NGINX_ORIGIN_CLASSES = ("allowed-exact", "disallowed", "missing")
+SINGLE_HEADERS = (
+    "Content-Type",
+    "Content-Length",
+    "X-Request-ID",
+    "Access-Control-Allow-Origin",
+    "Access-Control-Allow-Credentials",
+    "Access-Control-Expose-Headers",
+    "Access-Control-Allow-Methods",
+    "Access-Control-Allow-Headers",
+    "Access-Control-Max-Age",
+)
+PREFLIGHT_HEADERS = {
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization, content-type",
+}
+NGINX_MESSAGES = nginx_map(committed_config(), "$status", "$slyker_error_message")
+FRAME_TIMEOUT = 5.0
+AUTO_REPLY_MARK = "No sales agent is online"  # the default CHAT_AUTO_REPLY text
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Certificate:
+    cert: Path
+    key: Path
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    return Certificate(*make_certificate(tmp_path_factory.mktemp("nginx-cert")))
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory, certificate: Certificate) -> Iterator[Nginx]:
+    """nginx in front of a live Hypercorn."""
+    base = tmp_path_factory.mktemp("nginx-proxy")
+    upstream = start_upstream(base / "upstream")
+    try:
+        server = start_nginx(
+            "proxy",
+            base,
+            certificate.cert,
+            certificate.key,
+            upstream.port,
+            upstream_log=upstream.log,
+        )
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def dead_proxy(
+    tmp_path_factory: pytest.TempPathFactory, certificate: Certificate
+) -> Iterator[Nginx]:
+    """nginx whose upstream is a closed port: the API is down."""
+    base = tmp_path_factory.mktemp("nginx-dead")
+    server = start_nginx("dead", base, certificate.cert, certificate.key, free_port())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def slow_proxy(
+    tmp_path_factory: pytest.TempPathFactory, certificate: Certificate
+) -> Iterator[Nginx]:
+    """nginx whose upstream accepts nothing and answers nothing, with a 1 s read timeout."""
+    base = tmp_path_factory.mktemp("nginx-slow")
+    silent = SilentUpstream()
+    try:
+        server = start_nginx(
+            "slow", base, certificate.cert, certificate.key, silent.port, slow_read_timeout=True
+        )
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        silent.close()
+
+
+# --- raw HTTPS ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RawResponse:
+    method: str
+    path: str
+    status: int
+    headers: list[tuple[str, str]]  # every header line, in order, duplicates kept
+    body: bytes
+
+    def values(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def send(
+    connection: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    origin: str | None,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> RawResponse:
+    request_headers = dict(headers or {})
+    if origin is not None:
+        request_headers["Origin"] = origin
+    connection.request(method, path, body=body, headers=request_headers)
+    response = connection.getresponse()
+    payload = response.read()
+    return RawResponse(method, path, response.status, response.getheaders(), payload)
+
+
+def fetch(
+    server: Nginx,
+    method: str,
+    path: str,
+    origin: str | None,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> RawResponse:
+    connection = server.connect()
+    try:
+        return send(connection, method, path, origin, headers, body)
+    finally:
+        connection.close()
+
+
+def describe(response: RawResponse, server: Nginx) -> str:
+    lines = "\n".join(f"    {key}: {value}" for key, value in response.headers)
+    return (
+        f"\n{response.method} {response.path} -> {response.status}\n  raw headers:\n{lines}\n"
+        f"  body: {response.body[:600]!r}\n{server.log()}"
+    )
+
+
+def assert_contract(
+    response: RawResponse, origin_class: str, server: Nginx, *, preflight: bool = False
+) -> None:
+    try:
+        assert_cors_contract(
+            origin_class,
+            response.status,
+            response.headers,
+            response.body,
+            method=response.method,
+            preflight=preflight,
+        )
+    except AssertionError as error:
+        pytest.fail(f"{error}{describe(response, server)}", pytrace=False)
+    for name in SINGLE_HEADERS:
+        assert len(response.values(name)) <= 1, f"{name} repeated" + describe(response, server)
+
+
+def assert_nginx_error(response: RawResponse, status: int, code: str, server: Nginx) -> None:
+    """The JSON error nginx makes itself (not one the app sent)."""
+    assert response.status == status, describe(response, server)
+    assert response.values("Server") == ["nginx"], describe(response, server)
+    payload = response.json()
+    assert payload == {
+        "error": NGINX_MESSAGES[str(status)],
+        "detail": NGINX_MESSAGES[str(status)],
+        "status": status,
+        "code": code,
+    }, describe(response, server)
+    assert response.values("Cache-Control") == ["no-store"], describe(response, server)
+
+
+# --- 1. proxied responses: the app's CORS headers, once ----------------------------------------
+
+
+def expect_ok(response: RawResponse, server: Nginx) -> None:
+    assert response.json() == {"ok": True}, describe(response, server)
+
+
+def expect_app_not_found(response: RawResponse, server: Nginx) -> None:
+    payload = response.json()
+    assert payload["code"] == "not_found", describe(response, server)
+    assert payload["error"] != NGINX_MESSAGES["404"], "nginx answered, not the app" + describe(
+        response, server
+    )
+
+
+def expect_server_error(response: RawResponse, server: Nginx) -> None:
+    payload = response.json()
+    assert payload["error"] == SERVER_ERROR_MESSAGE, describe(response, server)
+    for leak in (b"Traceback", b"RuntimeError", SECRET_MARKER.encode()):
+        assert leak not in response.body, describe(response, server)
+
+
+def expect_app_unavailable(response: RawResponse, server: Nginx) -> None:
+    # proxy_intercept_errors is off: the app's own 503 passes through, not nginx's page.
+    assert response.json()["error"] != NGINX_MESSAGES["503"], describe(response, server)
+
+
+def expect_app_redirect(response: RawResponse, server: Nginx) -> None:
+    # The app's strict-slash redirect (not nginx's 301 for a bare prefix location), its
+    # http:// (the app is reached over plain http) turned into https:// by proxy_redirect.
+    location = response.values("Location")
+    assert location == [f"https://{API_HOST}/health/"], describe(response, server)
+
+
+PROXIED_CASES = {
+    "ok": ("GET", f"{API_PROBE_PREFIX}/ok/", 200, expect_ok),
+    "app-redirect": ("GET", "/health", 308, expect_app_redirect),
+    "app-404": ("GET", f"{API_PROBE_PREFIX}/nope/", 404, expect_app_not_found),
+    "app-500": ("GET", f"{API_PROBE_PREFIX}/crash/", 500, expect_server_error),
+    "app-503": ("GET", f"{API_PROBE_PREFIX}/status/503/", 503, expect_app_unavailable),
+}
+
+
+@pytest.mark.parametrize("origin_class", APP_ORIGIN_CLASSES)
+@pytest.mark.parametrize("case", list(PROXIED_CASES))
+def test_proxied_response_has_the_apps_cors_headers_once(
+    proxy: Nginx, case: str, origin_class: str
+) -> None:
+    method, path, status, check = PROXIED_CASES[case]
+    response = fetch(proxy, method, path, ORIGIN_CLASSES[origin_class], {"Host": API_HOST})
+    assert response.status == status, describe(response, proxy)
+    assert_contract(response, origin_class, proxy)
+    if origin_class in ALLOWED_CLASSES:
+        # The app's Expose-Headers (CORS_EXPOSE_HEADERS=X-Cart-Token), not nginx's.
+        expose = response.values("Access-Control-Expose-Headers")[0].lower()
+        assert "x-cart-token" in expose, describe(response, proxy)
+    check(response, proxy)
+
+
+@pytest.mark.parametrize("origin_class", ("allowed-exact", "allowed-regex", "disallowed"))
+def test_preflight_through_the_proxy_is_the_apps(proxy: Nginx, origin_class: str) -> None:
+    response = fetch(
+        proxy, "OPTIONS", "/api/anything/", ORIGIN_CLASSES[origin_class], PREFLIGHT_HEADERS
+    )
+    assert_contract(response, origin_class, proxy, preflight=True)
+    if origin_class in ALLOWED_CLASSES:
+        assert response.status == 204, describe(response, proxy)
+        methods = response.values("Access-Control-Allow-Methods")[0].upper()
+        assert "POST" in methods, describe(response, proxy)
+    else:
+        assert response.status == 403, describe(response, proxy)
+
+
+def test_keep_alive_connection_through_the_proxy(proxy: Nginx) -> None:
+    """Many exchanges on one client connection (and nginx's upstream keep-alive pool): no
+    header leaks from one response into the next."""
+    connection = proxy.connect()
+    try:
+        for _round in range(3):
+            for case in PROXIED_CASES.values():
+                method, path, status, _check = case
+                response = send(connection, method, path, ALLOWED)
+                assert response.status == status, describe(response, proxy)
+                assert_contract(response, "allowed-exact", proxy)
+                response = send(connection, "OPTIONS", path, ALLOWED, PREFLIGHT_HEADERS)
+                assert_contract(response, "allowed-exact", proxy, preflight=True)
+    finally:
+        connection.close()
+
+
+def test_health_and_ready_are_proxied(proxy: Nginx) -> None:
+    health = fetch(proxy, "GET", "/health/", None)
+    assert health.status == 200, describe(health, proxy)
+    assert health.json()["status"] == "healthy", describe(health, proxy)
+    ready = fetch(proxy, "GET", "/ready/", ALLOWED)
+    assert ready.status == 200, describe(ready, proxy)
+    assert ready.json()["checks"]["database"] is True, describe(ready, proxy)
+    assert_contract(ready, "allowed-exact", proxy)
+
+
+def test_request_id_crosses_the_proxy(proxy: Nginx) -> None:
+    response = fetch(proxy, "GET", f"{API_PROBE_PREFIX}/ok/", None, {"X-Request-ID": "rid-42.a"})
+    assert response.values("X-Request-ID") == ["rid-42.a"], describe(response, proxy)
+
+
+@pytest.mark.parametrize("path", [f"{API_PROBE_PREFIX}/ok/", f"{API_PROBE_PREFIX}/crash/"])
+def test_http2_through_the_proxy(proxy: Nginx, path: str) -> None:
+    with httpx.Client(
+        http2=True, verify=unverified_context(), trust_env=False, timeout=5.0
+    ) as client:
+        response = client.get(proxy.base_url + path, headers={"Origin": ALLOWED})
+    assert response.http_version == "HTTP/2"
+    raw = RawResponse(
+        "GET", path, response.status_code, response.headers.multi_items(), response.content
+    )
+    assert_contract(raw, "allowed-exact", proxy)
+
+
+def test_plain_http_serves_the_health_check_and_redirects_to_https(proxy: Nginx) -> None:
+    """Port 80: compose's nginx health check (``curl http://127.0.0.1/nginx-health``) and a
+    redirect of everything else to https."""
+    connection = http.client.HTTPConnection(HOST, proxy.ports.http, timeout=5.0)
+    try:
+        health = send(connection, "GET", "/nginx-health", None)
+        assert (health.status, health.body) == (200, b"ok\n"), describe(health, proxy)
+        moved = send(connection, "GET", "/api/x/?a=1", None, {"Host": API_HOST})
+        assert moved.status == 308, describe(moved, proxy)
+        assert moved.values("Location") == [f"https://{API_HOST}/api/x/?a=1"]
+    finally:
+        connection.close()
+
+
+# --- 2. responses nginx makes itself: JSON, CORS for the allow-list only ------------------------
+
+
+@pytest.mark.parametrize("origin_class", NGINX_ORIGIN_CLASSES)
+@pytest.mark.parametrize("path", ["/api/_probe/ok/", "/health/", "/ws/chat/sales/"])
+def test_api_down_is_a_json_502_with_cors_for_allowed_origins(
+    dead_proxy: Nginx, path: str, origin_class: str
+) -> None:
+    response = fetch(dead_proxy, "GET", path, ORIGIN_CLASSES[origin_class])
+    assert_nginx_error(response, 502, "bad_gateway", dead_proxy)
+    assert_contract(response, origin_class, dead_proxy)
+
+
+def test_api_down_502_keeps_the_request_id(dead_proxy: Nginx) -> None:
+    response = fetch(dead_proxy, "GET", "/api/x/", ALLOWED, {"X-Request-ID": "rid-502"})
+    assert response.values("X-Request-ID") == ["rid-502"], describe(response, dead_proxy)
+
+
+def test_api_down_preflight_gets_the_502_with_cors(dead_proxy: Nginx) -> None:
+    """Not a 204: nginx does not copy the app's preflight policy. The browser fails a preflight
+    that is not 2xx, so a preflighted call still errors while the API is down (README)."""
+    response = fetch(dead_proxy, "OPTIONS", "/api/x/", ALLOWED, PREFLIGHT_HEADERS)
+    assert_nginx_error(response, 502, "bad_gateway", dead_proxy)
+    assert response.values("Access-Control-Allow-Origin") == [ALLOWED]
+    assert response.values("Access-Control-Allow-Methods") == []
+
+
+@pytest.mark.parametrize("origin_class", NGINX_ORIGIN_CLASSES)
+def test_api_too_slow_is_a_json_504(slow_proxy: Nginx, origin_class: str) -> None:
+    response = fetch(slow_proxy, "GET", "/api/x/", ORIGIN_CLASSES[origin_class])
+    assert_nginx_error(response, 504, "gateway_timeout", slow_proxy)
+    assert_contract(response, origin_class, slow_proxy)
+
+
+@pytest.mark.parametrize("origin_class", NGINX_ORIGIN_CLASSES)
+@pytest.mark.parametrize(
+    "path", ["/", "/_probe/ok/", "/apis/", "/livechat/", "/_slyker_nginx_error", "/nginx-health"]
+)
+def test_unknown_path_is_nginxs_json_404(proxy: Nginx, path: str, origin_class: str) -> None:
+    response = fetch(proxy, "GET", path, ORIGIN_CLASSES[origin_class])
+    assert_nginx_error(response, 404, "not_found", proxy)
+    assert_contract(response, origin_class, proxy)
+
+
+@pytest.mark.parametrize("origin_class", NGINX_ORIGIN_CLASSES)
+def test_body_over_client_max_body_size_is_a_json_413(proxy: Nginx, origin_class: str) -> None:
+    """Refused on the Content-Length alone, before any byte of the body (HTTP/1.1)."""
+    connection = proxy.connect()
+    try:
+        connection.putrequest("POST", f"{API_PROBE_PREFIX}/items/")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(64 * 1024 * 1024))
+        origin = ORIGIN_CLASSES[origin_class]
+        if origin is not None:
+            connection.putheader("Origin", origin)
+        connection.endheaders()
+        raw = connection.getresponse()
+        response = RawResponse(
+            "POST", "/api/_probe/items/", raw.status, raw.getheaders(), raw.read()
+        )
+    finally:
+        connection.close()
+    assert_nginx_error(response, 413, "payload_too_large", proxy)
+    assert_contract(response, origin_class, proxy)
+
+
+# --- 3. WebSocket chat through the proxy -------------------------------------------------------
+
+
+async def _frame(ws: Any) -> dict[str, Any]:
+    message = await asyncio.wait_for(ws.recv(), FRAME_TIMEOUT)
+    frame = json.loads(message)
+    assert isinstance(frame, dict), frame
+    return frame
+
+
+@pytest.mark.parametrize("path", ["/ws/chat/sales/", "/livechat/ws/sales/"])
+async def test_websocket_chat_through_the_proxy(proxy: Nginx, path: str) -> None:
+    async with connect(
+        proxy.ws_url + path,
+        origin=Origin(ALLOWED),
+        ssl=unverified_context(),
+        proxy=None,
+        open_timeout=FRAME_TIMEOUT,
+        close_timeout=2,
+    ) as ws:
+        first = await _frame(ws)
+        assert first["type"] == "connection_established", f"{first}\n{proxy.log()}"
+        assert first["room"] == "sales", f"{first}\n{proxy.log()}"
+        await ws.send(json.dumps({"type": "message", "message": "Hello through nginx"}))
+        seen = []
+        async with asyncio.timeout(FRAME_TIMEOUT * 2):
+            while True:
+                frame = await _frame(ws)
+                seen.append(frame)
+                if AUTO_REPLY_MARK in json.dumps(frame):
+                    break
+        assert seen, proxy.log()
+
+
+async def test_websocket_from_a_foreign_origin_is_refused_through_the_proxy(
+    proxy: Nginx,
+) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(
+            proxy.ws_url + "/ws/chat/sales/",
+            origin=Origin(DISALLOWED),
+            ssl=unverified_context(),
+            proxy=None,
+            open_timeout=FRAME_TIMEOUT,
+            close_timeout=2,
+        ):
+            pass
+    response = refused.value.response
+    assert response.status_code == 403, proxy.log()
+    assert "Access-Control-Allow-Origin" not in response.headers, proxy.log()
