@@ -71,6 +71,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
         chat.blueprint,
     ):
         app.register_blueprint(blueprint)
+    chat.init_chat_shutdown(app)
     cli.register_commands(app, settings)
 
     # Outermost last: request id, then CORS (preflights and the last net), then the database.

@@ -30,6 +30,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import time
 import uuid
 from collections import Counter
@@ -48,6 +49,7 @@ from websockets.typing import Origin
 from tests.conftest import POSTGRES_URL, TEST_DATABASE, TEST_SECRET_KEY, postgres_admin
 from tests.live_servers import (
     HOST,
+    REPO_ROOT,
     LiveServer,
     RedisProcess,
     create_user,
@@ -1045,3 +1047,37 @@ def test_agent_sees_each_message_once_across_the_restart(redis_restart: RestartR
         f"message ids delivered more than once to the agent (id: times): {duplicates}\n"
         + "\n".join(f"    {f}" for f in run.agent_frames if isinstance(f.get("id"), int))
     )
+
+
+# --- graceful shutdown ---------------------------------------------------------------------
+
+
+async def test_sigterm_closes_chat_sockets_with_1001(tmp_path: Path) -> None:
+    """SIGTERM to Hypercorn's process group (systemd; tini with TINI_KILL_PROCESS_GROUP=1 in
+    docker/compose.yaml): every open chat socket is closed with 1001 at once, not cancelled
+    with 1011 after the graceful timeout, and the server exits cleanly."""
+    env = slyker_env(**_settings(DATA_DIR=str(tmp_path / "data")))
+    migrate(env, REPO_ROOT)
+    [server] = start_servers(["stopping"], env, tmp_path)
+    try:
+        sockets = [
+            await connect(f"{server.ws_url}/ws/chat/{department}/", origin=Origin(ORIGIN))
+            for department in ("sales", "support")
+        ]
+        for ws in sockets:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == (
+                "connection_established"
+            )
+        assert server.process is not None
+        started = time.monotonic()
+        os.killpg(server.process.pid, signal.SIGTERM)
+        for ws in sockets:
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd is not None, server.log()
+            assert closed.value.rcvd.code == 1001, server.log()
+        assert time.monotonic() - started < 3  # far below hypercorn.toml's graceful timeout
+        assert server.process.wait(timeout=20) == 0, server.log()
+    finally:
+        stop_servers([server])

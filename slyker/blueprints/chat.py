@@ -8,15 +8,17 @@ after accept (close 4001 / 4003) so that the browser actually sees the code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import signal
 import time
 import uuid
 from collections import deque
 from typing import Any
 
 from pydantic import BaseModel, Field
-from quart import Blueprint, abort, request, websocket
+from quart import Blueprint, Quart, abort, current_app, request, websocket
 from quart_cors import cors_exempt
 from quart_schema import validate_request
 
@@ -49,6 +51,8 @@ CLOSE_NOT_AUTHENTICATED = 4001
 CLOSE_NOT_STAFF = 4003
 CLOSE_TRY_AGAIN_LATER = 1013  # the client does not read fast enough
 CLOSE_TOO_BIG = 1009
+CLOSE_GOING_AWAY = 1001  # the server is stopping: reconnect (to another worker)
+STOPPING_KEY = "slyker.chat.stopping"
 PRESENCE_RENEW_SECONDS = 10
 VISITOR_MESSAGE_TYPES = {None, "message", "chat_message"}
 # Events that carry a stored message's id, and so are delivered at most once per socket.
@@ -229,11 +233,13 @@ class ChatSocket:
 
     async def serve(self) -> None:
         """Run until the client leaves, overflows, or the server stops."""
+        stopping = current_app.extensions[STOPPING_KEY]
         tasks = [
             asyncio.create_task(self.receive_frames()),
             asyncio.create_task(self.pump()),
             asyncio.create_task(self.ping()),
             asyncio.create_task(self.overflowed.wait()),
+            asyncio.create_task(stopping.wait()),
             *self.extra_tasks(),
         ]
         try:
@@ -241,6 +247,8 @@ class ChatSocket:
             if self.overflowed.is_set():
                 log.warning("Chat client too slow on %s: closed with 1013", websocket.path)
                 await websocket.close(CLOSE_TRY_AGAIN_LATER, "Too slow; reconnect")
+            elif stopping.is_set():
+                await websocket.close(CLOSE_GOING_AWAY, "Server shutting down; reconnect")
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
@@ -500,6 +508,35 @@ class AgentSocket(ChatSocket):
             await close_conversation(conversation, display_name(self.agent))
 
 
+# --- shutdown ------------------------------------------------------------------------------
+
+
+def init_chat_shutdown(app: Quart) -> None:
+    """Close every chat socket with 1001 when the worker is told to stop (SIGTERM), instead of
+    leaving them to Hypercorn, which cancels them after its graceful timeout (close 1011).
+
+    A Hypercorn worker process (``workers >= 1``) gets SIGTERM when the whole process group is
+    signalled (systemd's default, or the container's init with TINI_KILL_PROCESS_GROUP=1, as in
+    docker/compose.yaml); Hypercorn's main process then stops the worker as usual. With
+    ``workers = 0`` Hypercorn owns the SIGTERM handler and this stays out of its way.
+    """
+    stopping = asyncio.Event()
+    app.extensions[STOPPING_KEY] = stopping
+
+    @app.before_serving
+    async def watch_for_sigterm() -> None:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return  # someone (Hypercorn with workers = 0) handles it already
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+
+    @app.after_serving
+    async def stop_sockets() -> None:
+        stopping.set()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+
+
 # --- routes --------------------------------------------------------------------------------
 
 
@@ -508,6 +545,8 @@ async def run_visitor_socket(department: str) -> None:
     if department not in settings.chat_departments:
         abort(404)
     check_origin(settings)
+    if current_app.extensions[STOPPING_KEY].is_set():
+        abort(503)
     await websocket.accept()
     user, bad_token = await socket_user()
     if bad_token:
@@ -545,6 +584,8 @@ async def agents_socket() -> None:
     """Staff: every conversation of their departments (``?departments=sales,support``)."""
     settings = current_settings()
     check_origin(settings)
+    if current_app.extensions[STOPPING_KEY].is_set():
+        abort(503)
     await websocket.accept()
     user, bad_token = await socket_user()
     if user is None:
