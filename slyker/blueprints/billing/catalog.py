@@ -18,21 +18,11 @@ from slyker.errors import APIError
 from slyker.models.billing import BillingCycle, DomainProduct, HostingProduct, HostingType
 from slyker.money import as_string
 from slyker.pagination import paginate
+from slyker.pricing import DOMAIN_YEARS, domain_registration_price, hosting_cycle_price
 
 blueprint = Blueprint("catalog", __name__, url_prefix="/api/services")
 
-DOMAIN_YEARS = (1, 2, 3, 5, 10)
 Price = Field(default=None, ge=0, max_digits=12, decimal_places=2)
-
-
-def price_field(product: HostingProduct, cycle: BillingCycle) -> Decimal | None:
-    return getattr(product, f"{cycle.value}_price")  # type: ignore[no-any-return]
-
-
-def domain_registration_price(product: DomainProduct, years: int) -> Decimal | None:
-    if years not in DOMAIN_YEARS:
-        return None
-    return getattr(product, f"registration_price_{years}yr")  # type: ignore[no-any-return]
 
 
 def _money_or_none(value: Decimal | None) -> str | None:
@@ -45,7 +35,10 @@ def hosting_json(product: HostingProduct) -> dict[str, Any]:
         "name": product.name,
         "description": product.description,
         "hosting_type": str(product.hosting_type),
-        **{f"{c.value}_price": _money_or_none(price_field(product, c)) for c in BillingCycle},
+        **{
+            f"{c.value}_price": _money_or_none(hosting_cycle_price(product, c))
+            for c in BillingCycle
+        },
         "setup_fee": as_string(product.setup_fee),
         "is_active": product.is_active,
     }
