@@ -39,7 +39,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,16 +47,29 @@ from pathlib import Path
 from quart import Quart
 
 from tests.contract_app import create_contract_app, probe_blueprint
+from tests.live_servers import (
+    COMMAND_TIMEOUT,
+    HOST,
+    REPO_ROOT,
+    SOCKET_TIMEOUT,
+    START_TIMEOUT,
+    Hypercorn,
+    LiveServer,
+    free_port,
+    migrate,
+    spawn,
+    start_hypercorn,
+    start_with_retries,
+    stop_process,
+    tail,
+    unverified_tls,
+)
+from tests.live_servers import child_env as server_env
+from tests.live_servers import make_certificate as make_certificate
+from tests.live_servers import wait_for_health as wait_for_health
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKER_DIR = REPO_ROOT / "docker"
 NGINX_CONF = DOCKER_DIR / "nginx.conf"
-HOST = "127.0.0.1"
-SOCKET_TIMEOUT = 5.0
-START_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
-COMMAND_TIMEOUT = 30.0
-START_ATTEMPTS = 3  # a free port can be taken between choosing it and the server binding it
 SLOW_READ_TIMEOUT = "1s"
 # The contract app's probes under /api/ too: nginx only proxies the API's own paths.
 PROXIED_APP_PATH = "tests.live_nginx:create_proxied_contract_app()"
@@ -137,44 +149,9 @@ def nginx_map(text: str, source: str, variable: str) -> dict[str, str]:
 # --- certificates ----------------------------------------------------------------------------
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed P-256 certificate for 127.0.0.1/localhost, valid one day."""
-    directory.mkdir(parents=True, exist_ok=True)
-    cert, key = directory / "fullchain.pem", directory / "privkey.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=COMMAND_TIMEOUT,
-    )
-    return cert, key
-
-
 def unverified_context() -> ssl.SSLContext:
     """TLS without verification (the certificate is the test's own, self-signed)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+    return unverified_tls()
 
 
 # --- rendering the test copy -------------------------------------------------------------------
@@ -255,140 +232,14 @@ def nginx_check(conf: Path) -> subprocess.CompletedProcess[str]:
 # --- processes ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(sig)
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        # Not reaped yet, so the process group (its own session) is still ours to kill.
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_TIMEOUT)
-
-
-def tail(path: Path, limit: int = 6000) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as error:
-        return f"<log unreadable: {error}>"
-    return text[-limit:]
-
-
-def server_env(**settings: str) -> dict[str, str]:
-    """This process's environment without any slyker setting, plus ``settings``."""
-    # Imported here: Hypercorn imports this module (the app factory) in its worker, and
-    # importing conftest there would empty the worker's slyker settings (DATA_DIR included).
-    from tests.conftest import SETTING_NAMES
-
-    env = {name: value for name, value in os.environ.items() if name not in SETTING_NAMES}
-    env["QUART_SKIP_DOTENV"] = "1"
-    env.update(settings)
-    return env
-
-
-def venv_tool(name: str, module: str) -> list[str]:
-    executable = Path(sys.executable).parent / name
-    return [str(executable)] if executable.exists() else [sys.executable, "-m", module]
-
-
-def http_get_status(port: int, path: str, timeout: float = 1.0) -> int | None:
-    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        connection.close()
-
-
-def wait_for_health(port: int, process: subprocess.Popen[bytes], timeout: float) -> str | None:
-    """None once ``GET /health/`` answers 200 on ``port``, else why not."""
-    deadline = time.monotonic() + timeout
-    status: int | None = None
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return f"exited with status {process.returncode}"
-        status = http_get_status(port, "/health/")
-        if status == 200:
-            return None
-        time.sleep(0.05)
-    return f"not healthy after {timeout:.0f} s (last GET /health/: {status})"
-
-
-@dataclass
-class Upstream:
-    """Hypercorn with ``hypercorn.toml`` (as in the image) serving the proxied contract app."""
-
-    port: int
-    log_path: Path
-    process: subprocess.Popen[bytes]
-
-    def log(self) -> str:
-        return tail(self.log_path)
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-
-def migrate(env: dict[str, str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "slyker", "migrate"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"slyker migrate failed:\n{result.stdout}\n{result.stderr}")
-
-
-def start_upstream(directory: Path) -> Upstream:
-    """Hypercorn (``--config hypercorn.toml``, one worker, loopback) on a migrated DATA_DIR."""
+def start_upstream(directory: Path) -> LiveServer:
+    """Hypercorn (``--config hypercorn.toml`` as in the image, one worker, loopback) serving
+    the proxied contract app on a migrated DATA_DIR."""
     directory.mkdir(parents=True, exist_ok=True)
     env = server_env(DATA_DIR=str(directory / "data"))
     migrate(env)
-    failures = []
-    for attempt in range(1, START_ATTEMPTS + 1):
-        port = free_port()
-        log_path = directory / f"hypercorn-{attempt}.log"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [
-                    *venv_tool("hypercorn", "hypercorn"),
-                    "--config",
-                    "hypercorn.toml",
-                    "--bind",
-                    f"{HOST}:{port}",
-                    "--workers",
-                    "1",
-                    PROXIED_APP_PATH,
-                ],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        problem = wait_for_health(port, process, START_TIMEOUT)
-        if problem is None:
-            return Upstream(port, log_path, process)
-        stop_process(process)
-        failures.append(f"attempt {attempt} on port {port}: {problem}\n{tail(log_path)}")
-    raise RuntimeError("Hypercorn did not start:\n" + "\n\n".join(failures))
+    spec = Hypercorn("hypercorn", env, PROXIED_APP_PATH, args=("--config", "hypercorn.toml"))
+    return start_hypercorn(spec, directory)
 
 
 @dataclass
@@ -457,36 +308,31 @@ def start_nginx(
     fresh ports, since one can be taken between choosing it and nginx binding it."""
     binary = nginx_binary()
     source = committed_config()
-    failures = []
-    for attempt in range(1, START_ATTEMPTS + 1):
-        run_dir = directory / f"{name}-{attempt}"
+
+    def attempt(number: int) -> tuple[Nginx, None] | tuple[None, str]:
+        run_dir = directory / f"{name}-{number}"
         run_dir.mkdir(parents=True, exist_ok=True)
         ports = Ports(http=free_port(), tls=free_port(), upstream=upstream_port)
         conf = run_dir / "nginx.conf"
         conf.write_text(
             render_config(source, run_dir, ports, cert, key, slow_read_timeout=slow_read_timeout)
         )
-        with (run_dir / "nginx.out").open("wb") as out:
-            process = subprocess.Popen(
-                [binary, "-c", str(conf), "-g", "daemon off;"],
-                cwd=run_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = spawn(
+            [binary, "-c", str(conf), "-g", "daemon off;"], run_dir / "nginx.out", cwd=run_dir
+        )
         server = Nginx(name, run_dir, ports, process, upstream_log)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and process.poll() is None:
             if _tls_ready(ports.tls):
-                return server
+                return server, None
             time.sleep(0.05)
         problem = (
             f"exited with {process.returncode}" if process.poll() is not None else "no TLS port"
         )
         server.stop()
-        failures.append(f"attempt {attempt}: {problem}\n{server.log()}")
-    raise RuntimeError("nginx did not start:\n" + "\n\n".join(failures))
+        return None, f"{problem}\n{server.log()}"
+
+    return start_with_retries("nginx", attempt)
 
 
 class SilentUpstream:

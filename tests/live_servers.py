@@ -1,29 +1,37 @@
-"""Real processes for live tests: Hypercorn serving slyker, and a private redis-server.
+"""Real processes for live tests: Hypercorn, nginx, a private redis-server, raw HTTP.
+
+The one place for the machinery the live test modules share: free loopback ports, the
+environment of a child server, processes spawned in a session of their own with a log file,
+health polling with retries on fresh ports, teardown of a whole process group, log tails, and
+raw ``http.client`` exchanges that keep every header line.
 
 Everything binds to 127.0.0.1 on a free port, every wait is bounded, and every process runs
 in its own session so that teardown can kill its whole process group (Hypercorn's worker
-included) if a polite SIGTERM is not enough. The approach is the one of
-``tests/test_hypercorn_live.py``, for the real ``slyker:create_app()`` instead of the
-contract app.
+included) if a polite signal is not enough.
+
+Hypercorn imports some test modules that use this one (``tests/live_nginx.py`` is an app
+factory), so ``tests.conftest`` is only imported inside the functions that need it: importing
+it in a worker would empty the worker's slyker settings (DATA_DIR included).
 """
 
 from __future__ import annotations
 
 import base64
 import http.client
+import ipaddress
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-from tests.conftest import SETTING_NAMES, TEST_SECRET_KEY
+from typing import Any, Protocol, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -35,6 +43,8 @@ START_ATTEMPTS = 3  # a free port can be taken between choosing it and the serve
 APP_PATH = "slyker:create_app()"
 VENV_BIN = Path(sys.executable).parent
 
+T = TypeVar("T")
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -42,21 +52,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def slyker_env(**settings: str) -> dict[str, str]:
+def child_env(**settings: str) -> dict[str, str]:
     """The test process's environment without any slyker setting, plus ``settings``."""
+    from tests.conftest import SETTING_NAMES  # not at import time: see the module docstring
+
     env = {name: value for name, value in os.environ.items() if name not in SETTING_NAMES}
-    env["SECRET_KEY"] = TEST_SECRET_KEY
     env["QUART_SKIP_DOTENV"] = "1"  # never read the developer's .env
     env.update(settings)
     return env
 
 
-def _tool(name: str, module: str) -> list[str]:
+def slyker_env(**settings: str) -> dict[str, str]:
+    """:func:`child_env` with the test SECRET_KEY (``settings`` may replace it)."""
+    from tests.conftest import TEST_SECRET_KEY
+
+    return child_env(**{"SECRET_KEY": TEST_SECRET_KEY, **settings})
+
+
+def venv_tool(name: str, module: str) -> list[str]:
+    """The virtualenv's console script ``name``, else ``python -m module``."""
     executable = VENV_BIN / name
     return [str(executable)] if executable.exists() else [sys.executable, "-m", module]
 
 
-def run_command(args: list[str], env: Mapping[str, str], cwd: Path) -> str:
+def run_command(args: list[str], env: Mapping[str, str], cwd: Path = REPO_ROOT) -> str:
     """Run a short command to completion (bounded); its output, or a failure naming it."""
     result = subprocess.run(
         args,
@@ -75,7 +94,8 @@ def run_command(args: list[str], env: Mapping[str, str], cwd: Path) -> str:
     return result.stdout
 
 
-def migrate(env: Mapping[str, str], cwd: Path) -> str:
+def migrate(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> str:
+    """``python -m slyker migrate`` for the database of ``env``."""
     return run_command([sys.executable, "-m", "slyker", "migrate"], env, cwd)
 
 
@@ -83,7 +103,7 @@ def create_user(
     env: Mapping[str, str], cwd: Path, email: str, password: str, role: str, **names: str
 ) -> str:
     """``quart --app 'slyker:create_app()' create-user`` against the database of ``env``."""
-    args = [*_tool("quart", "quart"), "--app", APP_PATH, "create-user", email]
+    args = [*venv_tool("quart", "quart"), "--app", APP_PATH, "create-user", email]
     args += ["--role", role, "--password", password]
     if names.get("first_name"):
         args += ["--first-name", names["first_name"]]
@@ -92,10 +112,34 @@ def create_user(
     return run_command(args, env, cwd)
 
 
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
+# --- processes -----------------------------------------------------------------------------
+
+
+def spawn(
+    args: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = REPO_ROOT,
+) -> subprocess.Popen[bytes]:
+    """``args`` in a session of its own, stdout and stderr to ``log_path``."""
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            list(args),
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """``sig`` (Hypercorn stops its worker, then exits; for nginx TERM is the fast shutdown),
+    then SIGKILL to the whole process group if it does not exit in time."""
     if process.poll() is not None:
         return
-    process.terminate()
+    process.send_signal(sig)
     try:
         process.wait(timeout=STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -104,7 +148,7 @@ def _stop_process(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=STOP_TIMEOUT)
 
 
-def _tail(path: Path, limit: int) -> str:
+def tail(path: Path, limit: int = 6000) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError as error:
@@ -112,29 +156,202 @@ def _tail(path: Path, limit: int) -> str:
     return text[-limit:] if len(text) > limit else text
 
 
+def start_with_retries(
+    what: str,
+    attempt: Callable[[int], tuple[T, None] | tuple[None, str]],
+    attempts: int = START_ATTEMPTS,
+) -> T:
+    """``attempt(1)``, ``attempt(2)``, ...: each returns (the started server, None) or, having
+    stopped what it started, (None, why not with its log). A RuntimeError with every failure
+    when no attempt succeeds."""
+    failures = []
+    for number in range(1, attempts + 1):
+        started, problem = attempt(number)
+        if problem is None:
+            assert started is not None
+            return started
+        failures.append(f"attempt {number}: {problem}")
+    raise RuntimeError(f"{what} did not start:\n" + "\n\n".join(failures))
+
+
+# --- TLS -----------------------------------------------------------------------------------
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost: (certfile, keyfile).
+
+    With ``cryptography`` when it is importable, else with the ``openssl`` command.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        command = ["openssl", "req", "-x509", "-nodes", "-days", "1", "-subj", f"/CN={HOST}"]
+        command += ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        command += ["-keyout", str(keyfile), "-out", str(certfile)]
+        command += ["-addext", f"subjectAltName=IP:{HOST},DNS:localhost"]
+        subprocess.run(command, check=True, capture_output=True, timeout=COMMAND_TIMEOUT)
+        return certfile, keyfile
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(HOST)), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    certfile.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return certfile, keyfile
+
+
+def unverified_tls(alpn: Sequence[str] | None = None) -> ssl.SSLContext:
+    """TLS without verification (the certificate is the test's own, self-signed)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if alpn is not None:
+        context.set_alpn_protocols(list(alpn))
+    return context
+
+
+# --- health --------------------------------------------------------------------------------
+
+
+def connection_to(
+    port: int, secure: bool = False, timeout: float = SOCKET_TIMEOUT
+) -> http.client.HTTPConnection:
+    if secure:
+        return http.client.HTTPSConnection(HOST, port, timeout=timeout, context=unverified_tls())
+    return http.client.HTTPConnection(HOST, port, timeout=timeout)
+
+
+def health_problem(
+    process: subprocess.Popen[bytes],
+    endpoints: Sequence[tuple[int, bool]],
+    timeout: float = START_TIMEOUT,
+    what: str = "hypercorn",
+) -> str | None:
+    """None once ``GET /health/`` answers 200 on every (port, TLS?) endpoint, else why not
+    (bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    last_problem = "no attempt made"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return f"{what} exited with status {process.returncode}"
+        for port, secure in endpoints:
+            connection = connection_to(port, secure, timeout=1.0)
+            try:
+                connection.request("GET", "/health/")
+                response = connection.getresponse()
+                response.read()
+                if response.status != 200:
+                    last_problem = f"GET /health/ on {port} answered {response.status}"
+                    break
+            except (OSError, http.client.HTTPException) as error:
+                last_problem = f"GET /health/ on {port} failed: {error!r}"
+                break
+            finally:
+                connection.close()
+        else:
+            return None
+        time.sleep(0.05)
+    return f"not healthy after {timeout:.0f} s ({last_problem})"
+
+
+def wait_for_health(port: int, process: subprocess.Popen[bytes], timeout: float) -> str | None:
+    """None once ``GET /health/`` answers 200 on ``port`` (plain HTTP), else why not."""
+    return health_problem(process, [(port, False)], timeout, what="process")
+
+
 # --- Hypercorn -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hypercorn:
+    """What to run: ``hypercorn [args] --bind 127.0.0.1:<port> --workers 1 <app>``.
+
+    ``args`` are extra options (``--config``, access log settings); with ``tls``
+    (certfile, keyfile) the main bind is TLS and a plain ``--insecure-bind`` runs next to it.
+    """
+
+    name: str
+    env: Mapping[str, str]
+    app: str = APP_PATH
+    args: Sequence[str] = ()
+    tls: tuple[Path, Path] | None = None
+
+    def command(self, port: int, plain_port: int | None) -> list[str]:
+        args = [*venv_tool("hypercorn", "hypercorn"), *self.args, "--bind", f"{HOST}:{port}"]
+        if self.tls is not None:
+            certfile, keyfile = self.tls
+            args += ["--certfile", str(certfile), "--keyfile", str(keyfile)]
+            args += ["--insecure-bind", f"{HOST}:{plain_port}"]
+        return [*args, "--workers", "1", self.app]
 
 
 @dataclass
 class LiveServer:
-    """One ``hypercorn --workers 1 'slyker:create_app()'`` process."""
+    """One running Hypercorn process (see :class:`Hypercorn`)."""
 
     name: str
     port: int
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     failures: list[str] = field(default_factory=list)
+    tls: bool = False
+    plain_port: int | None = None  # the plain-HTTP bind of a TLS server
 
     @property
     def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{HOST}:{self.port}"
+        return f"{'wss' if self.tls else 'ws'}://{HOST}:{self.port}"
+
+    @property
+    def plain_url(self) -> str:
+        assert self.plain_port is not None
+        return f"http://{HOST}:{self.plain_port}"
+
+    @property
+    def endpoints(self) -> list[tuple[int, bool]]:
+        found = [(self.port, self.tls)]
+        if self.plain_port is not None:
+            found.append((self.plain_port, False))
+        return found
 
     def log(self, limit: int = 8000) -> str:
-        return _tail(self.log_path, limit)
+        return tail(self.log_path, limit)
+
+    def connect(self) -> http.client.HTTPConnection:
+        return connection_to(self.port, self.tls)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
 
     def request(
         self,
@@ -152,7 +369,7 @@ class LiveServer:
             request_headers["Content-Type"] = "application/json"
         if token is not None:
             request_headers["Authorization"] = f"Bearer {token}"
-        connection = http.client.HTTPConnection(HOST, self.port, timeout=SOCKET_TIMEOUT)
+        connection = self.connect()
         try:
             connection.request(method, path, body=payload, headers=request_headers)
             response = connection.getresponse()
@@ -165,92 +382,163 @@ class LiveServer:
             return response.status, raw
 
 
-def _hypercorn_command(port: int) -> list[str]:
-    return [
-        *_tool("hypercorn", "hypercorn"),
-        "--bind",
-        f"{HOST}:{port}",
-        "--workers",
-        "1",
-        APP_PATH,
-    ]
+def _spawn_hypercorn(spec: Hypercorn, log_dir: Path, attempt: int) -> LiveServer:
+    server = LiveServer(spec.name, free_port(), log_dir / f"{spec.name}-{attempt}.log")
+    server.tls = spec.tls is not None
+    server.plain_port = free_port() if spec.tls is not None else None
+    server.process = spawn(spec.command(server.port, server.plain_port), server.log_path, spec.env)
+    return server
 
 
-def _health_problem(
-    server: LiveServer, process: subprocess.Popen[bytes], deadline: float
-) -> str | None:
-    last_problem = "no attempt made"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return f"hypercorn exited with status {process.returncode}"
-        connection = http.client.HTTPConnection(HOST, server.port, timeout=1.0)
-        try:
-            connection.request("GET", "/health/")
-            response = connection.getresponse()
-            response.read()
-            if response.status == 200:
-                return None
-            last_problem = f"GET /health/ answered {response.status}"
-        except (OSError, http.client.HTTPException) as error:
-            last_problem = f"GET /health/ failed: {error!r}"
-        finally:
-            connection.close()
-        time.sleep(0.05)
-    return f"not healthy after {START_TIMEOUT:.0f} s ({last_problem})"
+def start_hypercorns(
+    specs: Sequence[Hypercorn], log_dir: Path, attempts: int = START_ATTEMPTS
+) -> list[LiveServer]:
+    """Start one Hypercorn per spec (in parallel), each retried on fresh ports; all healthy,
+    in the order of ``specs``, or every process stopped again and a RuntimeError with the
+    logs."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started: dict[int, LiveServer] = {}
+    pending: dict[int, tuple[int, LiveServer]] = {}
+    failures: list[str] = []
+    try:
+        for index, spec in enumerate(specs):
+            pending[index] = (1, _spawn_hypercorn(spec, log_dir, 1))
+        while pending:
+            index, (attempt, server) = next(iter(pending.items()))
+            assert server.process is not None
+            problem = health_problem(server.process, server.endpoints)
+            del pending[index]
+            if problem is None:
+                started[index] = server
+                continue
+            server.stop()
+            failures.append(
+                f"{server.name} ({specs[index].app}) attempt {attempt} on {server.port}: "
+                f"{problem}\n{server.log()}"
+            )
+            if attempt >= attempts:
+                raise RuntimeError("Hypercorn did not start:\n" + "\n\n".join(failures))
+            pending[index] = (attempt + 1, _spawn_hypercorn(specs[index], log_dir, attempt + 1))
+    except BaseException:
+        stop_servers(list(started.values()))
+        stop_servers([server for _attempt, server in pending.values()])
+        raise
+    return [started[index] for index in range(len(specs))]
 
 
-def _spawn_hypercorn(
-    name: str, env: Mapping[str, str], log_dir: Path, attempt: int
-) -> tuple[LiveServer, subprocess.Popen[bytes]]:
-    server = LiveServer(name, free_port(), log_dir / f"{name}-{attempt}.log")
-    with server.log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            _hypercorn_command(server.port),
-            cwd=REPO_ROOT,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server.process = process
-    return server, process
+def start_hypercorn(spec: Hypercorn, log_dir: Path, attempts: int = START_ATTEMPTS) -> LiveServer:
+    """One healthy Hypercorn (see :func:`start_hypercorns`)."""
+    (server,) = start_hypercorns([spec], log_dir, attempts)
+    return server
 
 
 def start_servers(names: list[str], env: Mapping[str, str], log_dir: Path) -> list[LiveServer]:
-    """Start one Hypercorn per name (in parallel), each retried on a fresh port; all
-    healthy, or every process stopped again and a RuntimeError with the logs."""
-    started: list[LiveServer] = []
-    pending: dict[str, tuple[int, LiveServer, subprocess.Popen[bytes]]] = {}
-    failures: list[str] = []
-    try:
-        for name in names:
-            pending[name] = (1, *_spawn_hypercorn(name, env, log_dir, 1))
-        while pending:
-            name, (attempt, server, process) = next(iter(pending.items()))
-            problem = _health_problem(server, process, time.monotonic() + START_TIMEOUT)
-            del pending[name]
-            if problem is None:
-                started.append(server)
-                continue
-            _stop_process(process)
-            failures.append(f"{name} attempt {attempt} on {server.port}: {problem}\n{server.log()}")
-            if attempt >= START_ATTEMPTS:
-                raise RuntimeError("Hypercorn did not start:\n" + "\n\n".join(failures))
-            pending[name] = (attempt + 1, *_spawn_hypercorn(name, env, log_dir, attempt + 1))
-    except BaseException:
-        stop_servers(started)
-        for _attempt, _server, process in pending.values():
-            _stop_process(process)
-        raise
-    order = {name: index for index, name in enumerate(names)}
-    return sorted(started, key=lambda server: order[server.name])
+    """One ``hypercorn 'slyker:create_app()'`` per name, all with ``env``."""
+    return start_hypercorns([Hypercorn(name, env) for name in names], log_dir)
 
 
-def stop_servers(servers: list[LiveServer]) -> None:
+def stop_servers(servers: Sequence[LiveServer]) -> None:
     for server in servers:
-        if server.process is not None:
-            _stop_process(server.process)
+        server.stop()
+
+
+# --- raw HTTP: every header line the server wrote ------------------------------------------
+
+
+class Connectable(Protocol):
+    def connect(self) -> http.client.HTTPConnection: ...
+
+
+def header_values(headers: list[tuple[str, str]], name: str) -> list[str]:
+    return [value for key, value in headers if key.lower() == name.lower()]
+
+
+@dataclass
+class RawResponse:
+    method: str
+    path: str
+    status: int
+    headers: list[tuple[str, str]]  # every header line, in order, duplicates kept
+    body: bytes
+
+    def values(self, name: str) -> list[str]:
+        return header_values(self.headers, name)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def describe(self) -> str:
+        """The raw exchange, for failure messages (callers add the server's log)."""
+        lines = "\n".join(f"    {key}: {value}" for key, value in self.headers)
+        return (
+            f"\n{self.method} {self.path} -> {self.status}\n  raw headers:\n{lines}\n"
+            f"  body: {self.body[:600]!r}"
+        )
+
+
+def assert_raw_cors_contract(
+    response: RawResponse,
+    origin_class: str,
+    single_headers: Sequence[str],
+    context: Callable[[], str],
+    *,
+    preflight: bool = False,
+) -> None:
+    """The shared CORS contract (``tests/cors_contract.py``) on the raw header lines, and no
+    header of ``single_headers`` repeated; ``context()`` (the raw exchange and the server's
+    log) ends every failure message."""
+    import pytest  # not at import time: Hypercorn workers import this module
+
+    from tests.cors_contract import assert_cors_contract
+
+    try:
+        assert_cors_contract(
+            origin_class,
+            response.status,
+            response.headers,
+            response.body,
+            method=response.method,
+            preflight=preflight,
+        )
+    except AssertionError as error:
+        pytest.fail(f"{error}{context()}", pytrace=False)
+    for name in single_headers:
+        count = len(response.values(name))
+        assert count <= 1, f"{name} repeated ({count} lines)" + context()
+
+
+def send(
+    connection: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    origin: str | None,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> RawResponse:
+    """One exchange on ``connection`` (kept open), with ``Origin`` when given."""
+    request_headers = dict(headers or {})
+    if origin is not None:
+        request_headers["Origin"] = origin
+    connection.request(method, path, body=body, headers=request_headers)
+    response = connection.getresponse()
+    payload = response.read()
+    return RawResponse(method, path, response.status, response.getheaders(), payload)
+
+
+def fetch(
+    server: Connectable,
+    method: str,
+    path: str,
+    origin: str | None,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> RawResponse:
+    """One exchange on a fresh connection to ``server``."""
+    connection = server.connect()
+    try:
+        return send(connection, method, path, origin, headers, body)
+    finally:
+        connection.close()
 
 
 # --- redis-server --------------------------------------------------------------------------
@@ -306,7 +594,7 @@ class RedisProcess:
             self.stop()
             if not self.port_fixed:  # taken between choosing and binding it: a fresh one
                 self.port = free_port()
-        raise RuntimeError(f"redis-server did not start:\n{_tail(log_path, 4000)}")
+        raise RuntimeError(f"redis-server did not start:\n{tail(log_path, 4000)}")
 
     def ping(self) -> bool:
         try:
@@ -324,7 +612,7 @@ class RedisProcess:
 
     def stop(self) -> None:
         if self.process is not None:
-            _stop_process(self.process)
+            stop_process(self.process)
 
 
 # --- raw WebSocket handshakes --------------------------------------------------------------

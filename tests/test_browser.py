@@ -25,16 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import http.client
 import http.server
 import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -48,8 +43,20 @@ import httpx
 import pytest
 
 from slyker.errors import SERVER_ERROR_MESSAGE
-from tests.conftest import SETTING_NAMES
 from tests.contract_app import SECRET_MARKER
+from tests.live_servers import (
+    HOST,
+    SOCKET_TIMEOUT,
+    STOP_TIMEOUT,
+    Hypercorn,
+    LiveServer,
+    child_env,
+    create_user,
+    migrate,
+    run_command,
+    start_hypercorn,
+    venv_tool,
+)
 
 try:
     from playwright.async_api import Browser, BrowserContext, Page, async_playwright
@@ -59,9 +66,7 @@ except ImportError as error:  # pragma: no cover - the dev extra installs it
         "'.[dev]'); the browser is Debian's chromium, never a Playwright download"
     ) from error
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PAGE_DIR = Path(__file__).resolve().parent / "browser"
-HOST = "127.0.0.1"
 APP_PATH = "tests.browser.app:create_browser_app()"
 SECRET_KEY = "browser-test-secret-key-0123456789abcdef0123"
 ACCESS_LOG_FORMAT = "access %(m)s %(U)s %(s)s origin=%({origin}i)s cookie=%({cookie}i)s"
@@ -78,11 +83,6 @@ CHROMIUM_ARGS = [
     "--no-proxy-server",  # loopback only, whatever the environment's proxy settings
 ]
 
-SOCKET_TIMEOUT = 5.0
-COMMAND_TIMEOUT = 30.0
-START_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
-START_ATTEMPTS = 3  # a free port can be taken between choosing it and Hypercorn binding it
 BROWSER_TIMEOUT_MS = 10_000  # navigation, waits for a frame; fetches abort after 8 s in the page
 JS_TIMEOUT = 12.0  # one page.evaluate, whatever the page does
 
@@ -146,19 +146,18 @@ class PageServer:
 
 @dataclass
 class Stack:
-    api_port: int
+    api: LiveServer
     page_port: int
     foreign_port: int
-    log_path: Path
     env: dict[str, str]
 
     @property
     def api_url(self) -> str:
-        return f"http://{HOST}:{self.api_port}"
+        return self.api.base_url
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{HOST}:{self.api_port}"
+        return self.api.ws_url
 
     @property
     def allowed_origin(self) -> str:
@@ -176,85 +175,18 @@ class Stack:
         return f"{origin}/page.html?api={self.api_url}"
 
     def log(self, limit: int = 8000) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as error:
-            return f"<server log unreadable: {error}>"
-        return text[-limit:] if len(text) > limit else text
+        return self.api.log(limit)
 
     def log_mark(self) -> int:
         try:
-            return self.log_path.stat().st_size
+            return self.api.log_path.stat().st_size
         except OSError:
             return 0
 
     def log_since(self, mark: int) -> str:
-        with self.log_path.open("rb") as log_file:
+        with self.api.log_path.open("rb") as log_file:
             log_file.seek(mark)
             return log_file.read().decode(errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _tool(name: str, module: str) -> list[str]:
-    executable = Path(sys.executable).parent / name
-    return [str(executable)] if executable.exists() else [sys.executable, "-m", module]
-
-
-def _run(args: list[str], env: dict[str, str]) -> None:
-    result = subprocess.run(
-        args,
-        cwd=REPO_ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"{' '.join(args)} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}",
-            pytrace=False,
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()  # Hypercorn's main process stops its worker, then exits
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        # Not reaped yet, so the process group (its own session) is still ours to kill.
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_TIMEOUT)
-
-
-def _health_problem(port: int, process: subprocess.Popen[bytes]) -> str | None:
-    deadline = time.monotonic() + START_TIMEOUT
-    last_problem = "no attempt made"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return f"hypercorn exited with status {process.returncode}"
-        connection = http.client.HTTPConnection(HOST, port, timeout=1.0)
-        try:
-            connection.request("GET", "/health/")
-            response = connection.getresponse()
-            response.read()
-            if response.status == 200:
-                return None
-            last_problem = f"GET /health/ answered {response.status}"
-        except (OSError, http.client.HTTPException) as error:
-            last_problem = f"GET /health/ failed: {error!r}"
-        finally:
-            connection.close()
-        time.sleep(0.05)
-    return f"not healthy after {START_TIMEOUT:.0f} s ({last_problem})"
 
 
 @pytest.fixture(scope="module")
@@ -270,66 +202,31 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("browser")
     pages, foreign = PageServer(), PageServer()
     try:
-        env = {name: value for name, value in os.environ.items() if name not in SETTING_NAMES}
-        env.update(
+        env = child_env(
             SECRET_KEY=SECRET_KEY,
             DATA_DIR=str(base / "data"),
-            QUART_SKIP_DOTENV="1",
             CORS_ALLOWED_ORIGINS=f"http://{HOST}:{pages.port},http://localhost:{pages.port}",
         )
-        _run([sys.executable, "-m", "slyker", "migrate"], env)
-        quart = [*_tool("quart", "quart"), "--app", "slyker:create_app()"]
-        _run([*quart, "load-demo-catalog"], env)
-        _run(
-            [
-                *quart,
-                "create-user",
-                STAFF_EMAIL,
-                "--role",
-                "staff",
-                "--password",
-                STAFF_PASSWORD,
-                "--first-name",
-                STAFF_NAME.split()[0],
-                "--last-name",
-                STAFF_NAME.split()[1],
-            ],
-            env,
+        migrate(env)
+        run_command(
+            [*venv_tool("quart", "quart"), "--app", "slyker:create_app()", "load-demo-catalog"], env
         )
-        failures: list[str] = []
-        for attempt in range(1, START_ATTEMPTS + 1):
-            server = Stack(_free_port(), pages.port, foreign.port, base / f"api-{attempt}.log", env)
-            with server.log_path.open("wb") as log_file:
-                process = subprocess.Popen(
-                    [
-                        *_tool("hypercorn", "hypercorn"),
-                        "--bind",
-                        f"{HOST}:{server.api_port}",
-                        "--workers",
-                        "1",
-                        "--access-logfile",
-                        "-",
-                        "--access-logformat",
-                        ACCESS_LOG_FORMAT,
-                        APP_PATH,
-                    ],
-                    cwd=REPO_ROOT,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            problem = _health_problem(server.api_port, process)
-            if problem is None:
-                try:
-                    yield server
-                finally:
-                    _stop(process)
-                return
-            _stop(process)
-            failures.append(f"attempt {attempt} on {server.api_port}: {problem}\n{server.log()}")
-        pytest.fail("Hypercorn did not start:\n" + "\n\n".join(failures), pytrace=False)
+        first_name, last_name = STAFF_NAME.split()
+        create_user(
+            env,
+            base,
+            STAFF_EMAIL,
+            STAFF_PASSWORD,
+            "staff",
+            first_name=first_name,
+            last_name=last_name,
+        )
+        access_log = ("--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT)
+        api = start_hypercorn(Hypercorn("api", env, APP_PATH, access_log), base)
+        try:
+            yield Stack(api, pages.port, foreign.port, env)
+        finally:
+            api.stop()
     finally:
         pages.stop()
         foreign.stop()

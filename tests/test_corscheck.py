@@ -15,13 +15,11 @@ this module; their settings travel in the app path, not the environment.
 
 from __future__ import annotations
 
-import http.client
 import io
 import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,19 +30,23 @@ from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallabl
 from slyker import corscheck
 from slyker.app import create_app
 from tests.conftest import TEST_SECRET_KEY
-from tests.test_http2 import (
+from tests.live_servers import (
     COMMAND_TIMEOUT,
     HOST,
     REPO_ROOT,
-    START_TIMEOUT,
-    STOP_TIMEOUT,
     Hypercorn,
+    LiveServer,
+    child_env,
     free_port,
+    health_problem,
     make_certificate,
     migrate,
-    server_env,
-    start_all,
-    stop_all,
+    spawn,
+    start_hypercorns,
+    start_with_retries,
+    stop_process,
+    stop_servers,
+    tail,
 )
 
 FRONT = "https://front.example"
@@ -164,32 +166,33 @@ def misconfigured_app(fault: str, data_dir: str) -> ASGIFramework:
 
 @dataclass
 class Stacks:
-    good: Hypercorn
-    duplicate: Hypercorn
-    reflect: Hypercorn
+    good: LiveServer
+    duplicate: LiveServer
+    reflect: LiveServer
 
 
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
     base = tmp_path_factory.mktemp("corscheck")
     data_dir = base / "data"
-    env = server_env(data_dir, **app_settings(str(data_dir)))
+    env = child_env(**app_settings(str(data_dir)))
     migrate(env)
-    good = Hypercorn("slyker:create_app()", env, base / "good.log", make_certificate(base))
-    faulty = {
-        fault: Hypercorn(
-            f"tests.test_corscheck:misconfigured_app({fault!r}, {str(data_dir)!r})",
+    config = ("--config", str(REPO_ROOT / "hypercorn.toml"))
+    good = Hypercorn("good", env, "slyker:create_app()", config, make_certificate(base))
+    faulty = [
+        Hypercorn(
+            fault,
             env,
-            base / f"{fault}.log",
+            f"tests.test_corscheck:misconfigured_app({fault!r}, {str(data_dir)!r})",
+            config,
         )
         for fault in FAULTS
-    }
-    servers = [good, *faulty.values()]
-    start_all(servers)
+    ]
+    servers = start_hypercorns([good, *faulty], base)
     try:
-        yield Stacks(good, faulty["duplicate"], faulty["reflect"])
+        yield Stacks(*servers)
     finally:
-        stop_all(servers)
+        stop_servers(servers)
 
 
 @dataclass
@@ -203,10 +206,7 @@ class Nginx:
         return f"http://{HOST}:{self.port}"
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError as error:
-            return f"<nginx log unreadable: {error}>"
+        return tail(self.log_path, 4000)
 
 
 NGINX_CONF = """
@@ -241,44 +241,13 @@ http {{
 """
 
 
-def _nginx_problem(nginx: Nginx) -> str | None:
-    deadline = time.monotonic() + START_TIMEOUT
-    problem = "no attempt made"
-    while time.monotonic() < deadline:
-        if nginx.process.poll() is not None:
-            return f"nginx exited with status {nginx.process.returncode}"
-        connection = http.client.HTTPConnection(HOST, nginx.port, timeout=1.0)
-        try:
-            connection.request("GET", "/health/")
-            response = connection.getresponse()
-            response.read()
-            if response.status == 200:
-                return None
-            problem = f"GET /health/ answered {response.status}"
-        except (OSError, http.client.HTTPException) as error:
-            problem = f"GET /health/ failed: {error!r}"
-        finally:
-            connection.close()
-        time.sleep(0.05)
-    return f"not healthy after {START_TIMEOUT:.0f} s ({problem})"
-
-
-def _stop_nginx(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()  # fast shutdown
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
-
-
 @pytest.fixture(scope="module")
 def nginx_adding_cors(stacks: Stacks, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
     if NGINX is None:
         pytest.skip("nginx is not installed")
-    failures = []
-    for attempt in range(1, 4):  # a free port can be taken before nginx binds it
+    nginx_binary = NGINX
+
+    def attempt(number: int) -> tuple[Nginx, None] | tuple[None, str]:
         base = tmp_path_factory.mktemp("nginx")
         port = free_port()
         conf = base / "nginx.conf"
@@ -286,25 +255,21 @@ def nginx_adding_cors(stacks: Stacks, tmp_path_factory: pytest.TempPathFactory) 
             NGINX_CONF.format(base=base, host=HOST, port=port, upstream=stacks.good.plain_port)
         )
         log_path = base / "nginx-error.log"
-        process = subprocess.Popen(
-            [NGINX, "-p", str(base), "-e", str(log_path), "-c", str(conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(base / "nginx-stderr.log").open("wb"),
-            start_new_session=True,
-        )
+        command = [nginx_binary, "-p", str(base), "-e", str(log_path), "-c", str(conf)]
+        process = spawn(command, base / "nginx-stderr.log", cwd=base)
         nginx = Nginx(port, process, log_path)
-        problem = _nginx_problem(nginx)
+        problem = health_problem(process, [(port, False)], what="nginx")
         if problem is None:
-            try:
-                yield nginx
-            finally:
-                _stop_nginx(process)
-            return
-        _stop_nginx(process)
-        stderr = (base / "nginx-stderr.log").read_text(errors="replace")
-        failures.append(f"attempt {attempt} on {port}: {problem}\n{stderr}\n{nginx.log()}")
-    pytest.fail("nginx did not start:\n" + "\n".join(failures), pytrace=False)
+            return nginx, None
+        stop_process(process)  # fast shutdown
+        stderr = tail(base / "nginx-stderr.log")
+        return None, f"on {port}: {problem}\n{stderr}\n{nginx.log()}"
+
+    nginx = start_with_retries("nginx", attempt)
+    try:
+        yield nginx
+    finally:
+        stop_process(nginx.process)
 
 
 # --- running the checker ------------------------------------------------------------------

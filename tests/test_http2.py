@@ -8,27 +8,18 @@ server and must give the same status, the same CORS headers and the same body. W
 over HTTP/2 (RFC 8441, extended CONNECT) are driven with ``h2`` and ``wsproto`` directly,
 since httpx and websockets only speak them over HTTP/1.1.
 
-The helpers at the top (certificate, processes) are shared with ``tests/test_corscheck.py``.
+The certificate and the processes come from ``tests/live_servers.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import http.client
-import ipaddress
 import json
-import os
-import signal
 import socket
-import ssl
-import subprocess
-import sys
 import time
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import h2.config
 import h2.connection
@@ -42,266 +33,45 @@ from hypercorn.config import Config
 from websockets.typing import Origin
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from tests.conftest import SETTING_NAMES
 from tests.cors_contract import ORIGIN_CLASSES, assert_cors_contract, vary_items
+from tests.live_servers import (
+    HOST,
+    REPO_ROOT,
+    SOCKET_TIMEOUT,
+    Hypercorn,
+    LiveServer,
+    child_env,
+    make_certificate,
+    migrate,
+    start_hypercorn,
+    unverified_tls,
+)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PATH = REPO_ROOT / "hypercorn.toml"
-HOST = "127.0.0.1"
 CONTRACT_APP = "tests.contract_app:create_contract_app()"
-SOCKET_TIMEOUT = 5.0
-START_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
-COMMAND_TIMEOUT = 30.0
-START_ATTEMPTS = 3  # a free port can be taken between choosing it and Hypercorn binding it
 LOG_WAIT = 5.0
-
-
-# --- shared helpers: certificate, database, Hypercorn ---------------------------------------
-
-
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost: (certfile, keyfile).
-
-    With ``cryptography`` when it is importable, else with the ``openssl`` command.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
-    try:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-    except ImportError:
-        command = ["openssl", "req", "-x509", "-nodes", "-days", "1", "-subj", f"/CN={HOST}"]
-        command += ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
-        command += ["-keyout", str(keyfile), "-out", str(certfile)]
-        command += ["-addext", f"subjectAltName=IP:{HOST},DNS:localhost"]
-        subprocess.run(command, check=True, capture_output=True, timeout=COMMAND_TIMEOUT)
-        return certfile, keyfile
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address(HOST)), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    certfile.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return certfile, keyfile
-
-
-def server_env(data_dir: Path, **settings: str) -> dict[str, str]:
-    """The test process's environment without any slyker setting, plus DATA_DIR and
-    ``settings``."""
-    env = {name: value for name, value in os.environ.items() if name not in SETTING_NAMES}
-    env["DATA_DIR"] = str(data_dir)
-    env["QUART_SKIP_DOTENV"] = "1"  # never the developer's .env
-    env.update(settings)
-    return env
-
-
-def migrate(env: Mapping[str, str]) -> None:
-    """``python -m slyker migrate`` for the database of ``env`` (the chat needs its tables)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "slyker", "migrate"],
-        cwd=REPO_ROOT,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-        check=False,
-    )
-    assert result.returncode == 0, f"migrate failed:\n{result.stdout}\n{result.stderr}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def unverified_tls(alpn: Sequence[str] | None = None) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    if alpn is not None:
-        context.set_alpn_protocols(list(alpn))
-    return context
-
-
-@dataclass
-class Hypercorn:
-    """One ``hypercorn --config hypercorn.toml`` process on loopback ports of its own.
-
-    ``port`` is the main bind (TLS when ``tls`` is given); ``plain_port`` a plain-HTTP
-    ``--insecure-bind`` next to it (TLS servers only).
-    """
-
-    app: str
-    env: dict[str, str]
-    log_path: Path
-    tls: tuple[Path, Path] | None = None
-    port: int = 0
-    plain_port: int | None = None
-    process: subprocess.Popen[bytes] | None = None
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def base_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
-
-    @property
-    def plain_url(self) -> str:
-        assert self.plain_port is not None
-        return f"http://{HOST}:{self.plain_port}"
-
-    def log(self, limit: int = 6000) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as error:
-            return f"<server log unreadable: {error}>"
-        return text[-limit:]
-
-    def command(self) -> list[str]:
-        venv_hypercorn = Path(sys.executable).parent / "hypercorn"
-        launcher = (
-            [str(venv_hypercorn)]
-            if venv_hypercorn.exists()
-            else [sys.executable, "-m", "hypercorn"]
-        )
-        args = [*launcher, "--config", str(CONFIG_PATH), "--bind", f"{HOST}:{self.port}"]
-        if self.tls is not None:
-            certfile, keyfile = self.tls
-            args += ["--certfile", str(certfile), "--keyfile", str(keyfile)]
-            args += ["--insecure-bind", f"{HOST}:{self.plain_port}"]
-        return [*args, "--workers", "1", self.app]
-
-    def spawn(self) -> None:
-        self.port = free_port()
-        self.plain_port = free_port() if self.tls is not None else None
-        with self.log_path.open("ab") as log_file:
-            self.process = subprocess.Popen(
-                self.command(),
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def health_problem(self) -> str | None:
-        """None once ``GET /health/`` answers 200 on every socket, else why not (bounded)."""
-        assert self.process is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        last_problem = "no attempt made"
-        ports = [(self.port, self.tls is not None)]
-        if self.plain_port is not None:
-            ports.append((self.plain_port, False))
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return f"hypercorn exited with status {self.process.returncode}"
-            for port, secure in ports:
-                connection = (
-                    http.client.HTTPSConnection(HOST, port, timeout=1.0, context=unverified_tls())
-                    if secure
-                    else http.client.HTTPConnection(HOST, port, timeout=1.0)
-                )
-                try:
-                    connection.request("GET", "/health/")
-                    response = connection.getresponse()
-                    response.read()
-                    if response.status != 200:
-                        last_problem = f"GET /health/ on {port} answered {response.status}"
-                        break
-                except (OSError, http.client.HTTPException) as error:
-                    last_problem = f"GET /health/ on {port} failed: {error!r}"
-                    break
-                finally:
-                    connection.close()
-            else:
-                return None
-            time.sleep(0.05)
-        return f"not healthy after {START_TIMEOUT:.0f} s ({last_problem})"
-
-    def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()  # Hypercorn's main process stops its worker, then exits
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            # Not reaped yet, so the process group (its own session) is still ours to kill.
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT)
-
-
-def start_all(servers: Sequence[Hypercorn]) -> None:
-    """Start every server in parallel, each retried on fresh ports; all healthy, or all
-    stopped and the test fails with their logs."""
-    try:
-        for server in servers:
-            server.spawn()
-        for server in servers:
-            for attempt in range(1, START_ATTEMPTS + 1):
-                problem = server.health_problem()
-                if problem is None:
-                    break
-                server.stop()
-                server.failures.append(f"attempt {attempt} on port {server.port}: {problem}")
-                if attempt == START_ATTEMPTS:
-                    pytest.fail(
-                        f"Hypercorn ({server.app}) did not start:\n"
-                        + "\n".join(server.failures)
-                        + f"\n{server.log()}",
-                        pytrace=False,
-                    )
-                server.spawn()
-    except BaseException:
-        stop_all(servers)
-        raise
-
-
-def stop_all(servers: Sequence[Hypercorn]) -> None:
-    for server in servers:
-        server.stop()
 
 
 # --- the server of this module ------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hypercorn]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     base = tmp_path_factory.mktemp("http2")
-    env = server_env(base / "data")
+    env = child_env(DATA_DIR=str(base / "data"))
     migrate(env)
-    hypercorn = Hypercorn(CONTRACT_APP, env, base / "hypercorn.log", make_certificate(base))
-    start_all([hypercorn])
+    spec = Hypercorn(
+        "hypercorn",
+        env,
+        CONTRACT_APP,
+        args=("--config", str(CONFIG_PATH)),
+        tls=make_certificate(base),
+    )
+    hypercorn = start_hypercorn(spec, base)
     try:
         yield hypercorn
     finally:
-        stop_all([hypercorn])
+        hypercorn.stop()
 
 
 # --- the configuration --------------------------------------------------------------------
@@ -332,7 +102,7 @@ def test_hypercorn_toml_is_valid_for_development_and_production() -> None:
     ("offered", "selected"),
     [(["h2", "http/1.1"], "h2"), (["http/1.1", "h2"], "h2"), (["http/1.1"], "http/1.1")],
 )
-def test_alpn_prefers_h2(server: Hypercorn, offered: list[str], selected: str) -> None:
+def test_alpn_prefers_h2(server: LiveServer, offered: list[str], selected: str) -> None:
     with (
         socket.create_connection((HOST, server.port), timeout=SOCKET_TIMEOUT) as raw,
         unverified_tls(offered).wrap_socket(raw, server_hostname=HOST) as tls,
@@ -400,7 +170,7 @@ def cors_view(response: httpx.Response) -> dict[str, object]:
     }
 
 
-def describe(response: httpx.Response, server: Hypercorn) -> str:
+def describe(response: httpx.Response, server: LiveServer) -> str:
     lines = "\n".join(f"    {name}: {value}" for name, value in response.headers.multi_items())
     return (
         f"\n{response.request.method} {response.request.url} -> {response.http_version} "
@@ -410,7 +180,7 @@ def describe(response: httpx.Response, server: Hypercorn) -> str:
 
 
 def check_contract(
-    response: httpx.Response, case: Case, origin_class: str, server: Hypercorn
+    response: httpx.Response, case: Case, origin_class: str, server: LiveServer
 ) -> None:
     assert response.status_code == EXPECTED_STATUS[case.id, origin_class], describe(
         response, server
@@ -431,7 +201,7 @@ def check_contract(
 @pytest.mark.parametrize("origin_class", ORIGINS)
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 async def test_http2_keeps_the_contract_of_http1(
-    server: Hypercorn, case: Case, origin_class: str
+    server: LiveServer, case: Case, origin_class: str
 ) -> None:
     headers = request_headers(case, origin_class)
     async with (
@@ -449,7 +219,7 @@ async def test_http2_keeps_the_contract_of_http1(
     )
 
 
-async def test_concurrent_streams_keep_their_own_cors_headers(server: Hypercorn) -> None:
+async def test_concurrent_streams_keep_their_own_cors_headers(server: LiveServer) -> None:
     """Many requests from different origins multiplexed on one HTTP/2 connection: each
     response carries the headers of its own request, nothing leaks between streams."""
     work = [(case, origin_class) for case in CASES for origin_class in ORIGINS] * 3
@@ -476,7 +246,7 @@ async def test_concurrent_streams_keep_their_own_cors_headers(server: Hypercorn)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-async def test_h2c_prior_knowledge_for_a_proxy(server: Hypercorn, case: Case) -> None:
+async def test_h2c_prior_knowledge_for_a_proxy(server: LiveServer, case: Case) -> None:
     """The plain socket speaks HTTP/2 without TLS (h2c), as a proxy in front would use it."""
     headers = request_headers(case, "allowed-exact")
     async with httpx.AsyncClient(http1=False, http2=True, timeout=SOCKET_TIMEOUT) as client:
@@ -485,7 +255,7 @@ async def test_h2c_prior_knowledge_for_a_proxy(server: Hypercorn, case: Case) ->
     check_contract(response, case, "allowed-exact", server)
 
 
-async def test_access_log_names_protocol_and_request_id(server: Hypercorn) -> None:
+async def test_access_log_names_protocol_and_request_id(server: LiveServer) -> None:
     origin = ORIGIN_CLASSES["allowed-exact"]
     assert origin is not None
     async with httpx.AsyncClient(http2=True, verify=False, timeout=SOCKET_TIMEOUT) as client:
@@ -599,7 +369,7 @@ def h1_websocket(port: int, path: str, origin: str) -> tuple[int, str | None]:
         return error.response.status_code, None
 
 
-def test_http2_websocket_from_allowed_origin(server: Hypercorn) -> None:
+def test_http2_websocket_from_allowed_origin(server: LiveServer) -> None:
     origin = ORIGIN_CLASSES["allowed-exact"]
     assert origin is not None
     over_h2 = h2_websocket(server.port, "/ws/chat/sales/", origin)
@@ -620,7 +390,7 @@ def test_http2_websocket_from_allowed_origin(server: Hypercorn) -> None:
     assert message is not None and json.loads(message)["type"] == greeting["type"]
 
 
-def test_http2_websocket_from_disallowed_origin_is_refused(server: Hypercorn) -> None:
+def test_http2_websocket_from_disallowed_origin_is_refused(server: LiveServer) -> None:
     origin = ORIGIN_CLASSES["disallowed"]
     assert origin is not None
     over_h2 = h2_websocket(server.port, "/ws/chat/sales/", origin)

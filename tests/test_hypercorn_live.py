@@ -8,33 +8,26 @@ crash answered without headers fails.
 
 from __future__ import annotations
 
-import http.client
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from slyker.errors import SERVER_ERROR_MESSAGE
-from tests.conftest import SETTING_NAMES
 from tests.contract_app import SECRET_MARKER
-from tests.cors_contract import ALLOWED_CLASSES, ORIGIN_CLASSES, assert_cors_contract
+from tests.cors_contract import ALLOWED_CLASSES, ORIGIN_CLASSES
+from tests.live_servers import (
+    Hypercorn,
+    LiveServer,
+    RawResponse,
+    assert_raw_cors_contract,
+    child_env,
+    fetch,
+    send,
+    start_hypercorn,
+)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
 APP_PATH = "tests.contract_app:create_contract_app()"
-SOCKET_TIMEOUT = 5.0
-START_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
-START_ATTEMPTS = 3  # a free port can be taken between choosing it and Hypercorn binding it
 
 ORIGINS = {
     name: ORIGIN_CLASSES[name]
@@ -59,131 +52,18 @@ SINGLE_HEADERS = (
 # --- the server -------------------------------------------------------------------------
 
 
-@dataclass
-class LiveServer:
-    host: str
-    port: int
-    log_path: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def log(self, limit: int = 6000) -> str:
-        """The tail of what Hypercorn (and slyker's logging) wrote to stderr/stdout."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as error:
-            return f"<server log unreadable: {error}>"
-        return text[-limit:] if len(text) > limit else text
-
-    def connect(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.host, self.port, timeout=SOCKET_TIMEOUT)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _hypercorn_command(port: int) -> list[str]:
-    venv_hypercorn = Path(sys.executable).parent / "hypercorn"
-    launcher = (
-        [str(venv_hypercorn)] if venv_hypercorn.exists() else [sys.executable, "-m", "hypercorn"]
-    )
-    return [*launcher, "--bind", f"{HOST}:{port}", "--workers", "1", APP_PATH]
-
-
-def _server_env(data_dir: Path) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if name not in SETTING_NAMES}
-    env["DATA_DIR"] = str(data_dir)
-    return env
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()  # Hypercorn's main process stops its worker, then exits
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        # Not reaped yet, so the process group (its own session) is still ours to kill.
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_TIMEOUT)
-
-
-def _wait_until_healthy(server: LiveServer, process: subprocess.Popen[bytes]) -> str | None:
-    """None once ``GET /health/`` answers 200, else why the server is not up."""
-    deadline = time.monotonic() + START_TIMEOUT
-    last_problem = "no attempt made"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return f"hypercorn exited with status {process.returncode}"
-        connection = http.client.HTTPConnection(server.host, server.port, timeout=1.0)
-        try:
-            connection.request("GET", "/health/")
-            response = connection.getresponse()
-            response.read()
-            if response.status == 200:
-                return None
-            last_problem = f"GET /health/ answered {response.status}"
-        except (OSError, http.client.HTTPException) as error:
-            last_problem = f"GET /health/ failed: {error!r}"
-        finally:
-            connection.close()
-        time.sleep(0.1)
-    return f"not healthy after {START_TIMEOUT:.0f} s ({last_problem})"
-
-
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     base = tmp_path_factory.mktemp("hypercorn-live")
-    failures: list[str] = []
-    for attempt in range(1, START_ATTEMPTS + 1):
-        server = LiveServer(HOST, _free_port(), base / f"server-{attempt}.log")
-        with server.log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                _hypercorn_command(server.port),
-                cwd=REPO_ROOT,
-                env=_server_env(base / f"data-{attempt}"),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        problem = _wait_until_healthy(server, process)
-        if problem is None:
-            try:
-                yield server
-            finally:
-                _stop(process)
-            return
-        _stop(process)
-        failures.append(f"attempt {attempt} on port {server.port}: {problem}\n{server.log()}")
-    pytest.fail("Hypercorn did not start:\n" + "\n\n".join(failures), pytrace=False)
+    env = child_env(DATA_DIR=str(base / "data"))
+    server = start_hypercorn(Hypercorn("server", env, APP_PATH), base)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 # --- raw HTTP ----------------------------------------------------------------------------
-
-
-@dataclass
-class RawResponse:
-    method: str
-    path: str
-    status: int
-    headers: list[tuple[str, str]]  # every header line, in order, duplicates kept
-    body: bytes
-
-    def values(self, name: str) -> list[str]:
-        return header_values(self.headers, name)
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def header_values(headers: list[tuple[str, str]], name: str) -> list[str]:
-    return [value for key, value in headers if key.lower() == name.lower()]
 
 
 def list_items(values: list[str]) -> list[str]:
@@ -191,45 +71,9 @@ def list_items(values: list[str]) -> list[str]:
     return [item.strip().lower() for value in values for item in value.split(",") if item.strip()]
 
 
-def send(
-    connection: http.client.HTTPConnection,
-    method: str,
-    path: str,
-    origin: str | None,
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-) -> RawResponse:
-    request_headers = dict(headers or {})
-    if origin is not None:
-        request_headers["Origin"] = origin
-    connection.request(method, path, body=body, headers=request_headers)
-    response = connection.getresponse()
-    payload = response.read()
-    return RawResponse(method, path, response.status, response.getheaders(), payload)
-
-
-def fetch(
-    server: LiveServer,
-    method: str,
-    path: str,
-    origin: str | None,
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-) -> RawResponse:
-    connection = server.connect()
-    try:
-        return send(connection, method, path, origin, headers, body)
-    finally:
-        connection.close()
-
-
 def describe(response: RawResponse, server: LiveServer) -> str:
     """Everything needed to diagnose a failure: the raw exchange and the server's log."""
-    lines = "\n".join(f"    {key}: {value}" for key, value in response.headers)
-    return (
-        f"\n{response.method} {response.path} -> {response.status}\n  raw headers:\n{lines}\n"
-        f"  body: {response.body[:600]!r}\n  server log (tail):\n{server.log()}"
-    )
+    return f"{response.describe()}\n  server log (tail):\n{server.log()}"
 
 
 # --- the contract ------------------------------------------------------------------------
@@ -239,21 +83,13 @@ def assert_contract(
     response: RawResponse, origin_class: str, server: LiveServer, *, preflight: bool = False
 ) -> None:
     """The shared contract on the raw header lines, plus what only a real server can break."""
-    try:
-        assert_cors_contract(
-            origin_class,
-            response.status,
-            response.headers,
-            response.body,
-            method=response.method,
-            preflight=preflight,
-        )
-    except AssertionError as error:
-        pytest.fail(f"{error}{describe(response, server)}", pytrace=False)
-    for name in SINGLE_HEADERS:
-        assert len(header_values(response.headers, name)) <= 1, f"{name} repeated" + describe(
-            response, server
-        )
+    assert_raw_cors_contract(
+        response,
+        origin_class,
+        SINGLE_HEADERS,
+        lambda: describe(response, server),
+        preflight=preflight,
+    )
     if preflight and origin_class in ALLOWED_CLASSES:
         assert response.status == 204, describe(response, server)
         assert "post" in list_items(response.values("Access-Control-Allow-Methods"))

@@ -34,7 +34,7 @@ from websockets.typing import Origin
 
 from slyker.errors import SERVER_ERROR_MESSAGE
 from tests.contract_app import ALLOWED_ORIGIN, SECRET_MARKER
-from tests.cors_contract import ALLOWED_CLASSES, ORIGIN_CLASSES, assert_cors_contract
+from tests.cors_contract import ALLOWED_CLASSES, ORIGIN_CLASSES
 from tests.live_nginx import (
     API_PROBE_PREFIX,
     HOST,
@@ -48,6 +48,7 @@ from tests.live_nginx import (
     start_upstream,
     unverified_context,
 )
+from tests.live_servers import RawResponse, assert_raw_cors_contract, fetch, send
 
 ALLOWED = ALLOWED_ORIGIN
 API_HOST = "api.slykertech.co.zw"  # the production server_name, sent as Host
@@ -148,77 +149,20 @@ def slow_proxy(
 # --- raw HTTPS ---------------------------------------------------------------------------------
 
 
-@dataclass
-class RawResponse:
-    method: str
-    path: str
-    status: int
-    headers: list[tuple[str, str]]  # every header line, in order, duplicates kept
-    body: bytes
-
-    def values(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key.lower() == name.lower()]
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def send(
-    connection: http.client.HTTPConnection,
-    method: str,
-    path: str,
-    origin: str | None,
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-) -> RawResponse:
-    request_headers = dict(headers or {})
-    if origin is not None:
-        request_headers["Origin"] = origin
-    connection.request(method, path, body=body, headers=request_headers)
-    response = connection.getresponse()
-    payload = response.read()
-    return RawResponse(method, path, response.status, response.getheaders(), payload)
-
-
-def fetch(
-    server: Nginx,
-    method: str,
-    path: str,
-    origin: str | None,
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-) -> RawResponse:
-    connection = server.connect()
-    try:
-        return send(connection, method, path, origin, headers, body)
-    finally:
-        connection.close()
-
-
 def describe(response: RawResponse, server: Nginx) -> str:
-    lines = "\n".join(f"    {key}: {value}" for key, value in response.headers)
-    return (
-        f"\n{response.method} {response.path} -> {response.status}\n  raw headers:\n{lines}\n"
-        f"  body: {response.body[:600]!r}\n{server.log()}"
-    )
+    return f"{response.describe()}\n{server.log()}"
 
 
 def assert_contract(
     response: RawResponse, origin_class: str, server: Nginx, *, preflight: bool = False
 ) -> None:
-    try:
-        assert_cors_contract(
-            origin_class,
-            response.status,
-            response.headers,
-            response.body,
-            method=response.method,
-            preflight=preflight,
-        )
-    except AssertionError as error:
-        pytest.fail(f"{error}{describe(response, server)}", pytrace=False)
-    for name in SINGLE_HEADERS:
-        assert len(response.values(name)) <= 1, f"{name} repeated" + describe(response, server)
+    assert_raw_cors_contract(
+        response,
+        origin_class,
+        SINGLE_HEADERS,
+        lambda: describe(response, server),
+        preflight=preflight,
+    )
 
 
 def assert_nginx_error(response: RawResponse, status: int, code: str, server: Nginx) -> None:
