@@ -156,7 +156,7 @@ class ChatSocket:
         except asyncio.QueueFull:
             self.overflowed.set()
 
-    async def replay(self, messages: list[ChatMessage], conversation: Conversation) -> None:
+    def replay(self, messages: list[ChatMessage], conversation: Conversation) -> None:
         for message in messages:
             self.offer(message_event(message, conversation))
 
@@ -203,9 +203,9 @@ class ChatSocket:
             raw = await websocket.receive()
             if isinstance(raw, bytes):
                 raw = raw.decode("utf-8", errors="replace")
-            limit = self.settings.chat_max_message_bytes
-            if len(raw.encode()) > limit:
-                if len(raw.encode()) > 4 * limit:
+            limit, size = self.settings.chat_max_message_bytes, len(raw.encode())
+            if size > limit:
+                if size > 4 * limit:
                     await websocket.close(CLOSE_TOO_BIG, "Message too big")
                     return
                 self.error("Message too large", "too_large")
@@ -314,7 +314,7 @@ class VisitorSocket(ChatSocket):
                 id__gt=after,
                 sender_type__in=[SenderType.AGENT, SenderType.SYSTEM],
             ).order_by("id")
-            await self.replay(list(missed), conversation)
+            self.replay(list(missed), conversation)
         finally:
             held, self.held = self.held, None
             for event in held:
