@@ -81,6 +81,24 @@ class API:
         return str(reply.body["access"])
 
 
+def assert_error(reply: Reply, status: int, code: str, starts: str = "") -> None:
+    """The one error shape: ``error`` (a non-empty string, starting with ``starts``) ==
+    ``detail``, ``status`` and ``code``."""
+    assert reply.status == status, reply.body
+    assert isinstance(reply.body, dict), reply.body
+    assert isinstance(reply.body["error"], str) and reply.body["error"], reply.body
+    assert reply.body["detail"] == reply.body["error"], reply.body
+    assert reply.body["status"] == status, reply.body
+    assert reply.body["code"] == code, reply.body
+    assert reply.body["error"].startswith(starts), reply.body
+
+
+async def token_for(app: Quart, api: API, email: str, role: Role = Role.CLIENT) -> str:
+    """A new user's access token."""
+    await make_user(app, email, role)
+    return await api.login(email)
+
+
 async def make_user(
     app: Quart, email: str, role: Role = Role.CLIENT, password: str = PASSWORD
 ) -> User:

@@ -8,9 +8,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from argon2 import PasswordHasher
 from quart import Quart
 
-from slyker import create_app
+from slyker import auth, create_app
 from slyker.database import EXTENSION_KEY as DATABASE_KEY
 
 # Settings come from the environment: keep a developer's shell or .env out of the tests.
@@ -109,6 +110,14 @@ async def prepare_database(app: Quart) -> None:
             )
             names = ", ".join(f'"{row["tablename"]}"' for row in tables)
             await connection.execute_script(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 with tiny costs, for modules that log many users in (login still hashes and
+    verifies for real); test_accounts keeps the production parameters."""
+    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    monkeypatch.setattr(auth, "_password_hasher", hasher)
 
 
 @pytest.fixture

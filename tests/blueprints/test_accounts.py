@@ -17,7 +17,7 @@ from argon2 import PasswordHasher
 from quart import Quart
 
 from slyker.models.accounts import ClientProfile, RefreshToken, Role, User
-from tests.api import API, FRONTEND_ORIGIN, PASSWORD, Reply, db, make_user
+from tests.api import API, FRONTEND_ORIGIN, PASSWORD, Reply, assert_error, db, make_user
 from tests.conftest import REDIS_URL, TEST_SECRET_KEY, prepare_database
 
 REGISTER = "/api/accounts/register/"
@@ -46,16 +46,6 @@ def claims_of(token: str) -> dict[str, Any]:
 
 def sign(claims: dict[str, Any], key: str = TEST_SECRET_KEY) -> str:
     return jwt.encode(claims, key, algorithm="HS256")
-
-
-def assert_error(reply: Reply, status: int, code: str) -> None:
-    """The one error shape: ``error`` (a string) == ``detail``, ``status`` and ``code``."""
-    assert reply.status == status, reply.body
-    assert isinstance(reply.body, dict), reply.body
-    assert isinstance(reply.body["error"], str) and reply.body["error"], reply.body
-    assert reply.body["detail"] == reply.body["error"]
-    assert reply.body["status"] == status
-    assert reply.body["code"] == code, reply.body
 
 
 def assert_token_refused(reply: Reply) -> None:

@@ -20,7 +20,7 @@ from slyker.models.billing import (
     InvoiceItem,
     Promotion,
 )
-from tests.api import API, db, make_user, seed_catalog
+from tests.api import API, db, make_user, seed_catalog, token_for
 
 CARTS = "/api/billing/carts"
 HOSTING = {
@@ -68,11 +68,6 @@ async def current(api: API, **kwargs: Any) -> dict[str, Any]:
     reply = await api.get(f"{CARTS}/current/", **kwargs)
     assert reply.status == 200, reply.body
     return reply.body  # type: ignore[no-any-return]
-
-
-async def client_token(app: Quart, api: API, email: str = "client@example.com") -> str:
-    await make_user(app, email)
-    return await api.login(email)
 
 
 # --- the anonymous storefront flow -------------------------------------------------------
@@ -162,10 +157,10 @@ async def test_someone_elses_cart_is_404(shop: Quart) -> None:
         reply = await mallory.call(method, path, body)
         assert reply.status == 404, (method, path, reply.body)
         assert reply.body["error"] == "Cart not found."
-    user_token = await client_token(shop, alice)
+    user_token = await token_for(shop, alice, "client@example.com")
     user_cart = await current(alice, token=user_token)
     assert (await mallory.get(f"{CARTS}/{user_cart['id']}/")).status == 404
-    other = await client_token(shop, mallory, "other@example.com")
+    other = await token_for(shop, mallory, "other@example.com")
     assert (await mallory.get(f"{CARTS}/{user_cart['id']}/", token=other)).status == 404
 
 
@@ -300,7 +295,7 @@ async def test_login_merges_the_anonymous_cart_once_then_checkout(shop: Quart) -
     await browser.post(f"{CARTS}/{anonymous['id']}/add_item/", DOMAIN)
     await browser.post(f"{CARTS}/{anonymous['id']}/apply_coupon/", {"code": "WELCOME10"})
 
-    token = await client_token(shop, browser)
+    token = await token_for(shop, browser, "client@example.com")
     merged = await current(browser, token=token)
     assert merged["id"] != anonymous["id"]
     assert merged["item_count"] == 2 and merged["applied_coupon"] == "WELCOME10"
@@ -343,7 +338,7 @@ async def test_login_merges_the_anonymous_cart_once_then_checkout(shop: Quart) -
 
 async def test_checkout_refusals(shop: Quart) -> None:
     browser = API(shop)
-    token = await client_token(shop, browser)
+    token = await token_for(shop, browser, "client@example.com")
     cart = await current(browser, token=token)
     empty = await browser.post(f"{CARTS}/{cart['id']}/checkout/", CHECKOUT, token=token)
     assert empty.status == 400 and empty.error == "items: Your cart is empty."
@@ -362,7 +357,7 @@ async def test_checkout_refusals(shop: Quart) -> None:
 
 async def test_checkout_uses_todays_catalog_price(shop: Quart) -> None:
     browser = API(shop)
-    token = await client_token(shop, browser)
+    token = await token_for(shop, browser, "client@example.com")
     cart = await current(browser, token=token)
     await browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING, token=token)
     with db(shop):
@@ -402,7 +397,7 @@ async def test_fifty_concurrent_add_items_lose_nothing(shop: Quart) -> None:
 
 async def test_two_concurrent_checkouts_make_one_invoice(shop: Quart) -> None:
     browser = API(shop)
-    token = await client_token(shop, browser)
+    token = await token_for(shop, browser, "client@example.com")
     cart = await current(browser, token=token)
     await browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING, token=token)
     replies = await asyncio.gather(
@@ -423,7 +418,7 @@ async def test_coupon_usage_limit_holds_under_concurrent_checkouts(shop: Quart) 
     buyers = []
     for n in range(3):
         browser = API(shop)
-        token = await client_token(shop, browser, f"buyer{n}@example.com")
+        token = await token_for(shop, browser, f"buyer{n}@example.com")
         cart = await current(browser, token=token)
         await browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING, token=token)
         applied = await browser.post(

@@ -6,13 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from quart import Quart
 
-from slyker import auth
 from slyker.models.accounts import Role
 from slyker.models.billing import DomainProduct, HostingProduct
-from tests.api import API, Reply, db, make_user, seed_catalog
+from tests.api import API, assert_error, db, seed_catalog, token_for
 
 HOSTING = "/api/services/hosting-products"
 DOMAINS = "/api/services/domain-products"
@@ -55,31 +53,13 @@ NEW_DOMAIN: dict[str, Any] = {
     "transfer_price": 11,
 }
 
-
-@pytest.fixture(autouse=True)
-def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Users here are for access control, not for testing hashing: cheap argon2 settings
-    keep the module fast (login still hashes and verifies for real)."""
-    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    monkeypatch.setattr(auth, "_password_hasher", hasher, raising=False)
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
 
 @pytest.fixture
 async def shop(app: Quart) -> Quart:
     await seed_catalog(app)
     return app
-
-
-async def token_for(app: Quart, api: API, email: str, role: Role = Role.CLIENT) -> str:
-    await make_user(app, email, role)
-    return await api.login(email)
-
-
-def assert_error(reply: Reply, status: int, code: str, starts: str = "") -> None:
-    assert reply.status == status, reply.body
-    assert isinstance(reply.body["error"], str) and reply.body["error"], reply.body
-    assert reply.body["code"] == code, reply.body
-    assert reply.body["error"].startswith(starts), reply.body
 
 
 async def deactivate(

@@ -10,13 +10,11 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from quart import Quart
 
-from slyker import auth
 from slyker.models.accounts import Role
 from slyker.models.billing import Invoice, InvoiceStatus, Payment
-from tests.api import API, Reply, db, make_user, seed_catalog
+from tests.api import API, Reply, assert_error, db, make_user, seed_catalog
 from tests.conftest import prepare_database
 
 CARTS = "/api/billing/carts"
@@ -42,13 +40,7 @@ INVOICE_FIELDS = (
     "payments",
 )
 
-
-@pytest.fixture(autouse=True)
-def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Users here are for access control, not for testing hashing: cheap argon2 settings
-    keep the module fast (login still hashes and verifies for real)."""
-    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    monkeypatch.setattr(auth, "_password_hasher", hasher, raising=False)
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
 
 @dataclass
@@ -61,13 +53,6 @@ class Client:
 
     async def post(self, path: str, json: Any = None) -> Reply:
         return await self.api.post(path, json, token=self.token)
-
-
-def assert_error(reply: Reply, status: int, code: str, starts: str = "") -> None:
-    assert reply.status == status, reply.body
-    assert isinstance(reply.body["error"], str) and reply.body["error"], reply.body
-    assert reply.body["code"] == code, reply.body
-    assert reply.body["error"].startswith(starts), reply.body
 
 
 async def login(app: Quart, email: str, role: Role = Role.CLIENT) -> Client:

@@ -8,13 +8,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from quart import Quart
 
-from slyker import auth
 from slyker.models.accounts import Role
 from slyker.models.billing import DiscountType, Promotion
-from tests.api import API, Reply, db, make_user
+from tests.api import API, assert_error, db, token_for
 
 PROMOTIONS = "/api/billing/promotions"
 FRONTEND_FIELDS = (
@@ -43,25 +41,7 @@ NEW: dict[str, Any] = {
     "product_types": ["shared", "vps"],
 }
 
-
-@pytest.fixture(autouse=True)
-def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Users here are for access control, not for testing hashing: cheap argon2 settings
-    keep the module fast (login still hashes and verifies for real)."""
-    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    monkeypatch.setattr(auth, "_password_hasher", hasher, raising=False)
-
-
-def assert_error(reply: Reply, status: int, code: str, starts: str = "") -> None:
-    assert reply.status == status, reply.body
-    assert isinstance(reply.body["error"], str) and reply.body["error"], reply.body
-    assert reply.body["code"] == code, reply.body
-    assert reply.body["error"].startswith(starts), reply.body
-
-
-async def token_for(app: Quart, api: API, email: str, role: Role = Role.CLIENT) -> str:
-    await make_user(app, email, role)
-    return await api.login(email)
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
 
 async def promotion(app: Quart, code: str, **fields: Any) -> Promotion:
