@@ -22,6 +22,8 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import RequestRedirect
 
+from slyker.services import errors as domain
+
 log = logging.getLogger(__name__)
 
 SERVER_ERROR_MESSAGE = "Internal server error. The error has been logged; quote the X-Request-ID."
@@ -157,6 +159,38 @@ async def handle_http_exception(error: HTTPException) -> Response:
     return error_response(status, error.description, headers=headers)
 
 
+# Domain errors (raised by services) → HTTP status; the most specific class wins.
+_DOMAIN_STATUS: tuple[tuple[type[domain.ServiceError], int], ...] = (
+    (domain.NotFound, 404),
+    (domain.InvalidInput, 400),
+    (domain.PermissionDenied, 403),
+    (domain.Conflict, 409),
+    (domain.RateLimited, 429),
+    (domain.UpstreamError, 502),
+    (domain.Unavailable, 503),
+)
+
+
+def domain_error_status(error: domain.ServiceError) -> int:
+    for kind, status in _DOMAIN_STATUS:
+        if isinstance(error, kind):
+            return status
+    return 400
+
+
+async def handle_domain_error(error: domain.ServiceError) -> Response:
+    status = domain_error_status(error)
+    headers = {}
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    if status >= 500:
+        log.warning("%s: %s", type(error).__name__, error.message)
+    return error_response(
+        status, error.message, code=error.code, errors=error.errors, headers=headers
+    )
+
+
 async def handle_unexpected_exception(error: Exception) -> Response:
     where = f"{request.method} {request.path}" if has_request_context() else websocket.path
     log.exception("Unhandled %s on %s", type(error).__name__, where, exc_info=error)
@@ -166,4 +200,5 @@ async def handle_unexpected_exception(error: Exception) -> Response:
 def register_error_handlers(app: Quart) -> None:
     app.register_error_handler(RequestSchemaValidationError, handle_validation_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(domain.ServiceError, handle_domain_error)
     app.register_error_handler(Exception, handle_unexpected_exception)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +17,7 @@ from slyker.errors import APIError, invalid
 from slyker.models.billing import Invoice, InvoiceItem, InvoiceStatus, Payment, PaymentStatus
 from slyker.money import ZERO, as_string, cents
 from slyker.pagination import paginate
+from slyker.services.settlement import mark_invoice_paid, settle_if_covered
 
 invoices = Blueprint("invoices", __name__, url_prefix="/api/billing/invoices")
 payments = Blueprint("payments", __name__, url_prefix="/api/billing/payments")
@@ -154,12 +155,15 @@ async def send_invoice(invoice_id: int) -> dict[str, Any]:
 @staff_required
 async def mark_paid(invoice_id: int) -> dict[str, Any]:
     """Staff: mark an invoice paid (without recording a payment)."""
-    return await _transition(
-        invoice_id,
-        {InvoiceStatus.DRAFT, InvoiceStatus.SENT, InvoiceStatus.OVERDUE},
-        InvoiceStatus.PAID,
-        paid_date=date.today(),
-    )
+    invoice = await _invoice(invoice_id)
+    async with in_transaction() as connection:
+        if not await mark_invoice_paid(invoice.id, connection):
+            raise APIError(
+                409,
+                f"status: a {invoice.status!s} invoice cannot become paid.",
+                code="invalid_transition",
+            )
+    return await invoice_json(await Invoice.get(id=invoice.id))
 
 
 @invoices.post("/<int:invoice_id>/cancel/")
@@ -211,7 +215,7 @@ async def record_payment(data: PaymentIn) -> tuple[dict[str, Any], int]:
     """Staff: record a payment; the invoice becomes paid once its completed payments cover
     its total."""
     staff = authenticated_user()
-    async with in_transaction():
+    async with in_transaction() as connection:
         invoice = await Invoice.filter(id=data.invoice).select_for_update().get_or_none()
         if invoice is None:
             raise invalid("invoice", "no such invoice.")
@@ -226,14 +230,5 @@ async def record_payment(data: PaymentIn) -> tuple[dict[str, Any], int]:
             recorded_by=staff,
             paid_at=datetime.now(UTC) if data.status == PaymentStatus.COMPLETED else None,
         )
-        paid = (
-            await Payment.filter(invoice_id=invoice.id, status=PaymentStatus.COMPLETED)
-            .annotate(amount_sum=Sum("amount"))
-            .first()
-            .values_list("amount_sum", flat=True)
-        )
-        if invoice.status != InvoiceStatus.PAID and Decimal(paid or 0) >= invoice.total:
-            await Invoice.filter(id=invoice.id).update(
-                status=InvoiceStatus.PAID, paid_date=date.today()
-            )
+        await settle_if_covered(invoice, connection)
     return payment_json(payment), 201
