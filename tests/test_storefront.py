@@ -1,0 +1,394 @@
+"""The real storefront's journeys, end to end, in Debian's Chromium (issue: storefront journeys).
+
+The built storefront (``tests/storefront.py``) runs against a live slyker whose third parties are
+servers this module starts on loopback: an RDAP and a WHOIS server (domain search) and a Paynow
+simulator (checkout). A shopper searches a domain, adds a plan and the domain, applies a coupon,
+signs up with a phone number, pays with Paynow, and finds the subscription, the domain and the
+invoice amount on the dashboard; two tabs refreshing the same session at once both stay signed in.
+
+Each step records what the page showed in a transcript (printed with ``-s``, and on failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from tests.live_servers import (
+    REPO_ROOT,
+    LiveServer,
+    create_user,
+    free_port,
+    migrate,
+    run_command,
+    slyker_env,
+    spawn,
+    venv_tool,
+    wait_for_health,
+)
+from tests.live_servers import Hypercorn as HypercornSpec
+from tests.storefront import (
+    StorefrontServers,
+    build_storefront,
+    preferred_api_port,
+    serve_storefront,
+)
+
+playwright_api = pytest.importorskip("playwright.async_api")
+
+pytestmark = [pytest.mark.browser, pytest.mark.live]
+
+CHROMIUM = os.environ.get("SLYKER_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+STEP_TIMEOUT_MS = 30_000
+STAFF_EMAIL = "staff@slykertech.test"
+STAFF_PASSWORD = "Staff-passw0rd!"
+SHOPPER = {
+    "first_name": "Tariro",
+    "last_name": "Moyo",
+    "email": "tariro@example.co.zw",
+    "phone_number": "787211325",
+    "password": "Harare-2026!",
+    "company_name": "Tariro Designs",
+}
+DOMAIN = "tariro-designs.co.zw"
+TAKEN_DOMAIN = "slykertech.co.zw"
+
+
+@dataclass
+class Transcript:
+    """What each step of a journey showed; printed at the end and on failure."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def step(self, name: str, shown: str) -> None:
+        line = f"{len(self.lines) + 1:2}. {name}: {shown}"
+        self.lines.append(line)
+        print(line, flush=True)
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass
+class Stack:
+    api: LiveServer
+    storefront: StorefrontServers
+    env: dict[str, str]
+    secret_key: str
+
+    def logs(self) -> str:
+        return f"--- slyker\n{self.api.log()}\n{self.storefront.logs()}"
+
+
+def start_api(port: int, env: dict[str, str], log_dir: Path) -> LiveServer:
+    """Hypercorn on ``port`` (the port the storefront build has baked in)."""
+    spec = HypercornSpec("journey-api", env)
+    server = LiveServer("journey-api", port, log_dir / "journey-api.log")
+    server.process = spawn(spec.command(port, None), server.log_path, env)
+    problem = wait_for_health(port, server.process, timeout=30)
+    if problem is not None:
+        server.stop()
+        raise RuntimeError(f"slyker did not start on {port}: {problem}\n{server.log()}")
+    return server
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium")
+    directory = tmp_path_factory.mktemp("storefront")
+    api_port = preferred_api_port()
+    build = build_storefront(api_port)
+    env = slyker_env(
+        DATA_DIR=str(directory / "data"),
+        ALLOWED_HOSTS="localhost,127.0.0.1",
+        LOG_LEVEL="INFO",
+    )
+    # slyker must allow the page's origin from the start: its port is chosen first.
+    page_port = free_port()
+    env["CORS_ALLOWED_ORIGINS"] = f"http://localhost:{page_port}"
+    migrate(env)
+    run_command(
+        [*venv_tool("quart", "quart"), "--app", "slyker:create_app()", "load-demo-catalog"], env
+    )
+    create_user(env, REPO_ROOT, STAFF_EMAIL, STAFF_PASSWORD, "admin", first_name="Rudo")
+    api = start_api(api_port, env, directory)
+    try:
+        storefront = serve_storefront(build, api_port, directory / "web", page_port=page_port)
+    except BaseException:
+        api.stop()
+        raise
+    yield Stack(api, storefront, env, env["SECRET_KEY"])
+    storefront.stop()
+    api.stop()
+
+
+@pytest.fixture(scope="module")
+async def browser(stack: Stack) -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+class Shopper:
+    """One browser profile on the storefront: pages share cookies and localStorage (tabs)."""
+
+    def __init__(self, context: Any, stack: Stack, transcript: Transcript) -> None:
+        self.context = context
+        self.stack = stack
+        self.transcript = transcript
+        self.dialogs: list[str] = []
+        self.failures: list[str] = []
+
+    async def new_tab(self) -> Any:
+        page = await self.context.new_page()
+        page.set_default_timeout(STEP_TIMEOUT_MS)
+        page.on("dialog", self._accept_dialog)
+        page.on("requestfailed", lambda r: self.failures.append(f"{r.url} {r.failure}"))
+        page.on(
+            "console",
+            lambda m: self.failures.append(m.text) if "CORS" in m.text else None,
+        )
+        return page
+
+    async def _accept_dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        await dialog.accept()
+
+    async def open(self, page: Any, path: str) -> None:
+        await page.goto(self.stack.storefront.url(path), wait_until="networkidle")
+
+
+async def text_of(page: Any) -> str:
+    return re.sub(r"\s+", " ", await page.inner_text("body"))
+
+
+@pytest.fixture
+async def shopper(browser: Any, stack: Stack) -> AsyncIterator[Shopper]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 1600})
+    transcript = Transcript()
+    try:
+        yield Shopper(context, stack, transcript)
+    finally:
+        await context.close()
+
+
+def expired_access_token(secret_key: str, user_id: int) -> str:
+    """An access token for ``user_id`` that expired a minute ago, signed like slyker's."""
+    from slyker.auth import ACCESS, ALGORITHM  # the claims slyker itself writes
+
+    now = int(time.time())
+    claims = {
+        "sub": str(user_id),
+        "type": ACCESS,
+        "jti": uuid.uuid4().hex,
+        "iat": now - 7200,
+        "exp": now - 60,
+    }
+    return jwt.encode(claims, secret_key, algorithm=ALGORITHM)
+
+
+async def test_shopper_journey(stack: Stack, shopper: Shopper) -> None:
+    """Search a domain → add a plan and the domain → coupon → sign up (phone kept) → Paynow →
+    paid through the result URL → the dashboard shows the subscription, domain and amount."""
+    say = shopper.transcript.step
+    try:
+        page = await shopper.new_tab()
+
+        # 1. The plan cards print real specs.
+        await shopper.open(page, "/services/hosting/shared")
+        plans = await text_of(page)
+        card = plans[plans.index("Starter Shared") :][:160]
+        say("shared hosting plans", card)
+        assert "NaN" not in plans and "undefined" not in plans, card
+        assert re.search(r"\d+ GB Storage", card), card
+
+        # 2. Domain search: one free name, one taken.
+        await shopper.open(page, "/services/domains")
+        await page.get_by_placeholder(re.compile("Search for your domain name")).fill(
+            f"{DOMAIN}, {TAKEN_DOMAIN}"
+        )
+        await page.get_by_role("button", name=re.compile("^Search")).first.click()
+        await page.get_by_text(TAKEN_DOMAIN).first.wait_for()
+        results = await text_of(page)
+        say("domain search", results[results.index(DOMAIN) - 40 :][:300])
+        assert "Register" in results
+
+        # 3. Register the free one (availability re-checked on the register page).
+        await shopper.open(page, f"/services/domains/register?domain={DOMAIN}")
+        add = page.get_by_role("button", name=re.compile("Add to Cart"))
+        await add.wait_for()
+        await page.wait_for_function(
+            "() => !document.body.innerText.includes('Checking')", timeout=STEP_TIMEOUT_MS
+        )
+        await add.click()
+        await page.get_by_text(
+            re.compile("Added to Cart|added to your cart", re.I)
+        ).first.wait_for()
+        say("domain registration page", "added to cart")
+
+        # 4. The plan, for the new domain.
+        await shopper.open(page, "/services/hosting/shared")
+        await page.get_by_role("button", name="Select Plan").first.click()
+        await page.get_by_placeholder("e.g. yourdomain.com").fill(DOMAIN)
+        await page.locator("select").first.select_option("Africa")
+        await page.get_by_role("button", name="Add to Cart").click()
+        await page.wait_for_function("() => true")
+        for _ in range(50):
+            if shopper.dialogs:
+                break
+            await asyncio.sleep(0.1)
+        say("add plan", f"dialog {shopper.dialogs[-1:]}")
+        assert shopper.dialogs[-1:] == ["Added to cart successfully!"]
+
+        # 5. The cart, with the coupon.
+        await shopper.open(page, "/cart")
+        await page.get_by_text("Have a coupon code?").click()
+        await page.get_by_placeholder("Enter coupon code").fill("WELCOME10")
+        await page.get_by_role("button", name="Apply").click()
+        await page.get_by_text("WELCOME10").first.wait_for()
+        cart = await text_of(page)
+        summary = cart[cart.index("Shopping Cart") :][:700]
+        say("cart with coupon", summary)
+        assert "(2 items)" in cart and "Starter Shared" in cart and DOMAIN in cart, summary
+        assert re.search(r"Discount.*-\$\d", cart), summary
+
+        # 6. Checkout asks to sign in; sign up with a phone number, back to checkout.
+        await page.get_by_text("Proceed to Checkout").click()
+        await page.get_by_text("Sign In Required").wait_for()
+        await shopper.open(page, "/signup?redirect=/checkout")
+        await page.locator("[name=first_name]").fill(SHOPPER["first_name"])
+        await page.locator("[name=last_name]").fill(SHOPPER["last_name"])
+        await page.locator("[name=email]").fill(SHOPPER["email"])
+        await page.locator("[name=phone_number]").fill(SHOPPER["phone_number"])
+        await page.get_by_role("button", name="Next").click()
+        await page.locator("[name=password]").fill(SHOPPER["password"])
+        await page.locator("[name=confirmPassword]").fill(SHOPPER["password"])
+        await page.get_by_role("button", name="Next").click()
+        await page.locator("[name=company_name]").fill(SHOPPER["company_name"])
+        await page.get_by_role("button", name="Next").click()
+        await page.locator("input[type=checkbox]").last.check()
+        await page.get_by_role("button", name="Create Account").click()
+        await page.wait_for_url(re.compile(r"/checkout"))
+        phone = page.locator("[name=phone]")
+        await phone.wait_for()
+        await page.wait_for_function(
+            "() => document.querySelector('[name=phone]').value !== ''", timeout=STEP_TIMEOUT_MS
+        )
+        say("checkout after sign-up", f"phone pre-filled {await phone.input_value()!r}")
+        assert await phone.input_value() == "+263" + SHOPPER["phone_number"]
+
+        # 7. Pay with Paynow (the form's default) on the simulator's page.
+        for name, value in (("address", "1 Samora Machel Ave"), ("city", "Harare")):
+            await page.locator(f"[name={name}]").fill(value)
+        await page.locator("[name=country]").fill("Zimbabwe")
+        assert await page.locator("[name=paymentMethod][value=paynow]").is_checked()
+        await page.get_by_role("button", name=re.compile("Complete Order")).click()
+        await page.wait_for_url(
+            re.compile(r"paynow|simulator|/interface/"), timeout=STEP_TIMEOUT_MS
+        )
+        say("redirected to Paynow", page.url)
+        await page.get_by_role("button", name=re.compile("Pay", re.I)).click()
+        await page.wait_for_url(re.compile(re.escape(stack.storefront.origin)))
+        say("back from Paynow", page.url)
+
+        # 8. The dashboard: subscription, domain, invoice amount.
+        await shopper.open(page, "/dashboard/invoices")
+        await page.get_by_text("INV-").first.wait_for()
+        invoices = await text_of(page)
+        say("dashboard invoices", invoices[invoices.index("INV-") :][:200])
+        assert "NaN" not in invoices and re.search(r"\$\d+\.\d\d", invoices)
+        assert re.search(r"paid", invoices, re.I)
+        await shopper.open(page, "/dashboard/services")
+        await page.get_by_text("Starter Shared").first.wait_for()
+        services = await text_of(page)
+        say("dashboard services", services[services.index("Starter Shared") :][:200])
+        assert "Invalid Date" not in services and "NaN" not in services
+        await shopper.open(page, "/dashboard/domains")
+        await page.get_by_text(DOMAIN).first.wait_for()
+        domains = await text_of(page)
+        say("dashboard domains", domains[domains.index(DOMAIN) :][:200])
+        assert "Invalid Date" not in domains
+        assert not shopper.failures, shopper.failures
+    except BaseException:
+        print(f"transcript:\n{shopper.transcript}\n{stack.logs()}")
+        raise
+
+
+async def test_two_tabs_refreshing_at_once_stay_signed_in(stack: Stack, shopper: Shopper) -> None:
+    """Both tabs find the access token expired and refresh with the same refresh token at the
+    same moment; both must stay signed in (the grace window), and the session must go on."""
+    say = shopper.transcript.step
+    email = "two-tabs@example.co.zw"
+    status, body = stack.api.request(
+        "POST",
+        "/api/accounts/register/",
+        {"email": email, "password": SHOPPER["password"], "first_name": "Chipo"},
+    )
+    assert status == 201, body
+    try:
+        first = await shopper.new_tab()
+        await shopper.open(first, "/login")
+        await first.locator("input[type=email]").fill(email)
+        await first.locator("input[type=password]").fill(SHOPPER["password"])
+        await first.locator("button[type=submit]").click()
+        await first.wait_for_url(re.compile(r"/dashboard"))
+        stored = await first.evaluate("() => JSON.parse(localStorage.getItem('auth-storage'))")
+        user_id = stored["state"]["user"]["id"]
+        # Every tab's access token is now an expired one: the next API call is a 401 and the
+        # tab refreshes with the refresh token they all share.
+        stored["state"]["token"] = expired_access_token(stack.secret_key, user_id)
+        await first.evaluate(
+            "(s) => localStorage.setItem('auth-storage', JSON.stringify(s))", stored
+        )
+        second = await shopper.new_tab()
+        refreshes: list[int] = []
+        for tab in (first, second):
+            tab.on(
+                "response",
+                lambda r: refreshes.append(r.status) if r.url.endswith("/token/refresh/") else None,
+            )
+        dashboard = stack.storefront.url("/dashboard/invoices")
+        await asyncio.gather(
+            first.goto(dashboard, wait_until="networkidle"),
+            second.goto(dashboard, wait_until="networkidle"),
+        )
+        say("two tabs refreshed", f"refresh statuses {sorted(refreshes)}")
+        assert len(refreshes) >= 2 and set(refreshes) == {200}, refreshes
+        for name, tab in (("first", first), ("second", second)):
+            assert "/login" not in tab.url, (name, tab.url)
+            state = await tab.evaluate("() => JSON.parse(localStorage.getItem('auth-storage'))")
+            assert state["state"]["isAuthenticated"], (name, state)
+        # And the session goes on: the newest refresh token still works.
+        latest = (await first.evaluate("() => JSON.parse(localStorage.getItem('auth-storage'))"))[
+            "state"
+        ]["refreshToken"]
+        status, body = stack.api.request("POST", "/api/token/refresh/", {"refresh": latest})
+        say("refresh after both tabs", f"{status}")
+        assert status == 200, body
+    except BaseException:
+        print(f"transcript:\n{shopper.transcript}\n{stack.logs()}")
+        raise
