@@ -6,6 +6,7 @@ refuses to start. Nothing else in slyker reads ``os.environ``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from quart import current_app
 
@@ -127,6 +129,14 @@ class Settings:
     chat_send_queue_size: int
     ws_allow_missing_origin: bool
     trusted_proxy_hops: int
+    # Domain availability: per-suffix overrides of the built-in tables ("" removes a suffix).
+    whois_rdap_servers: dict[str, str]
+    whois_servers: dict[str, str]
+    whois_timeout: float
+    whois_max_parallel: int
+    whois_max_domains: int
+    whois_cache_seconds: int
+    whois_rate_limit: int
 
     @property
     def origin_policy(self) -> OriginPolicy:
@@ -156,7 +166,7 @@ class _Reader:
             return False
         raise SettingsError(name, f"expected true or false, got {value!r}")
 
-    def int(self, name: str, default: int, minimum: int = 0) -> int:
+    def int(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
         value = self.raw(name)
         if value is None or value == "":
             return default
@@ -166,6 +176,20 @@ class _Reader:
             raise SettingsError(name, f"expected a whole number, got {value!r}") from None
         if number < minimum:
             raise SettingsError(name, f"must be at least {minimum}, got {number}")
+        if maximum is not None and number > maximum:
+            raise SettingsError(name, f"must be at most {maximum}, got {number}")
+        return number
+
+    def float(self, name: str, default: float, minimum: float, maximum: float) -> float:
+        value = self.raw(name)
+        if value is None or value == "":
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(name, f"expected a number, got {value!r}") from None
+        if not minimum <= number <= maximum:  # also refuses nan
+            raise SettingsError(name, f"must be from {minimum:g} to {maximum:g}, got {value}")
         return number
 
     def list(self, name: str, default: tuple[str, ...]) -> list[str]:
@@ -250,7 +274,101 @@ def load_settings(
         **_chat_settings(read),
         ws_allow_missing_origin=read.bool("WS_ALLOW_MISSING_ORIGIN", False),
         trusted_proxy_hops=read.int("TRUSTED_PROXY_HOPS", 0),
+        **_whois_settings(read),
     )
+
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_RE = _SUFFIX_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_LOOPBACK_NAMES = {"localhost"}
+
+
+def _whois_settings(read: _Reader) -> dict[str, Any]:
+    return {
+        "whois_rdap_servers": {
+            suffix: _service_url("WHOIS_RDAP_SERVERS", url, query=False) if url else ""
+            for suffix, url in _suffix_pairs(read, "WHOIS_RDAP_SERVERS").items()
+        },
+        "whois_servers": {
+            suffix: _whois_server(server) if server else ""
+            for suffix, server in _suffix_pairs(read, "WHOIS_SERVERS").items()
+        },
+        # The storefront gives up after 30 s: a whole request must finish well before that.
+        "whois_timeout": read.float("WHOIS_TIMEOUT", 5.0, minimum=0.05, maximum=30.0),
+        "whois_max_parallel": read.int("WHOIS_MAX_PARALLEL", 5, minimum=1, maximum=50),
+        "whois_max_domains": read.int("WHOIS_MAX_DOMAINS", 20, minimum=1, maximum=100),
+        "whois_cache_seconds": read.int("WHOIS_CACHE_SECONDS", 300, maximum=86400),
+        "whois_rate_limit": read.int("WHOIS_RATE_LIMIT", 30, minimum=1),
+    }
+
+
+def _suffix_pairs(read: _Reader, name: str) -> dict[str, str]:
+    """``com=value,co.zw=value``: a domain suffix (a leading dot is dropped) and its value."""
+    pairs: dict[str, str] = {}
+    for item in read.list(name, ()):
+        suffix, equals, value = item.partition("=")
+        suffix = suffix.strip().lower().removeprefix(".")
+        if not equals or not _SUFFIX_RE.fullmatch(suffix):
+            raise SettingsError(name, f"{item!r} is not suffix=value (e.g. com=...)")
+        if suffix in pairs:
+            raise SettingsError(name, f"{suffix!r} is given twice")
+        pairs[suffix] = value.strip()
+    return pairs
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _service_url(name: str, url: str, *, query: bool) -> str:
+    """An https URL (http only on loopback, for tests and local mirrors); RDAP bases get
+    their trailing slash so that ``domain/<name>`` can be appended."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise SettingsError(name, f"{url!r} is not a URL") from None
+    host = (parts.hostname or "").lower()
+    if (
+        parts.scheme not in ("https", "http")
+        or not host
+        or parts.username is not None
+        or parts.fragment
+        or (parts.query and not query)
+        or port == 0
+    ):
+        raise SettingsError(name, f"{url!r} is not an http(s) URL without user info or fragment")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise SettingsError(name, f"{url!r} must use https (http only on loopback)")
+    if not query and not url.endswith("/"):
+        url += "/"
+    return url
+
+
+def _whois_server(server: str) -> str:
+    """``host[:port]`` (port 43 by default), or an http(s) URL the name is appended to."""
+    if "://" in server:
+        return _service_url("WHOIS_SERVERS", server, query=True)
+    problem = SettingsError("WHOIS_SERVERS", f"{server!r} is not host[:port] or an https URL")
+    try:
+        parts = urlsplit(f"//{server}")
+        port = 43 if parts.port is None else parts.port
+    except ValueError:
+        raise problem from None
+    host = (parts.hostname or "").lower()
+    if parts.path or parts.query or parts.username is not None or not 1 <= port <= 65535:
+        raise problem
+    if not _HOST_RE.fullmatch(host):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise problem from None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 DEFAULT_CHAT_AUTO_REPLY = (
