@@ -439,8 +439,10 @@ async def start_payment(
     except UpstreamError as error:
         await _record_failed_start(transaction, payment, error.message)
         raise
+    # Paynow's own words: a web transaction is "Created" until the customer acts, an express
+    # one "Sent" (referred to the mobile money operator).
     updated = await PaynowTransaction.filter(id=transaction.id, status="Initiating").update(
-        status="Sent",
+        status="Sent" if method else "Created",
         poll_url=reply.poll_url,
         browser_url=reply.browser_url,
         instructions=reply.instructions,

@@ -135,7 +135,7 @@ async def test_checkout_with_paynow_redirects_to_paynow(
     assert sim.fields["returnurl"] == RETURN_URL
     assert sim.fields["resulturl"].endswith(RESULT_PATH)
     assert sim.fields["authemail"] == "tariro@example.com"  # the billing e-mail
-    assert transaction.status == "Sent" and transaction.poll_url.startswith(simulator.url)
+    assert transaction.status == "Created" and transaction.poll_url.startswith(simulator.url)
     assert transaction.paynow_reference == sim.paynow_reference
 
     invoice = await alice.get(f"{INVOICES}/{body['invoice_id']}/")
@@ -409,6 +409,7 @@ async def test_express_checkout(shop: Quart, alice: Customer, simulator: PaynowS
     started = await alice.post(path, {"phone": "+263 77 111 1111", "method": "ecocash"})
     assert started.status == 201, started.body
     assert started.body["kind"] == "express" and started.body["method"] == "ecocash"
+    assert started.body["paynow_status"] == "Sent" and started.body["payment_status"] == "pending"
     assert started.body["instructions"].startswith("Dial") and started.body["redirect_url"] is None
     sim = simulator.transaction(started.body["reference"])
     assert sim.express and sim.fields["phone"] == "0771111111"
@@ -529,3 +530,30 @@ async def test_without_any_paynow_setting_the_first_is_named(
     )
     assert update.status_code == 400
     assert "PAYNOW_INTEGRATION_KEY" in (await update.get_json())["error"]
+
+
+async def test_out_of_order_updates_do_not_undo_a_payment(
+    shop: Quart, alice: Customer, simulator: PaynowSimulator
+) -> None:
+    body = (await alice.checkout()).body
+    reference = (await transaction_of(shop, body["payment_id"])).reference
+    cancelled = simulator.status_message(reference, "Cancelled")
+    stale = simulator.status_message(reference, "Created")
+    assert (await asyncio.to_thread(simulator.post_update, reference, cancelled))[0] == 200
+    # Paynow is the authority on money: "Paid" after "Cancelled" completes the payment.
+    assert (await asyncio.to_thread(simulator.pay, reference))[0] == 200
+    for late in (stale, cancelled):  # late or repeated older updates change nothing
+        assert (await asyncio.to_thread(simulator.post_update, reference, late))[0] == 200
+    transaction = await transaction_of(shop, body["payment_id"])
+    assert transaction.status == "Paid" and transaction.paid_amount == Decimal("29.99")
+    [payment] = await paid_payments(shop, body["invoice_id"])
+    assert payment.id == body["payment_id"]
+    assert (await invoice_of(shop, body["invoice_id"])).status == InvoiceStatus.PAID
+    with db(shop):
+        updates = await PaynowStatusUpdate.filter(transaction_id=transaction.id).order_by("id")
+    assert [(u.status, u.applied) for u in updates] == [
+        ("Cancelled", True),
+        ("Paid", True),
+        ("Created", False),
+        ("Cancelled", False),
+    ]
