@@ -13,7 +13,7 @@ from quart_schema import QuartSchema
 
 from slyker import auth, cli, csrf, database
 from slyker.blueprints import accounts, chat, health
-from slyker.blueprints.billing import carts, catalog, domains, invoices, promotions
+from slyker.blueprints.billing import carts, catalog, domains, invoices, paynow, promotions
 from slyker.chat.service import BROKER_KEY, make_broker
 from slyker.cors import CORSMiddleware, init_cors
 from slyker.errors import register_error_handlers
@@ -69,6 +69,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
         promotions.blueprint,
         invoices.invoices,
         invoices.payments,
+        paynow.blueprint,
         chat.blueprint,
     ):
         app.register_blueprint(blueprint)

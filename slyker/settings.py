@@ -92,6 +92,31 @@ def split_regex_list(raw: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class PaynowSettings:
+    """Paynow (Zimbabwe). Optional as a whole: without them ``paynow`` payments are refused
+    with a 400 naming the first missing setting (:attr:`missing`)."""
+
+    integration_id: str | None
+    integration_key: str | None  # lower-cased: Paynow's keys are GUIDs, hashed in lower case
+    return_url: str | None  # the storefront page the customer comes back to
+    result_url: str | None  # the public URL of our result endpoint (Paynow POSTs to it)
+    api_url: str  # https://www.paynow.co.zw; tests point it at their simulator
+    timeout: float  # seconds for each call to Paynow
+    auth_email: str | None  # sent as authemail instead of the customer's (test mode needs it)
+
+    @property
+    def missing(self) -> str | None:
+        """The first setting a Paynow payment needs and does not have."""
+        required = (
+            ("PAYNOW_INTEGRATION_ID", self.integration_id),
+            ("PAYNOW_INTEGRATION_KEY", self.integration_key),
+            ("PAYNOW_RETURN_URL", self.return_url),
+            ("PAYNOW_RESULT_URL", self.result_url),
+        )
+        return next((name for name, value in required if not value), None)
+
+
+@dataclass(frozen=True)
 class Settings:
     debug: bool
     secret_key: str
@@ -119,6 +144,8 @@ class Settings:
     tax_rate: Decimal
     invoice_due_days: int
     bank_payment_instructions: str
+    crypto_payment_instructions: str
+    paynow: PaynowSettings
     chat_departments: tuple[str, ...]
     chat_staff_departments: tuple[str, ...]
     chat_auto_replies: dict[str, str]
@@ -271,6 +298,9 @@ def load_settings(
         invoice_due_days=read.int("INVOICE_DUE_DAYS", 14),
         bank_payment_instructions=read.raw("BANK_PAYMENT_INSTRUCTIONS")
         or DEFAULT_BANK_INSTRUCTIONS,
+        crypto_payment_instructions=read.raw("CRYPTO_PAYMENT_INSTRUCTIONS")
+        or DEFAULT_CRYPTO_INSTRUCTIONS,
+        paynow=_paynow_settings(read),
         **_chat_settings(read),
         ws_allow_missing_origin=read.bool("WS_ALLOW_MISSING_ORIGIN", False),
         trusted_proxy_hops=read.int("TRUSTED_PROXY_HOPS", 0),
@@ -414,6 +444,66 @@ DEFAULT_BANK_INSTRUCTIONS = (
     "Pay by bank transfer to Slyker Tech (account details on your invoice e-mail) "
     "quoting the invoice number as the reference."
 )
+
+
+DEFAULT_CRYPTO_INSTRUCTIONS = (
+    "Pay in cryptocurrency: reply to your invoice e-mail or contact billing@slykertech.co.zw "
+    "for the wallet address and amount, quoting the invoice number; we confirm the payment "
+    "by hand."
+)
+PAYNOW_API_URL = "https://www.paynow.co.zw"
+_PAYNOW_ID_RE = re.compile(r"[0-9]{1,12}")
+_PAYNOW_KEY_RE = re.compile(r"[A-Za-z0-9-]{8,128}")
+_EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _absolute_url(name: str, value: str | None, *, allow_query: bool = True) -> str | None:
+    """An absolute http(s) URL without user info or fragment, or None when unset."""
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  # raises ValueError on a bad port
+    except ValueError:
+        raise SettingsError(name, f"{value!r} is not a URL") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.fragment
+        or (parts.query and not allow_query)
+        or any(char.isspace() or ord(char) < 32 for char in value)
+    ):
+        raise SettingsError(
+            name, f"{value!r} is not an absolute http(s) URL (no user info or fragment)"
+        )
+    return value
+
+
+def _paynow_settings(read: _Reader) -> PaynowSettings:
+    integration_id = read.raw("PAYNOW_INTEGRATION_ID") or None
+    if integration_id is not None and not _PAYNOW_ID_RE.fullmatch(integration_id):
+        raise SettingsError("PAYNOW_INTEGRATION_ID", "expected the numeric integration id")
+    key = read.raw("PAYNOW_INTEGRATION_KEY") or None
+    if key is not None and not _PAYNOW_KEY_RE.fullmatch(key):
+        # Never echo the key: it is the secret that signs every Paynow message.
+        raise SettingsError("PAYNOW_INTEGRATION_KEY", "expected the integration key (a GUID)")
+    api_url = _absolute_url(
+        "PAYNOW_API_URL", read.raw("PAYNOW_API_URL") or PAYNOW_API_URL, allow_query=False
+    )
+    assert api_url is not None
+    auth_email = read.raw("PAYNOW_AUTH_EMAIL") or None
+    if auth_email is not None and not _EMAIL_RE.fullmatch(auth_email):
+        raise SettingsError("PAYNOW_AUTH_EMAIL", f"{auth_email!r} is not an e-mail address")
+    return PaynowSettings(
+        integration_id=integration_id,
+        integration_key=key.lower() if key else None,
+        return_url=_absolute_url("PAYNOW_RETURN_URL", read.raw("PAYNOW_RETURN_URL")),
+        result_url=_absolute_url("PAYNOW_RESULT_URL", read.raw("PAYNOW_RESULT_URL")),
+        api_url=api_url.rstrip("/"),
+        timeout=float(read.int("PAYNOW_TIMEOUT", 20, minimum=1)),
+        auth_email=auth_email,
+    )
 
 
 def _cart_cookie_policy(read: _Reader) -> dict[str, Any]:

@@ -16,6 +16,7 @@ it in a worker would empty the worker's slyker settings (DATA_DIR included).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import ipaddress
@@ -27,7 +28,8 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -705,3 +707,67 @@ def _read_frame(sock: socket.socket, buffered: bytes) -> bytes:
     opcode = data[0] & 0x0F
     payload = data[offset : offset + length]
     return bytes([opcode]) + payload
+
+
+# --- an app the test already started, served over HTTP in the test's own event loop --------
+
+
+def loopback_listener() -> tuple[socket.socket, str]:
+    """A listening socket on a free loopback port and its base URL: the URL is known (for
+    settings that name it) before the app that will serve on it exists."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((HOST, 0))
+    listener.listen(128)
+    return listener, f"http://{HOST}:{listener.getsockname()[1]}"
+
+
+@asynccontextmanager
+async def serving_in_loop(app: Any, listener: socket.socket) -> AsyncIterator[str]:
+    """Serve ``app`` (a Quart app inside ``async with app.test_app()``, so its database is
+    the test's) with Hypercorn in this event loop on ``listener`` (see
+    :func:`loopback_listener`); yields its base URL. For peers that must reach slyker over
+    the network (the Paynow simulator POSTing to the result URL) while the test keeps using
+    the in-process client and models.
+
+    Hypercorn's lifespan messages are answered here: the app was started by ``test_app``,
+    and a second start-up would replace its database context.
+    """
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    async def without_lifespan(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                stage = (await receive())["type"].rsplit(".", 1)[-1]  # startup / shutdown
+                await send({"type": f"lifespan.{stage}.complete"})
+                if stage == "shutdown":
+                    return
+        await app(scope, receive, send)
+
+    port = int(listener.getsockname()[1])
+    config = Config()
+    config.bind = [f"fd://{listener.detach()}"]  # Hypercorn owns (and closes) the socket
+    config.accesslog = None
+    config.graceful_timeout = 2
+    shutdown = asyncio.Event()
+    task = asyncio.create_task(serve(without_lifespan, config, shutdown_trigger=shutdown.wait))
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if task.done():
+                task.result()  # raises why it stopped
+                raise RuntimeError("Hypercorn stopped before serving")
+            try:
+                _reader, writer = await asyncio.open_connection(HOST, port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Hypercorn did not listen on {port}") from None
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            break
+        yield f"http://{HOST}:{port}"
+    finally:
+        shutdown.set()
+        await asyncio.wait_for(task, STOP_TIMEOUT)

@@ -474,3 +474,71 @@ def test_regex_list_keeps_commas_that_belong_to_a_regex() -> None:
     ]
     assert settings.origin_policy.is_allowed("https://pr-12345.preview.example.com")
     assert not settings.origin_policy.is_allowed("https://pr-123456.preview.example.com")
+
+
+# --- Paynow ---------------------------------------------------------------------------------
+
+PAYNOW_KEY = "3E9FED89-60E1-4CE5-AB6E-6B1EB2D4F977"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        pytest.param("PAYNOW_INTEGRATION_ID", "12a", id="id-not-numeric"),
+        pytest.param("PAYNOW_INTEGRATION_KEY", "has spaces in it", id="key-spaces"),
+        pytest.param("PAYNOW_INTEGRATION_KEY", "short", id="key-short"),
+        pytest.param("PAYNOW_RETURN_URL", "slykertech.co.zw/paid", id="return-no-scheme"),
+        pytest.param("PAYNOW_RETURN_URL", "javascript:alert(1)", id="return-javascript"),
+        pytest.param("PAYNOW_RESULT_URL", "https://u:p@api.example.com/r/", id="result-userinfo"),
+        pytest.param("PAYNOW_RESULT_URL", "https://api.example.com/r/#x", id="result-fragment"),
+        pytest.param("PAYNOW_RESULT_URL", "https://api.example.com:99999/", id="result-port"),
+        pytest.param("PAYNOW_API_URL", "https://www.paynow.co.zw/?x=1", id="api-query"),
+        pytest.param("PAYNOW_API_URL", "ftp://www.paynow.co.zw", id="api-ftp"),
+        pytest.param("PAYNOW_TIMEOUT", "0", id="timeout-zero"),
+        pytest.param("PAYNOW_TIMEOUT", "soon", id="timeout-text"),
+        pytest.param("PAYNOW_AUTH_EMAIL", "merchant", id="auth-email"),
+    ],
+)
+def test_bad_paynow_setting_refuses_to_start(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ={}, overrides=valid(**{name: value}))
+    assert info.value.setting == name
+    assert PAYNOW_KEY.lower() not in str(info.value.code).lower()
+
+
+def test_paynow_key_is_never_echoed_in_its_error() -> None:
+    secret = "not a key but a secret"
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ={}, overrides=valid(PAYNOW_INTEGRATION_KEY=secret))
+    assert secret not in str(info.value.code)
+
+
+def test_paynow_settings() -> None:
+    settings = load_settings(environ={}, overrides=valid())
+    assert settings.paynow.api_url == "https://www.paynow.co.zw"
+    assert settings.paynow.timeout == 20.0 and settings.paynow.missing == "PAYNOW_INTEGRATION_ID"
+    assert settings.crypto_payment_instructions.startswith("Pay in cryptocurrency")
+    configured = load_settings(
+        environ={},
+        overrides=valid(
+            PAYNOW_INTEGRATION_ID="20581",
+            PAYNOW_INTEGRATION_KEY=PAYNOW_KEY,
+            PAYNOW_RETURN_URL="https://slykertech.co.zw/dashboard/invoices?paid=1",
+            PAYNOW_RESULT_URL="https://api.slykertech.co.zw/api/billing/paynow/result/",
+            PAYNOW_API_URL="http://127.0.0.1:8123/",
+            PAYNOW_TIMEOUT="5",
+            PAYNOW_AUTH_EMAIL="merchant@slykertech.co.zw",
+            CRYPTO_PAYMENT_INSTRUCTIONS="Send USDT.",
+        ),
+    )
+    paynow = configured.paynow
+    assert paynow.missing is None
+    assert paynow.integration_key == PAYNOW_KEY.lower()  # hashed in lower case, as Paynow does
+    assert paynow.api_url == "http://127.0.0.1:8123" and paynow.timeout == 5.0
+    assert paynow.return_url == "https://slykertech.co.zw/dashboard/invoices?paid=1"
+    assert paynow.auth_email == "merchant@slykertech.co.zw"
+    assert configured.crypto_payment_instructions == "Send USDT."
+    partial = load_settings(
+        environ={}, overrides=valid(PAYNOW_INTEGRATION_ID="1", PAYNOW_INTEGRATION_KEY=PAYNOW_KEY)
+    )
+    assert partial.paynow.missing == "PAYNOW_RETURN_URL"

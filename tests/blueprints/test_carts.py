@@ -346,13 +346,25 @@ async def test_checkout_refusals(shop: Quart) -> None:
     online = await browser.post(
         f"{CARTS}/{cart['id']}/checkout/", {**CHECKOUT, "payment_method": "paynow"}, token=token
     )
-    assert online.status == 400 and online.error.startswith("payment_method: ")
+    # Paynow is not configured in this app: a 400 naming the missing setting, no invoice.
+    assert online.status == 400 and online.body["code"] == "paynow_not_configured"
+    assert online.error == (
+        "payment_method: Paynow payments are not available: the server setting "
+        "PAYNOW_INTEGRATION_ID is not set."
+    )
     bad = await browser.post(
         f"{CARTS}/{cart['id']}/checkout/", {"payment_method": "bank"}, token=token
     )
     assert bad.status == 400 and "billing_info" in bad.body["errors"]
     with db(shop):
         assert not await Invoice.exists()
+    # crypto needs no configuration: an invoice with manual payment instructions.
+    crypto = await browser.post(
+        f"{CARTS}/{cart['id']}/checkout/", {**CHECKOUT, "payment_method": "crypto"}, token=token
+    )
+    assert crypto.status == 201, crypto.body
+    assert crypto.body["payment_method"] == "crypto" and crypto.body["redirect_url"] is None
+    assert crypto.body["payment_instructions"].startswith("Pay in cryptocurrency")
 
 
 async def test_checkout_uses_todays_catalog_price(shop: Quart) -> None:

@@ -23,7 +23,7 @@ from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from slyker.auth import authenticated_user, current_user, login_required
-from slyker.errors import APIError, invalid
+from slyker.errors import APIError, error_body, invalid
 from slyker.models.accounts import User
 from slyker.models.billing import (
     Cart,
@@ -49,6 +49,8 @@ from slyker.pricing import (
     promotion_problem,
     subtotal,
 )
+from slyker.services import paynow as paynow_service
+from slyker.services.errors import UpstreamError
 from slyker.settings import current_settings
 
 blueprint = Blueprint("carts", __name__, url_prefix="/api/billing/carts")
@@ -448,6 +450,15 @@ class CheckoutIn(BaseModel):
     payment_method: Literal["bank", "paynow", "crypto"]
 
 
+def payment_instructions(payment_method: str) -> str | None:
+    settings = current_settings()
+    if payment_method == "bank":
+        return settings.bank_payment_instructions
+    if payment_method == "crypto":
+        return settings.crypto_payment_instructions
+    return None  # paynow: the customer pays on Paynow's page (redirect_url)
+
+
 def checkout_json(invoice: Invoice) -> dict[str, Any]:
     return {
         "invoice_id": invoice.id,
@@ -456,9 +467,45 @@ def checkout_json(invoice: Invoice) -> dict[str, Any]:
         "status": str(invoice.status),
         "message": f"Invoice {invoice.invoice_number} created.",
         "payment_method": invoice.payment_method,
-        "payment_instructions": current_settings().bank_payment_instructions,
+        "payment_instructions": payment_instructions(invoice.payment_method),
         "redirect_url": None,
+        "payment_id": None,
     }
+
+
+async def checkout_reply(invoice: Invoice, user: User, created: bool) -> Response:
+    """The checkout answer (201 new, 200 repeated); for ``paynow`` with the Paynow page to
+    send the customer to. If Paynow cannot start the payment the invoice still exists: 502
+    naming it, with ``invoice_id``/``invoice_number``; checking out again (or
+    ``POST /api/billing/invoices/{id}/paynow_payment/``) retries."""
+    body = checkout_json(invoice)
+    if invoice.payment_method == "paynow":
+        try:
+            attempt = await paynow_service.checkout_attempt(
+                current_settings().paynow, invoice, user, created=created
+            )
+        except UpstreamError as error:
+            failure = error_body(
+                502,
+                f"Invoice {invoice.invoice_number} was created, but the Paynow payment could "
+                f"not be started: {error.message} Check out again or pay it from your invoices.",
+                code=error.code,
+            )
+            failure.update(
+                invoice_id=invoice.id,
+                invoice_number=invoice.invoice_number,
+                retry_url=f"/api/billing/invoices/{invoice.id}/paynow_payment/",
+            )
+            response = jsonify(failure)
+            response.status_code = 502
+            return response
+        if attempt is not None:
+            body["payment_id"] = attempt.payment_id
+            body["redirect_url"] = attempt.browser_url or None
+            body["message"] = f"Invoice {invoice.invoice_number} created: pay it on Paynow."
+    response = jsonify(body)
+    response.status_code = 201 if created else 200
+    return response
 
 
 async def _repriced(items: list[CartItem]) -> list[CartItem]:
@@ -532,20 +579,21 @@ async def _create_invoice(cart: Cart, user: User, data: CheckoutIn) -> Invoice:
 @blueprint.post("/<int:cart_id>/checkout/")
 @login_required
 @validate_request(CheckoutIn)
-async def checkout(cart_id: int, data: CheckoutIn) -> tuple[dict[str, Any], int]:
+async def checkout(cart_id: int, data: CheckoutIn) -> Response:
     """Turn the cart into an invoice (201). Prices and coupon are re-checked; a repeated
-    checkout of the same cart returns the same invoice (200). Only ``bank`` payment exists
-    for now: its instructions come back in ``payment_instructions``."""
+    checkout of the same cart returns the same invoice (200). ``bank`` and ``crypto``:
+    how to pay comes back in ``payment_instructions``. ``paynow``: ``redirect_url`` is the
+    Paynow page to send the customer to and ``payment_id`` the pending payment (400 naming
+    the missing setting when Paynow is not configured; 502 when Paynow fails, see
+    :func:`checkout_reply`)."""
     user = authenticated_user()
     cart = await caller_cart(cart_id)
     existing = await Invoice.get_or_none(cart_id=cart.id)
     if existing is not None:
-        return checkout_json(existing), 200
-    if data.payment_method != "bank":
-        raise invalid(
-            "payment_method",
-            f"{data.payment_method} payments are not available yet; choose bank transfer.",
-        )
+        return await checkout_reply(existing, user, created=False)
+    missing = current_settings().paynow.missing if data.payment_method == "paynow" else None
+    if missing is not None:
+        raise paynow_service.PaynowNotConfigured(missing)
     if cart.user_id != user.id:
         raise APIError(404, "Cart not found.", code="cart_not_found")
     try:
@@ -561,6 +609,6 @@ async def checkout(cart_id: int, data: CheckoutIn) -> tuple[dict[str, Any], int]
         winner = await Invoice.get_or_none(cart_id=cart.id)
         if winner is None:
             raise APIError(409, "This cart is closed.", code="cart_closed")
-        return checkout_json(winner), 200
+        return await checkout_reply(winner, user, created=False)
     log.info("Checkout: cart %s -> %s for user %s", cart.id, invoice.invoice_number, user.id)
-    return checkout_json(invoice), 201
+    return await checkout_reply(invoice, user, created=True)
