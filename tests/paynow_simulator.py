@@ -19,6 +19,7 @@ in message order, then the key, SHA-512, upper-case hex), so each checks the oth
 from __future__ import annotations
 
 import hashlib
+import html
 import http.client
 import itertools
 import threading
@@ -210,16 +211,55 @@ class PaynowSimulator:
             self.rejected.append(message)
         self._send(handler, 200, encode([("status", "Error"), ("error", message)]))
 
+    def _by_paynow_reference(self, path: str) -> SimTransaction | None:
+        paynow_reference = path.rstrip("/").rsplit("/", 1)[-1]
+        with self._lock:
+            for sim in self.transactions.values():
+                if sim.paynow_reference == paynow_reference:
+                    return sim
+        return None
+
     def _handle_get(self, handler: BaseHTTPRequestHandler) -> None:
-        # The browserurl: the page the customer pays on.
-        self._send(handler, 200, "Paynow simulator: choose a payment method")
+        # The browserurl: the page the customer pays on (a form, as a browser test drives it).
+        sim = self._by_paynow_reference(urlsplit(handler.path).path)
+        if sim is None:
+            self._send(handler, 200, "Paynow simulator: choose a payment method")
+            return
+        page = (
+            "<!doctype html><html><head><title>Paynow simulator</title></head><body>"
+            f"<h1>Paynow simulator</h1><p>Pay {html.escape(sim.fields.get('reference', ''))}: "
+            f"USD {sim.amount:.2f}</p>"
+            f'<form method="post"><button type="submit">Pay USD {sim.amount:.2f}</button></form>'
+            "</body></html>"
+        )
+        body = page.encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html; charset=utf-8")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def _confirm_payment(self, handler: BaseHTTPRequestHandler, path: str) -> None:
+        """The customer pressed Pay: Paynow POSTs the signed update to the result URL, then
+        sends the browser back to the merchant's return URL."""
+        sim = self._by_paynow_reference(path)
+        if sim is None:
+            self._send(handler, 404, "Not Found")
+            return
+        self.pay(sim.reference)
+        handler.send_response(302)
+        handler.send_header("Location", sim.fields["returnurl"])
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
 
     def _handle_post(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length).decode("utf-8")
         path = urlsplit(handler.path)
         route = path.path.lower()
-        if route == "/interface/checkpayment/":
+        if route.startswith("/payment/confirmpayment/"):
+            self._confirm_payment(handler, path.path)
+        elif route == "/interface/checkpayment/":
             self._poll(handler, dict(parse_qsl(path.query)).get("guid", ""))
         elif route in ("/interface/initiatetransaction", "/interface/remotetransaction"):
             self._initiate(handler, raw, express=route.endswith("remotetransaction"))

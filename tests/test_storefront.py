@@ -39,6 +39,7 @@ from tests.live_servers import (
     wait_for_health,
 )
 from tests.live_servers import Hypercorn as HypercornSpec
+from tests.paynow_simulator import PaynowSimulator
 from tests.storefront import (
     StorefrontServers,
     build_storefront,
@@ -121,7 +122,16 @@ async def registry() -> AsyncIterator[FakeHTTPRegistry]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, registry: FakeHTTPRegistry) -> Iterator[Stack]:
+def paynow() -> Iterator[PaynowSimulator]:
+    simulator = PaynowSimulator().start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, registry: FakeHTTPRegistry, paynow: PaynowSimulator
+) -> Iterator[Stack]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium")
     directory = tmp_path_factory.mktemp("storefront")
@@ -132,10 +142,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, registry: FakeHTTPRegistry) 
         ALLOWED_HOSTS="localhost,127.0.0.1",
         LOG_LEVEL="INFO",
         WHOIS_SERVERS=f"co.zw={registry.lookup_url}",
+        PAYNOW_INTEGRATION_ID=paynow.integration_id,
+        PAYNOW_INTEGRATION_KEY=paynow.integration_key,
+        PAYNOW_API_URL=paynow.url,
+        PAYNOW_RESULT_URL=f"http://127.0.0.1:{api_port}/api/billing/paynow/result/",
     )
     # slyker must allow the page's origin from the start: its port is chosen first.
     page_port = free_port()
     env["CORS_ALLOWED_ORIGINS"] = f"http://localhost:{page_port}"
+    env["PAYNOW_RETURN_URL"] = f"http://localhost:{page_port}/dashboard/invoices"
     migrate(env)
     run_command(
         [*venv_tool("quart", "quart"), "--app", "slyker:create_app()", "load-demo-catalog"], env
@@ -220,7 +235,7 @@ def expired_access_token(secret_key: str, user_id: int) -> str:
     return jwt.encode(claims, secret_key, algorithm=ALGORITHM)
 
 
-async def test_shopper_journey(stack: Stack, shopper: Shopper) -> None:
+async def test_shopper_journey(stack: Stack, shopper: Shopper, paynow: PaynowSimulator) -> None:
     """Search a domain → add a plan and the domain → coupon → sign up (phone kept) → Paynow →
     paid through the result URL → the dashboard shows the subscription, domain and amount."""
     say = shopper.transcript.step
@@ -293,16 +308,17 @@ async def test_shopper_journey(stack: Stack, shopper: Shopper) -> None:
         await page.get_by_text("Proceed to Checkout").click()
         await page.get_by_text("Sign In Required").wait_for()
         await shopper.open(page, "/signup?redirect=/checkout")
-        await page.locator("[name=first_name]").fill(SHOPPER["first_name"])
-        await page.locator("[name=last_name]").fill(SHOPPER["last_name"])
-        await page.locator("[name=email]").fill(SHOPPER["email"])
-        await page.locator("[name=phone_number]").fill(SHOPPER["phone_number"])
-        await page.get_by_role("button", name="Next").click()
-        await page.locator("[name=password]").fill(SHOPPER["password"])
-        await page.locator("[name=confirmPassword]").fill(SHOPPER["password"])
-        await page.get_by_role("button", name="Next").click()
-        await page.locator("[name=company_name]").fill(SHOPPER["company_name"])
-        await page.get_by_role("button", name="Next").click()
+        steps = (  # the form's four steps: personal, contact, security, additional
+            {"first_name": SHOPPER["first_name"], "last_name": SHOPPER["last_name"]},
+            {"email": SHOPPER["email"], "phone_number": SHOPPER["phone_number"]},
+            {"password": SHOPPER["password"], "confirmPassword": SHOPPER["password"]},
+            {"company_name": SHOPPER["company_name"], "city": "Harare"},
+        )
+        for number, fields in enumerate(steps, 1):
+            for name, value in fields.items():
+                await page.locator(f"[name={name}]").fill(value)
+            if number < len(steps):
+                await page.get_by_role("button", name="Next").click()
         await page.locator("input[type=checkbox]").last.check()
         await page.get_by_role("button", name="Create Account").click()
         await page.wait_for_url(re.compile(r"/checkout"))
