@@ -16,6 +16,7 @@ MODEL_MODULES = [
     "slyker.models.accounts",
     "slyker.models.billing",
     "slyker.models.chat",
+    "slyker.models.services",
     "aerich.models",
 ]
 

@@ -204,7 +204,8 @@ async def cart_json(cart: Cart) -> dict[str, Any]:
         "subtotal": as_number(amount),
         "applied_coupon": promotion.code if promotion else None,
         "discount_description": description,
-        "discount_amount": as_number(reduction),
+        # null, not 0, without a reduction: the cart page renders a bare ``0`` otherwise.
+        "discount_amount": as_number(reduction) if reduction else None,
         "total": as_number(amount),
         "final_total": as_number(amount - reduction),
         "created_at": cart.created_at.isoformat(),
@@ -461,8 +462,9 @@ def checkout_json(invoice: Invoice) -> dict[str, Any]:
     }
 
 
-async def _repriced(items: list[CartItem]) -> list[CartItem]:
+async def _repriced(items: list[CartItem]) -> list[tuple[CartItem, PricedLine]]:
     """Re-price every line from today's catalog; a withdrawn product stops the checkout."""
+    priced = []
     for item in items:
         try:
             line, _ = await priced_line(CartItemIn.of(item))
@@ -471,12 +473,14 @@ async def _repriced(items: list[CartItem]) -> list[CartItem]:
         if line.unit_price != item.unit_price:
             item.unit_price = line.unit_price
             await CartItem.filter(id=item.id).update(unit_price=line.unit_price)
-    return items
+        priced.append((item, line))
+    return priced
 
 
 async def _create_invoice(cart: Cart, user: User, data: CheckoutIn) -> Invoice:
     settings = current_settings()
-    items = await _repriced(list(await CartItem.filter(cart_id=cart.id).order_by("id")))
+    priced = await _repriced(list(await CartItem.filter(cart_id=cart.id).order_by("id")))
+    items = [item for item, _ in priced]
     if not items:
         raise invalid("items", "Your cart is empty.")
     lines = lines_of(items)
@@ -514,7 +518,7 @@ async def _create_invoice(cart: Cart, user: User, data: CheckoutIn) -> Invoice:
     )
     invoice.invoice_number = f"INV-{invoice.id:06d}"
     await Invoice.filter(id=invoice.id).update(invoice_number=invoice.invoice_number)
-    for item in items:
+    for item, line in priced:
         await InvoiceItem.create(
             invoice=invoice,
             description=item.service_name,
@@ -524,6 +528,10 @@ async def _create_invoice(cart: Cart, user: User, data: CheckoutIn) -> Invoice:
             unit_price=item.unit_price,
             total=cents(item.unit_price * item.quantity),
             service_metadata=item.service_metadata,
+            hosting_product_id=item.hosting_product_id,
+            domain_product_id=item.domain_product_id,
+            service_id=item.service_id,
+            setup_fee=line.setup_fee,
         )
     await Cart.filter(id=cart.id).update(status=CartStatus.COMPLETED, active_key=None)
     return invoice
