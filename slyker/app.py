@@ -12,7 +12,7 @@ from quart_rate_limiter.redis_store import RedisStore
 from quart_schema import QuartSchema
 
 from slyker import auth, cli, csrf, database
-from slyker.blueprints import accounts, chat, health
+from slyker.blueprints import accounts, chat, health, subscriptions
 from slyker.blueprints.billing import carts, catalog, invoices, promotions
 from slyker.chat.service import BROKER_KEY, make_broker
 from slyker.cors import CORSMiddleware, init_cors
@@ -68,6 +68,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
         promotions.blueprint,
         invoices.invoices,
         invoices.payments,
+        subscriptions.subscriptions,
+        subscriptions.domain_registrations,
         chat.blueprint,
     ):
         app.register_blueprint(blueprint)

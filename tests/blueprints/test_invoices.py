@@ -350,14 +350,17 @@ async def test_clients_cannot_use_staff_actions(shop: Quart, alice: Client) -> N
 async def test_stats_on_no_invoices(staff: Client) -> None:
     reply = await staff.get(f"{INVOICES}/stats/")
     assert reply.status == 200, reply.body
+    statuses = ("draft", "sent", "paid", "overdue", "cancelled")
     assert reply.body == {
+        "total": 0,
         "total_invoices": 0,
-        "by_status": {
-            status: {"count": 0, "total": "0.00"}
-            for status in ("draft", "sent", "paid", "overdue", "cancelled")
-        },
+        "by_status": dict.fromkeys(statuses, 0),
+        "amount_by_status": dict.fromkeys(statuses, "0.00"),
+        "revenue": {"total": 0, "this_month": 0, "last_month": 0, "growth_percent": None},
+        "outstanding": 0,
         "paid_amount": "0.00",
         "outstanding_amount": "0.00",
+        "recent_count": 0,
     }
 
 
@@ -381,18 +384,55 @@ async def test_stats_counts_and_amounts(
 
     reply = await staff.get(f"{INVOICES}/stats/")
     assert reply.status == 200, reply.body
+    # The staff pages render by_status entries and format revenue/outstanding as numbers.
     assert reply.body == {
+        "total": 7,
         "total_invoices": 7,
-        "by_status": {
-            "draft": {"count": 1, "total": "5.99"},
-            "sent": {"count": 2, "total": "46.99"},
-            "paid": {"count": 2, "total": "59.98"},
-            "overdue": {"count": 1, "total": "24.99"},
-            "cancelled": {"count": 1, "total": "19.00"},
+        "by_status": {"draft": 1, "sent": 2, "paid": 2, "overdue": 1, "cancelled": 1},
+        "amount_by_status": {
+            "draft": "5.99",
+            "sent": "46.99",
+            "paid": "59.98",
+            "overdue": "24.99",
+            "cancelled": "19.00",
         },
+        # Both paid today; nothing last month, so no growth figure.
+        "revenue": {
+            "total": 59.98,
+            "this_month": 59.98,
+            "last_month": 0,
+            "growth_percent": None,
+        },
+        "outstanding": 77.97,  # draft + sent + overdue
         "paid_amount": "59.98",
-        "outstanding_amount": "77.97",  # draft + sent + overdue
+        "outstanding_amount": "77.97",
+        "recent_count": 7,
     }
+
+
+async def test_stats_revenue_by_month_and_growth(
+    shop: Quart, alice: Client, staff: Client
+) -> None:
+    today = date.today()
+    last_month_day = today.replace(day=1) - timedelta(days=1)
+    old = await checkout(alice)  # 29.99, paid last month, issued 40 days ago
+    new = await checkout(alice, product=2, cycle="monthly")  # 5.99, paid today
+    older = await checkout(alice, product=1, cycle="monthly")  # 2.99, paid long ago
+    for invoice in (old, new, older):
+        assert (await staff.post(f"{INVOICES}/{invoice['invoice_id']}/mark_paid/")).status == 200
+    with db(shop):
+        await Invoice.filter(id=old["invoice_id"]).update(
+            paid_date=last_month_day, issue_date=today - timedelta(days=40)
+        )
+        await Invoice.filter(id=older["invoice_id"]).update(paid_date=date(2001, 1, 1))
+    revenue = (await staff.get(f"{INVOICES}/stats/")).body
+    assert revenue["revenue"] == {
+        "total": 38.97,
+        "this_month": 5.99,
+        "last_month": 29.99,
+        "growth_percent": -80.0,  # (5.99 - 29.99) / 29.99
+    }
+    assert revenue["recent_count"] == 2
 
 
 # --- payments ----------------------------------------------------------------------------
