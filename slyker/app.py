@@ -21,6 +21,7 @@ from slyker.redis_client import init_redis
 from slyker.request_id import RequestIDMiddleware, configure_logging
 from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
 from slyker.settings import load_settings
+from slyker.validation import RowIdConverter
 from slyker.wrappers import APIRequest
 
 
@@ -35,6 +36,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
 
     app = Quart("slyker", static_folder=None)
     app.request_class = APIRequest
+    app.url_map.converters["int"] = RowIdConverter  # before any route is added
     app.config.update(
         DEBUG=settings.debug,
         SECRET_KEY=settings.secret_key,

@@ -8,14 +8,15 @@ header of the same name when the browser blocks third-party cookies.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import BaseModel, EmailStr, Field, field_validator
 from quart import Blueprint, Response, jsonify, request
 from quart_schema import validate_request
 from tortoise.exceptions import IntegrityError
@@ -50,6 +51,7 @@ from slyker.pricing import (
     subtotal,
 )
 from slyker.settings import current_settings
+from slyker.validation import NO_NUL, Id
 
 blueprint = Blueprint("carts", __name__, url_prefix="/api/billing/carts")
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 CART_TOKEN_HEADER = "X-Cart-Token"
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32,64}")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+MAX_METADATA_BYTES = 4096
 
 
 # --- identity ----------------------------------------------------------------------------
@@ -266,15 +269,35 @@ async def get_cart(cart_id: int) -> Response:
     return await cart_response(await caller_cart(cart_id))
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class CartItemIn(BaseModel):
-    hosting_product: int | None = None
-    domain_product: int | None = None
-    service: int | None = None
+    hosting_product: Id | None = None
+    domain_product: Id | None = None
+    service: Id | None = None
     service_metadata: dict[str, Any] = Field(default_factory=dict)
     quantity: int = Field(default=1, ge=1, le=MAX_QUANTITY)
     billing_cycle: str | None = Field(default=None, max_length=16)
     # Accepted because the storefront sends it, and ignored: prices come from the catalog.
     unit_price: Any = None
+
+    @field_validator("service_metadata")
+    @classmethod
+    def storable_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Kept as JSON: bounded, and without NUL (PostgreSQL's jsonb refuses ``\u0000``)."""
+        if len(json.dumps(value)) > MAX_METADATA_BYTES:
+            raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
+        if _has_nul(value):
+            raise ValueError("must not contain NUL characters")
+        return value
 
     @classmethod
     def of(
@@ -347,7 +370,7 @@ async def add_item(cart_id: int, data: CartItemIn) -> Response:
 
 
 class ItemChange(BaseModel):
-    item_id: int
+    item_id: Id
     quantity: int | None = Field(default=None, ge=1, le=MAX_QUANTITY)
     billing_cycle: str | None = Field(default=None, max_length=16)
 
@@ -379,7 +402,7 @@ async def update_item(cart_id: int, data: ItemChange) -> Response:
 
 
 class ItemRef(BaseModel):
-    item_id: int
+    item_id: Id
 
 
 @blueprint.delete("/<int:cart_id>/remove_item/")
@@ -436,12 +459,12 @@ async def remove_coupon(cart_id: int) -> Response:
 
 
 class BillingInfo(BaseModel):
-    full_name: str = Field(min_length=1, max_length=200)
+    full_name: Annotated[str, Field(min_length=1, max_length=200), NO_NUL]
     email: EmailStr
-    phone: str = Field(default="", max_length=40)
-    address: str = Field(default="", max_length=300)
-    city: str = Field(default="", max_length=100)
-    country: str = Field(default="", max_length=100)
+    phone: Annotated[str, Field(max_length=40), NO_NUL] = ""
+    address: Annotated[str, Field(max_length=300), NO_NUL] = ""
+    city: Annotated[str, Field(max_length=100), NO_NUL] = ""
+    country: Annotated[str, Field(max_length=100), NO_NUL] = ""
 
 
 class CheckoutIn(BaseModel):

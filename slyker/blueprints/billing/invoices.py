@@ -27,7 +27,7 @@ from slyker.services.invoicing import (
 )
 from slyker.services.settlement import mark_invoice_paid, settle_if_covered
 from slyker.settings import current_settings
-from slyker.validation import MAX_INT, NO_NUL
+from slyker.validation import MAX_INT, NO_NUL, Id
 
 MAX_INVOICE_LINES = 200
 MAX_LINE_QUANTITY = 100_000
@@ -260,7 +260,7 @@ async def get_payment(payment_id: int) -> dict[str, Any]:
 
 
 class PaymentIn(BaseModel):
-    invoice: int
+    invoice: Id
     amount: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
     method: str = Field(default="bank", max_length=20)
     reference: str = Field(default="", max_length=100)
