@@ -606,9 +606,7 @@ async def test_staff_write_specs_and_slugs(shop: Quart) -> None:
     kept = await api.call("PUT", f"{HOSTING}/7/", NEW_HOSTING, token=staff)
     assert kept.status == 200 and kept.body["slug"] == "cloud-max"
     assert kept.body["cpu_cores"] is None  # PUT replaces the specs too
-    taken = await api.call(
-        "PUT", f"{HOSTING}/7/", {**NEW_HOSTING, "slug": "vps-2-gb"}, token=staff
-    )
+    taken = await api.call("PUT", f"{HOSTING}/7/", {**NEW_HOSTING, "slug": "vps-2-gb"}, token=staff)
     assert_error(taken, 409, "slug_taken", "slug: ")
     named = await api.post(f"{HOSTING}/", {**NEW_HOSTING, "slug": "custom-1"}, token=staff)
     assert named.status == 201 and named.body["slug"] == "custom-1"

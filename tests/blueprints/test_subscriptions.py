@@ -107,7 +107,7 @@ async def test_after_payment_the_dashboard_shows_the_service_and_domain(
     alice: Client, staff: Client
 ) -> None:
     done = await checkout(alice, HOSTING_ITEM, DOMAIN_ITEM)
-    assert done["total"] == "57.47"  # 22.00 + 25.49 + 2 × 4.99
+    assert done["total"] == "57.47"  # 22.00 + 25.49 + 2 x 4.99
     empty = {"count": 0, "next": None, "previous": None, "results": []}
     assert (await alice.get(f"{SUBSCRIPTIONS}/")).body == empty
     assert (await alice.get(f"{DOMAINS}/")).body == empty

@@ -145,7 +145,8 @@ async def _save(values: dict[str, Any], promotion: Promotion | None = None) -> P
     try:
         if promotion is None:
             return await Promotion.create(**values)
-        await promotion.update_from_dict(values).save()
+        # Only the edited fields: a checkout counting a use meanwhile must not be undone.
+        await promotion.update_from_dict(values).save(update_fields=list(values))
         return promotion
     except IntegrityError:
         raise APIError(
