@@ -33,12 +33,6 @@ class BillingCycle(StrEnum):
     TRIENNIAL = "triennial"
 
 
-class StorageType(StrEnum):
-    SSD = "SSD"
-    NVME = "NVMe"
-    HDD = "HDD"
-
-
 class HostingProduct(Model):
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=200)
@@ -68,7 +62,7 @@ class HostingProduct(Model):
     cpu_cores = fields.IntField(null=True)
     ram_gb = fields.IntField(null=True)
     cpu_type = fields.CharField(max_length=100, default="")
-    storage_type = fields.CharField(max_length=8, default="")
+    storage_type = fields.CharField(max_length=8, default="")  # "SSD", "NVMe", "HDD" or ""
     monthly_price = money()
     quarterly_price = money(null=True)
     semi_annual_price = money(null=True)
