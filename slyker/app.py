@@ -12,7 +12,7 @@ from quart_rate_limiter.redis_store import RedisStore
 from quart_schema import QuartSchema
 
 from slyker import auth, cli, csrf, database
-from slyker.blueprints import accounts, chat, health
+from slyker.blueprints import accounts, chat, health, subscriptions
 from slyker.blueprints.billing import carts, catalog, domains, invoices, paynow, promotions
 from slyker.chat.service import BROKER_KEY, make_broker
 from slyker.cors import CORSMiddleware, init_cors
@@ -21,6 +21,7 @@ from slyker.redis_client import init_redis
 from slyker.request_id import RequestIDMiddleware, configure_logging
 from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
 from slyker.settings import load_settings
+from slyker.validation import RowIdConverter
 from slyker.wrappers import APIRequest
 
 
@@ -35,6 +36,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
 
     app = Quart("slyker", static_folder=None)
     app.request_class = APIRequest
+    app.url_map.converters["int"] = RowIdConverter  # before any route is added
     app.config.update(
         DEBUG=settings.debug,
         SECRET_KEY=settings.secret_key,
@@ -70,6 +72,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
         invoices.invoices,
         invoices.payments,
         paynow.blueprint,
+        subscriptions.subscriptions,
+        subscriptions.domain_registrations,
         chat.blueprint,
     ):
         app.register_blueprint(blueprint)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from typing import Any
 
 import click
 from quart import Quart
@@ -25,6 +26,87 @@ DEMO_HOSTING = [
     ("Dedicated E3", "dedicated", "89.00", None, None, "959.00", None, None, "49.00"),
     ("Reseller 50", "reseller", "24.99", "71.99", None, "269.99", None, None, "0"),
 ]
+GB = 1024  # the plan pages' units are MB
+# Specs by product name: what the plan pages print (0 = unlimited).
+_SHARED = {"ssl_certificate": True, "cpanel_access": True, "cron_jobs": True}
+_SERVER = {"ssl_certificate": True, "dedicated_ip": True, "ssh_access": True, "cron_jobs": True}
+DEMO_SPECS: dict[str, dict[str, Any]] = {
+    "Starter Shared": {
+        **_SHARED,
+        "slug": "starter-shared",
+        "description": "One website with the essentials: cPanel, free SSL and e-mail.",
+        "disk_space": 10 * GB,
+        "bandwidth": 100 * GB,
+        "email_accounts": 10,
+        "databases": 5,
+        "ftp_accounts": 5,
+        "subdomains": 10,
+        "addon_domains": 0,
+        "parked_domains": 2,
+    },
+    "Business Shared": {
+        **_SHARED,
+        "slug": "business-shared",
+        "description": "For growing businesses: unlimited bandwidth, more sites, daily backups.",
+        "is_featured": True,
+        "disk_space": 50 * GB,
+        "bandwidth": 0,
+        "email_accounts": 0,
+        "databases": 0,
+        "ftp_accounts": 0,
+        "subdomains": 0,
+        "addon_domains": 10,
+        "parked_domains": 10,
+        "backups_included": True,
+    },
+    "VPS 2 GB": {
+        **_SERVER,
+        "slug": "vps-2-gb",
+        "description": "A virtual private server with root access.",
+        "is_featured": True,
+        "cpu_cores": 2,
+        "ram_gb": 2,
+        "storage_type": "NVMe",
+        "disk_space": 50 * GB,
+        "bandwidth": 2000 * GB,
+        "backups_included": True,
+    },
+    "Cloud Flex": {
+        **_SERVER,
+        "slug": "cloud-flex",
+        "description": "Cloud server that scales with you.",
+        "cpu_cores": 4,
+        "ram_gb": 8,
+        "storage_type": "SSD",
+        "disk_space": 160 * GB,
+        "bandwidth": 0,
+        "backups_included": True,
+    },
+    "Dedicated E3": {
+        **_SERVER,
+        "slug": "dedicated-e3",
+        "description": "A whole server: Intel Xeon E3, full root access.",
+        "cpu_type": "Intel Xeon E3-1230 v6",
+        "cpu_cores": 4,
+        "ram_gb": 32,
+        "storage_type": "SSD",
+        "disk_space": 1000 * GB,
+        "bandwidth": 0,
+        "backups_included": True,
+    },
+    "Reseller 50": {
+        **_SHARED,
+        "slug": "reseller-50",
+        "description": "Host up to 50 client accounts under your own brand.",
+        "disk_space": 100 * GB,
+        "bandwidth": 1000 * GB,
+        "email_accounts": 0,
+        "databases": 0,
+        "subdomains": 0,
+        "addon_domains": 50,
+        "backups_included": True,
+    },
+}
 DEMO_DOMAINS = [
     (".com", "12.99", "25.49", "37.99", "62.99", "124.99", "14.99", "12.99", "4.99"),
     (".co.zw", "9.99", "19.49", None, None, None, "9.99", "9.99", "0"),
@@ -63,6 +145,7 @@ async def load_demo_catalog() -> bool:
             biennial_price=_price(b),
             triennial_price=_price(t),
             setup_fee=Decimal(setup),
+            **DEMO_SPECS[name],
         )
     for tld, y1, y2, y3, y5, y10, renew, transfer, privacy in DEMO_DOMAINS:
         await DomainProduct.create(

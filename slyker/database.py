@@ -17,6 +17,7 @@ MODEL_MODULES = [
     "slyker.models.billing",
     "slyker.models.chat",
     "slyker.models.paynow",
+    "slyker.models.services",
     "aerich.models",
 ]
 

@@ -47,6 +47,7 @@ class PricedLine:
     product_type: str
     billing_cycle: str
     service_metadata: dict[str, Any] = field(default_factory=dict)
+    setup_fee: Decimal = ZERO  # the one-off part of unit_price
 
 
 def price_hosting(product: HostingProduct, billing_cycle: str | None) -> PricedLine:
@@ -65,6 +66,7 @@ def price_hosting(product: HostingProduct, billing_cycle: str | None) -> PricedL
         service_category="hosting",
         product_type=str(product.hosting_type),
         billing_cycle=cycle.value,
+        setup_fee=cents(product.setup_fee),
     )
 
 

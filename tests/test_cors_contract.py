@@ -46,6 +46,7 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PREFLIGH
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SAMPLE_ARGUMENTS = {
     "IntegerConverter": 1,
+    "RowIdConverter": 1,  # slyker's <int:...>: an IntegerConverter bounded to INTEGER
     "FloatConverter": 1.5,
     "UUIDConverter": "00000000-0000-4000-8000-000000000001",
 }

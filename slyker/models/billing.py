@@ -36,8 +36,33 @@ class BillingCycle(StrEnum):
 class HostingProduct(Model):
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=200)
+    # URL name, unique; made from the name when staff leave it out (nullable only so that a
+    # migration can add it to existing rows).
+    slug = fields.CharField(max_length=200, unique=True, null=True)
     description = fields.TextField(default="")
     hosting_type = fields.CharEnumField(HostingType, max_length=16)
+    is_featured = fields.BooleanField(default=False)
+    # The plan pages' units: disk space and bandwidth in MB (they print value / 1024 GB);
+    # 0 means unlimited for disk, bandwidth and the account counts.
+    disk_space = fields.IntField(default=0)
+    bandwidth = fields.IntField(default=0)
+    email_accounts = fields.IntField(default=0)
+    databases = fields.IntField(default=0)
+    ftp_accounts = fields.IntField(default=0)
+    subdomains = fields.IntField(default=0)
+    addon_domains = fields.IntField(default=0)
+    parked_domains = fields.IntField(default=0)
+    ssl_certificate = fields.BooleanField(default=False)
+    dedicated_ip = fields.BooleanField(default=False)
+    cpanel_access = fields.BooleanField(default=False)
+    ssh_access = fields.BooleanField(default=False)
+    cron_jobs = fields.BooleanField(default=False)
+    backups_included = fields.BooleanField(default=False)
+    # Servers (VPS, cloud, dedicated); null for shared plans.
+    cpu_cores = fields.IntField(null=True)
+    ram_gb = fields.IntField(null=True)
+    cpu_type = fields.CharField(max_length=100, default="")
+    storage_type = fields.CharField(max_length=8, default="")  # "SSD", "NVMe", "HDD" or ""
     monthly_price = money()
     quarterly_price = money(null=True)
     semi_annual_price = money(null=True)
@@ -211,6 +236,8 @@ class Invoice(Model):
     )
     billing_info = fields.JSONField(default=dict)
     payment_method = fields.CharField(max_length=20)
+    notes = fields.TextField(default="")
+    terms = fields.TextField(default="")
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -234,6 +261,18 @@ class InvoiceItem(Model):
     unit_price = money()
     total = money()
     service_metadata = fields.JSONField(default=dict)
+    # What was sold, for provisioning once the invoice is paid (null on staff's free lines).
+    hosting_product: fields.ForeignKeyNullableRelation[HostingProduct] = fields.ForeignKeyField(
+        "models.HostingProduct", related_name="invoice_items", null=True, on_delete=fields.SET_NULL
+    )
+    domain_product: fields.ForeignKeyNullableRelation[DomainProduct] = fields.ForeignKeyField(
+        "models.DomainProduct", related_name="invoice_items", null=True, on_delete=fields.SET_NULL
+    )
+    service: fields.ForeignKeyNullableRelation[Service] = fields.ForeignKeyField(
+        "models.Service", related_name="invoice_items", null=True, on_delete=fields.SET_NULL
+    )
+    # The one-off part of unit_price (a hosting setup fee): the recurring price is the rest.
+    setup_fee = money(default="0.00")
 
     class Meta:
         table = "billing_invoice_item"

@@ -14,6 +14,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.functions import Sum
 
 from slyker.models.billing import Invoice, InvoiceStatus, Payment, PaymentStatus
+from slyker.services.provisioning import provision_invoice
 
 SETTLEABLE = (InvoiceStatus.DRAFT, InvoiceStatus.SENT, InvoiceStatus.OVERDUE)
 
@@ -26,7 +27,11 @@ async def mark_invoice_paid(invoice_id: int, connection: BaseDBAsyncClient) -> b
         .using_db(connection)
         .update(status=InvoiceStatus.PAID, paid_date=date.today())
     )
-    return bool(moved)
+    if not moved:
+        return False
+    # Only the settlement that flipped the status gets here: what was sold is made once.
+    await provision_invoice(invoice_id, connection)
+    return True
 
 
 async def completed_amount(invoice_id: int, connection: BaseDBAsyncClient) -> Decimal:

@@ -456,3 +456,69 @@ async def test_staff_and_admin_have_carts_too(shop: Quart) -> None:
     browser = API(shop)
     token = await browser.login("staff@example.com")
     assert (await browser.get(f"{CARTS}/current/", token=token)).status == 200
+
+
+# --- discount_amount, NUL and huge values --------------------------------------------------
+
+
+async def test_discount_amount_is_null_without_a_reduction(shop: Quart) -> None:
+    """cart/page.tsx renders ``{hasDiscount && ...}`` with hasDiscount = discount_amount &&
+    ...: a 0 there prints a stray "0"; null prints nothing."""
+    browser = API(shop)
+    cart = await current(browser)
+    assert cart["discount_amount"] is None and cart["final_total"] == 0
+    monthly = {**HOSTING, "billing_cycle": "monthly"}
+    added = await browser.post(f"{CARTS}/{cart['id']}/add_item/", monthly)
+    assert added.body["discount_amount"] is None and added.body["final_total"] == 2.99
+    await browser.post(f"{CARTS}/{cart['id']}/add_item/", DOMAIN)
+    applied = await browser.post(f"{CARTS}/{cart['id']}/apply_coupon/", {"code": "WELCOME10"})
+    assert applied.body["discount_amount"] == 3.85
+    # The coupon stays applied but stops applying (under its minimum): null again.
+    item_id = applied.body["items"][1]["id"]
+    removed = await browser.call(
+        "DELETE", f"{CARTS}/{cart['id']}/remove_item/", {"item_id": item_id}
+    )
+    assert removed.body["applied_coupon"] == "WELCOME10"
+    assert removed.body["discount_amount"] is None
+    assert removed.body["discount_description"].startswith("WELCOME10: ")
+    assert removed.body["final_total"] == 2.99
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**HOSTING, "service_metadata": {"region": "a\x00b"}}, "service_metadata"),
+        ({**HOSTING, "service_metadata": {"a\x00": "key"}}, "service_metadata"),
+        ({**HOSTING, "service_metadata": {"list": [["x\x00"]]}}, "service_metadata"),
+        ({**HOSTING, "service_metadata": {"big": "x" * 5000}}, "service_metadata"),
+        ({**HOSTING, "hosting_product": 10**20}, "hosting_product"),
+        ({**DOMAIN, "domain_product": 2**31}, "domain_product"),
+        ({"service": -1}, "service"),
+    ],
+)
+async def test_nul_and_huge_values_are_400_not_500(
+    shop: Quart, body: dict[str, Any], field: str
+) -> None:
+    browser = API(shop)
+    cart = await current(browser)
+    reply = await browser.post(f"{CARTS}/{cart['id']}/add_item/", body)
+    assert reply.status == 400, reply.body
+    assert reply.error.startswith(f"{field}: ") and field in reply.body["errors"]
+    assert (await current(browser))["item_count"] == 0
+
+
+async def test_nul_in_billing_info_and_huge_ids_are_400_not_500(shop: Quart) -> None:
+    browser = API(shop)
+    token = await token_for(shop, browser, "client@example.com")
+    cart = await current(browser, token=token)
+    await browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING, token=token)
+    body = {**CHECKOUT, "billing_info": {**CHECKOUT["billing_info"], "city": "Ha\x00rare"}}
+    reply = await browser.post(f"{CARTS}/{cart['id']}/checkout/", body, token=token)
+    assert reply.status == 400 and reply.error.startswith("billing_info.city: ")
+    huge = await browser.call(
+        "PATCH", f"{CARTS}/{cart['id']}/update_item/", {"item_id": 10**12}, token=token
+    )
+    assert huge.status == 400 and huge.error.startswith("item_id: ")
+    assert (await browser.get(f"{CARTS}/{10**12}/", token=token)).status == 404
+    with db(shop):
+        assert await Invoice.all().count() == 0

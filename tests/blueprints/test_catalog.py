@@ -486,3 +486,163 @@ async def assert_catalog_untouched(app: Quart) -> None:
         assert await DomainProduct.filter(is_active=True).count() == 4
         assert (await HostingProduct.get(id=1)).name == "Starter Shared"
         assert (await DomainProduct.get(id=1)).tld == ".com"
+
+
+# --- the plan pages' specs ---------------------------------------------------------------
+
+SPEC_COUNTS = (
+    "disk_space",
+    "bandwidth",
+    "email_accounts",
+    "databases",
+    "ftp_accounts",
+    "subdomains",
+    "addon_domains",
+    "parked_domains",
+)
+SPEC_FLAGS = (
+    "ssl_certificate",
+    "dedicated_ip",
+    "cpanel_access",
+    "ssh_access",
+    "cron_jobs",
+    "backups_included",
+    "is_featured",
+    "is_active",
+)
+
+
+def plan_card(product: dict[str, Any]) -> list[str]:
+    """What services/hosting/shared/page.tsx formatFeatures prints (MB → GB, 0 unlimited)."""
+    lines = []
+    for field, label in (
+        ("disk_space", "Storage"),
+        ("bandwidth", "Bandwidth"),
+    ):
+        value = product[field]
+        lines.append(f"Unlimited {label}" if value == 0 else f"{value // 1024} GB {label}")
+    for field, label in (("email_accounts", "Email Accounts"), ("databases", "Databases")):
+        value = product[field]
+        lines.append(f"Unlimited {label}" if value == 0 else f"{value} {label}")
+    return lines
+
+
+async def test_every_product_has_the_plan_page_fields(shop: Quart) -> None:
+    products = (await API(shop).get(f"{HOSTING}/")).body["results"]
+    for product in products:
+        for field in SPEC_COUNTS:
+            value = product[field]
+            assert isinstance(value, int) and not isinstance(value, bool), (field, product)
+            assert value >= 0
+        for field in SPEC_FLAGS:
+            assert isinstance(product[field], bool), (field, product)
+        assert isinstance(product["slug"], str) and product["slug"]
+        assert isinstance(product["description"], str) and product["description"]
+        assert product["storage_type"] in ("", "SSD", "NVMe", "HDD")
+    assert len({p["slug"] for p in products}) == len(products)
+    starter, business, vps, cloud, dedicated, _ = products
+    assert plan_card(starter) == [
+        "10 GB Storage",
+        "100 GB Bandwidth",
+        "10 Email Accounts",
+        "5 Databases",
+    ]
+    assert plan_card(business)[1:] == [
+        "Unlimited Bandwidth",
+        "Unlimited Email Accounts",
+        "Unlimited Databases",
+    ]
+    assert business["is_featured"] is True and starter["is_featured"] is False
+    assert starter["cpu_cores"] is None and starter["ram_gb"] is None
+    assert starter["ssl_certificate"] and starter["cpanel_access"]
+    for server in (vps, cloud, dedicated):
+        assert isinstance(server["cpu_cores"], int) and server["cpu_cores"] > 0
+        assert isinstance(server["ram_gb"], int) and server["ram_gb"] > 0
+        assert server["storage_type"] in ("SSD", "NVMe")
+        assert server["ssh_access"] is True
+    assert (vps["cpu_cores"], vps["ram_gb"], vps["storage_type"]) == (2, 2, "NVMe")
+    assert vps["disk_space"] // 1024 == 50
+    assert dedicated["cpu_type"] and dedicated["ram_gb"] == 32
+    one = await API(shop).get(f"{HOSTING}/3/")
+    assert one.body == vps
+
+
+async def test_filter_by_hosting_type_and_slug(shop: Quart) -> None:
+    api = API(shop)
+    shared = await api.get(f"{HOSTING}/?hosting_type=shared")
+    assert [p["name"] for p in shared.body["results"]] == ["Starter Shared", "Business Shared"]
+    assert shared.body["count"] == 2
+    dedicated = await api.get(f"{HOSTING}/?hosting_type=dedicated")
+    assert [p["id"] for p in dedicated.body["results"]] == [5]
+    by_slug = await api.get(f"{HOSTING}/?slug=vps-2-gb")
+    assert [p["id"] for p in by_slug.body["results"]] == [3]
+    assert (await api.get(f"{HOSTING}/?slug=nope")).body["count"] == 0
+    assert_error(await api.get(f"{HOSTING}/?hosting_type=castle"), 400, "invalid", "hosting_type")
+    await deactivate(shop, HostingProduct, 2)
+    assert (await api.get(f"{HOSTING}/?hosting_type=shared")).body["count"] == 1
+
+
+async def test_staff_write_specs_and_slugs(shop: Quart) -> None:
+    api = API(shop)
+    staff = await token_for(shop, api, "staff@example.com", Role.STAFF)
+    specs = {
+        "disk_space": 204800,
+        "bandwidth": 0,
+        "cpu_cores": 8,
+        "ram_gb": 16,
+        "storage_type": "NVMe",
+        "ssh_access": True,
+        "is_featured": True,
+    }
+    created = await api.post(f"{HOSTING}/", {**NEW_HOSTING, **specs}, token=staff)
+    assert created.status == 201, created.body
+    assert created.body["slug"] == "cloud-max"  # made from the name
+    for field, value in specs.items():
+        assert created.body[field] == value
+    assert created.body["email_accounts"] == 0 and created.body["cron_jobs"] is False
+    again = await api.post(f"{HOSTING}/", NEW_HOSTING, token=staff)
+    assert again.status == 201 and again.body["slug"] == "cloud-max-2"
+    # A replace without a slug keeps the product's own; an explicit one is applied.
+    kept = await api.call("PUT", f"{HOSTING}/7/", NEW_HOSTING, token=staff)
+    assert kept.status == 200 and kept.body["slug"] == "cloud-max"
+    assert kept.body["cpu_cores"] is None  # PUT replaces the specs too
+    taken = await api.call("PUT", f"{HOSTING}/7/", {**NEW_HOSTING, "slug": "vps-2-gb"}, token=staff)
+    assert_error(taken, 409, "slug_taken", "slug: ")
+    named = await api.post(f"{HOSTING}/", {**NEW_HOSTING, "slug": "custom-1"}, token=staff)
+    assert named.status == 201 and named.body["slug"] == "custom-1"
+    odd = await api.post(f"{HOSTING}/", {**NEW_HOSTING, "name": "Ünïcode ★ Plan"}, token=staff)
+    assert odd.status == 201 and odd.body["slug"] == "unicode-plan"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"disk_space": -1}, "disk_space"),
+        ({"disk_space": 2**31}, "disk_space"),
+        ({"bandwidth": 10**30}, "bandwidth"),
+        ({"email_accounts": "lots"}, "email_accounts"),
+        ({"databases": 1.5}, "databases"),
+        ({"cpu_cores": 0}, "cpu_cores"),
+        ({"cpu_cores": 10**20}, "cpu_cores"),
+        ({"ram_gb": -4}, "ram_gb"),
+        ({"storage_type": "tape"}, "storage_type"),
+        ({"slug": "Bad Slug"}, "slug"),
+        ({"slug": "x" * 201}, "slug"),
+        ({"name": "Bad\x00name"}, "name"),
+        ({"description": "nul\x00"}, "description"),
+        ({"cpu_type": "E3\x00"}, "cpu_type"),
+        ({"ssl_certificate": "maybe"}, "ssl_certificate"),
+    ],
+)
+async def test_invalid_specs_are_400_not_500(
+    shop: Quart, change: dict[str, Any], field: str
+) -> None:
+    api = API(shop)
+    staff = await token_for(shop, api, "staff@example.com", Role.STAFF)
+    for method, path in (("POST", f"{HOSTING}/"), ("PUT", f"{HOSTING}/1/")):
+        reply = await api.call(method, path, {**NEW_HOSTING, **change}, token=staff)
+        assert_error(reply, 400, "invalid", f"{field}: ")
+        assert field in reply.body["errors"]
+    with db(shop):
+        assert await HostingProduct.all().count() == 6
+        assert (await HostingProduct.get(id=1)).slug == "starter-shared"

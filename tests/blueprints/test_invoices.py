@@ -3,17 +3,19 @@ all. Runs on SQLite, and on PostgreSQL with SLYKER_TEST_DATABASE=postgres."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 from quart import Quart
 
-from slyker.models.accounts import Role
+from slyker.models.accounts import ClientProfile, Role, User
 from slyker.models.billing import Invoice, InvoiceStatus, Payment
+from slyker.models.services import Subscription
 from tests.api import API, Reply, assert_error, db, make_user, seed_catalog
 from tests.conftest import prepare_database
 
@@ -53,6 +55,12 @@ class Client:
 
     async def post(self, path: str, json: Any = None) -> Reply:
         return await self.api.post(path, json, token=self.token)
+
+    async def call_patch(self, path: str, json: Any = None) -> Reply:
+        return await self.api.call("PATCH", path, json, token=self.token)
+
+    async def call_delete(self, path: str) -> Reply:
+        return await self.api.call("DELETE", path, token=self.token)
 
 
 async def login(app: Quart, email: str, role: Role = Role.CLIENT) -> Client:
@@ -350,14 +358,17 @@ async def test_clients_cannot_use_staff_actions(shop: Quart, alice: Client) -> N
 async def test_stats_on_no_invoices(staff: Client) -> None:
     reply = await staff.get(f"{INVOICES}/stats/")
     assert reply.status == 200, reply.body
+    statuses = ("draft", "sent", "paid", "overdue", "cancelled")
     assert reply.body == {
+        "total": 0,
         "total_invoices": 0,
-        "by_status": {
-            status: {"count": 0, "total": "0.00"}
-            for status in ("draft", "sent", "paid", "overdue", "cancelled")
-        },
+        "by_status": dict.fromkeys(statuses, 0),
+        "amount_by_status": dict.fromkeys(statuses, "0.00"),
+        "revenue": {"total": 0, "this_month": 0, "last_month": 0, "growth_percent": None},
+        "outstanding": 0,
         "paid_amount": "0.00",
         "outstanding_amount": "0.00",
+        "recent_count": 0,
     }
 
 
@@ -381,18 +392,53 @@ async def test_stats_counts_and_amounts(
 
     reply = await staff.get(f"{INVOICES}/stats/")
     assert reply.status == 200, reply.body
+    # The staff pages render by_status entries and format revenue/outstanding as numbers.
     assert reply.body == {
+        "total": 7,
         "total_invoices": 7,
-        "by_status": {
-            "draft": {"count": 1, "total": "5.99"},
-            "sent": {"count": 2, "total": "46.99"},
-            "paid": {"count": 2, "total": "59.98"},
-            "overdue": {"count": 1, "total": "24.99"},
-            "cancelled": {"count": 1, "total": "19.00"},
+        "by_status": {"draft": 1, "sent": 2, "paid": 2, "overdue": 1, "cancelled": 1},
+        "amount_by_status": {
+            "draft": "5.99",
+            "sent": "46.99",
+            "paid": "59.98",
+            "overdue": "24.99",
+            "cancelled": "19.00",
         },
+        # Both paid today; nothing last month, so no growth figure.
+        "revenue": {
+            "total": 59.98,
+            "this_month": 59.98,
+            "last_month": 0,
+            "growth_percent": None,
+        },
+        "outstanding": 77.97,  # draft + sent + overdue
         "paid_amount": "59.98",
-        "outstanding_amount": "77.97",  # draft + sent + overdue
+        "outstanding_amount": "77.97",
+        "recent_count": 7,
     }
+
+
+async def test_stats_revenue_by_month_and_growth(shop: Quart, alice: Client, staff: Client) -> None:
+    today = date.today()
+    last_month_day = today.replace(day=1) - timedelta(days=1)
+    old = await checkout(alice)  # 29.99, paid last month, issued 40 days ago
+    new = await checkout(alice, product=2, cycle="monthly")  # 5.99, paid today
+    older = await checkout(alice, product=1, cycle="monthly")  # 2.99, paid long ago
+    for invoice in (old, new, older):
+        assert (await staff.post(f"{INVOICES}/{invoice['invoice_id']}/mark_paid/")).status == 200
+    with db(shop):
+        await Invoice.filter(id=old["invoice_id"]).update(
+            paid_date=last_month_day, issue_date=today - timedelta(days=40)
+        )
+        await Invoice.filter(id=older["invoice_id"]).update(paid_date=date(2001, 1, 1))
+    revenue = (await staff.get(f"{INVOICES}/stats/")).body
+    assert revenue["revenue"] == {
+        "total": 38.97,
+        "this_month": 5.99,
+        "last_month": 29.99,
+        "growth_percent": -80.0,  # (5.99 - 29.99) / 29.99
+    }
+    assert revenue["recent_count"] == 2
 
 
 # --- payments ----------------------------------------------------------------------------
@@ -574,3 +620,264 @@ async def test_anonymous_gets_401_everywhere(shop: Quart, alice: Client) -> None
     with db(shop):
         assert await Payment.all().count() == 0
         assert (await Invoice.get(id=1)).status == InvoiceStatus.SENT
+
+
+# --- what the dashboards read ---------------------------------------------------------------
+
+
+async def test_invoice_amount_client_and_line_amounts(alice: Client, staff: Client) -> None:
+    done = await checkout(alice, product=3, cycle="monthly", quantity=2)  # 44.00
+    invoice = (await alice.get(f"{INVOICES}/{done['invoice_id']}/")).body
+    # dashboard/invoices/page.tsx sums parseFloat(amount): the invoice total.
+    assert invoice["amount"] == invoice["total"] == "44.00"
+    # admin/invoices/page.tsx prints client.company_name and each item's amount.
+    assert invoice["client"]["company_name"] == "Test client"
+    assert invoice["client"]["email"] == "alice@example.com"
+    [item] = invoice["items"]
+    assert item["amount"] == item["total"] == "44.00"
+    assert item["hosting_product"] == 3 and item["domain_product"] is None
+    assert invoice["notes"] == "" and invoice["terms"] == ""
+    assert (await staff.get(f"{INVOICES}/{done['invoice_id']}/")).body == invoice
+
+
+# --- staff-written invoices ----------------------------------------------------------------
+
+
+async def client_id(app: Quart, email: str) -> int:
+    with db(app):
+        profile = await ClientProfile.get(user__email=email)
+    return profile.id
+
+
+def staff_invoice(client: int, **changes: Any) -> dict[str, Any]:
+    """What admin/invoices/page.tsx sends."""
+    return {
+        "client": client,
+        "issue_date": "2026-03-01",
+        "due_date": "2026-03-31",
+        "items": [
+            {"description": "Website design", "quantity": 1, "unit_price": 450.0},
+            {"description": "Hours of support", "quantity": 3, "unit_price": 25.34},
+        ],
+        "tax_rate": 15,
+        "discount_amount": 50,
+        "notes": "Thank you",
+        "terms": "Payment is due within 30 days of invoice date.",
+        **changes,
+    }
+
+
+async def test_staff_create_a_draft_invoice(shop: Quart, alice: Client, staff: Client) -> None:
+    body = staff_invoice(await client_id(shop, "alice@example.com"))
+    created = await staff.post(f"{INVOICES}/", body)
+    assert created.status == 201, created.body
+    invoice = created.body
+    assert invoice["status"] == "draft"
+    assert re.fullmatch(r"INV-\d{6}", invoice["invoice_number"])
+    assert invoice["invoice_number"] == f"INV-{invoice['id']:06d}"
+    assert invoice["issue_date"] == "2026-03-01" and invoice["due_date"] == "2026-03-31"
+    # 450.00 + 3 x 25.34 = 526.02; minus 50 = 476.02; 15 % tax = 71.40; total 547.42
+    assert invoice["subtotal"] == "526.02"
+    assert invoice["discount_amount"] == "50.00"
+    assert invoice["tax_rate"] == "15.00" and invoice["tax_amount"] == "71.40"
+    assert invoice["total"] == invoice["amount"] == "547.42"
+    assert [i["description"] for i in invoice["items"]] == ["Website design", "Hours of support"]
+    assert [i["total"] for i in invoice["items"]] == ["450.00", "76.02"]
+    assert invoice["items"][1]["service_category"] == "custom"
+    assert invoice["notes"] == "Thank you" and invoice["terms"].startswith("Payment is due")
+    assert invoice["client"]["email"] == "alice@example.com"
+    mine = (await alice.get(f"{INVOICES}/")).body["results"]
+    assert [i["id"] for i in mine] == [invoice["id"]]
+
+    # Free lines provision nothing when paid.
+    assert (await staff.post(f"{INVOICES}/{invoice['id']}/mark_paid/")).status == 200
+    with db(shop):
+        assert await Subscription.all().count() == 0
+
+
+async def test_staff_invoice_defaults(taxed_shop: Quart) -> None:
+    await make_user(taxed_shop, "alice@example.com")
+    staff = await login(taxed_shop, "staff@example.com", Role.STAFF)
+    with db(taxed_shop):
+        alice = await User.get(email="alice@example.com")
+    body = {"user": alice.id, "items": [{"description": "Consulting", "unit_price": "100"}]}
+    created = await staff.post(f"{INVOICES}/", body)
+    assert created.status == 201, created.body
+    today = date.today()
+    assert created.body["issue_date"] == today.isoformat()
+    assert created.body["due_date"] == (today + timedelta(days=14)).isoformat()
+    assert created.body["tax_rate"] == "15.00"  # TAX_RATE
+    assert created.body["total"] == "115.00" and created.body["payment_method"] == "bank"
+
+
+STAFF_INVOICE_ERRORS: list[tuple[dict[str, Any], str]] = [
+    ({"items": []}, "items"),
+    ({"items": [{"description": "", "unit_price": 1}]}, "items.0.description"),
+    ({"items": [{"description": "a\x00b", "unit_price": 1}]}, "items.0.description"),
+    ({"items": [{"description": "x", "unit_price": -1}]}, "items.0.unit_price"),
+    ({"items": [{"description": "x", "unit_price": 10**20}]}, "items.0.unit_price"),
+    ({"items": [{"description": "x", "unit_price": "1.001"}]}, "items.0.unit_price"),
+    ({"items": [{"description": "x", "unit_price": 1, "quantity": 0}]}, "items.0.quantity"),
+    ({"items": [{"description": "x", "unit_price": 1, "quantity": 10**9}]}, "items.0.quantity"),
+    ({"items": [{"description": "x", "unit_price": 1, "amount": 5}]}, "items.0.amount"),
+    # Within each field's limits, but the total would not fit a money column.
+    ({"items": [{"description": "x", "unit_price": "9999999999.99", "quantity": 2}]}, "items"),
+    ({"discount_amount": 10_000}, "discount_amount"),
+    ({"discount_amount": -1}, "discount_amount"),
+    ({"tax_rate": 101}, "tax_rate"),
+    ({"tax_rate": "abc"}, "tax_rate"),
+    ({"due_date": "2026-02-01"}, "due_date"),
+    ({"issue_date": "someday"}, "issue_date"),
+    ({"notes": "n\x00"}, "notes"),
+    ({"terms": "t" * 10_001}, "terms"),
+    ({"client": 999}, "client"),
+    ({"client": 10**20}, "client"),
+    ({"client": None}, "client"),
+    ({"user": 1}, "client"),  # both client and user
+    ({"total": "0.01"}, "total"),  # totals are computed, never taken
+]
+
+
+async def test_invalid_staff_invoice_is_400_not_500(
+    shop: Quart, alice: Client, staff: Client
+) -> None:
+    profile = await client_id(shop, "alice@example.com")
+    for change, field in STAFF_INVOICE_ERRORS:
+        reply = await staff.post(f"{INVOICES}/", {**staff_invoice(profile), **change})
+        assert_error(reply, 400, "invalid", f"{field}: ")
+        assert field in reply.body["errors"], (change, reply.body)
+    with db(shop):
+        assert await Invoice.all().count() == 0
+
+
+async def test_staff_edit_drafts_only(shop: Quart, alice: Client, staff: Client) -> None:
+    profile = await client_id(shop, "alice@example.com")
+    draft = (await staff.post(f"{INVOICES}/", staff_invoice(profile))).body
+    path = f"{INVOICES}/{draft['id']}/"
+    changed = await staff.call_patch(path, {"discount_amount": 0, "notes": "Revised"})
+    assert changed.status == 200, changed.body
+    # 450.00 + 3 x 25.34 = 526.02, no discount, 15 % tax = 78.90
+    assert changed.body["subtotal"] == "526.02" and changed.body["discount_amount"] == "0.00"
+    assert changed.body["tax_amount"] == "78.90" and changed.body["total"] == "604.92"
+    assert changed.body["notes"] == "Revised" and changed.body["terms"] == draft["terms"]
+    lines = await staff.call_patch(
+        path, {"items": [{"description": "Logo", "quantity": 2, "unit_price": "10"}], "tax_rate": 0}
+    )
+    assert lines.status == 200, lines.body
+    assert [i["description"] for i in lines.body["items"]] == ["Logo"]
+    assert lines.body["total"] == "20.00" and lines.body["status"] == "draft"
+    assert_error(await staff.call_patch(path, {"status": "sent"}), 400, "invalid", "status: ")
+    assert_error(await staff.call_patch(path, {"discount_amount": 21}), 400, "invalid")
+    assert_error(await staff.call_patch(path, {"items": []}), 400, "invalid", "items: ")
+    assert_error(await staff.call_patch(path, {"due_date": "2000-01-01"}), 400, "invalid")
+    assert_error(await staff.call_patch(path, {"notes": None}), 400, "invalid", "notes: ")
+    assert (await staff.get(path)).body == lines.body
+    assert_error(await alice.call_patch(path, {"notes": "mine"}), 403, "permission_denied")
+    assert_error(await alice.call_delete(path), 403, "permission_denied")
+
+    assert (await staff.post(f"{path}send/")).status == 200
+    assert_error(await staff.call_patch(path, {"notes": "late"}), 409, "not_draft", "status: ")
+    assert_error(await staff.call_delete(path), 409, "not_draft")
+    cart_invoice = await checkout(alice)  # sent
+    cart_path = f"{INVOICES}/{cart_invoice['invoice_id']}/"
+    assert_error(await staff.call_patch(cart_path, {"notes": "x"}), 409, "not_draft")
+    assert_error(await staff.call_delete(cart_path), 409, "not_draft")
+    assert_error(await staff.call_patch(f"{INVOICES}/999/", {"notes": "x"}), 404, "not_found")
+    assert_error(await staff.call_delete(f"{INVOICES}/999/"), 404, "not_found")
+
+
+async def test_staff_delete_a_draft(shop: Quart, alice: Client, staff: Client) -> None:
+    profile = await client_id(shop, "alice@example.com")
+    draft = (await staff.post(f"{INVOICES}/", staff_invoice(profile))).body
+    paid_draft = (await staff.post(f"{INVOICES}/", staff_invoice(profile))).body
+    deleted = await staff.call_delete(f"{INVOICES}/{draft['id']}/")
+    assert deleted.status == 204 and deleted.body is None
+    assert_error(await staff.get(f"{INVOICES}/{draft['id']}/"), 404, "not_found")
+    assert_error(await staff.call_delete(f"{INVOICES}/{draft['id']}/"), 404, "not_found")
+    # A draft with a payment recorded keeps its amounts and cannot be deleted.
+    payment = await record(staff, paid_draft["id"], "1.00")
+    assert payment.status == 201
+    path = f"{INVOICES}/{paid_draft['id']}/"
+    assert_error(await staff.call_delete(path), 409, "has_payments")
+    assert_error(await staff.call_patch(path, {"tax_rate": 0}), 409, "has_payments")
+    with db(shop):
+        assert await Invoice.filter(id=paid_draft["id"]).exists()
+        assert not await Invoice.filter(id=draft["id"]).exists()
+
+
+async def test_a_draft_edit_and_a_settlement_at_once(
+    shop: Quart, alice: Client, staff: Client
+) -> None:
+    """An edit that races mark_paid either happens before it (and the invoice is paid at
+    the new total) or is refused with 409: never an edited paid invoice."""
+    profile = await client_id(shop, "alice@example.com")
+    for _ in range(3):
+        draft = (await staff.post(f"{INVOICES}/", staff_invoice(profile))).body
+        path = f"{INVOICES}/{draft['id']}/"
+        edit, paid = await asyncio.gather(
+            staff.call_patch(path, {"discount_amount": 0}), staff.post(f"{path}mark_paid/")
+        )
+        assert paid.status == 200, paid.body
+        final = (await staff.get(path)).body
+        assert final["status"] == "paid"
+        if edit.status == 200:
+            assert final["discount_amount"] == "0.00"
+        else:
+            assert_error(edit, 409, "not_draft")
+            assert final["discount_amount"] == "50.00"
+
+
+# --- payment stats -------------------------------------------------------------------------
+
+
+async def test_payment_stats(shop: Quart, alice: Client, bob: Client, staff: Client) -> None:
+    empty = await staff.get(f"{PAYMENTS}/stats/")
+    assert empty.status == 200, empty.body
+    assert empty.body == {
+        "total": 0,
+        "by_status": {"pending": 0, "completed": 0, "failed": 0},
+        "by_method": {},
+        "total_completed": 0,
+        "last_30_days": 0,
+    }
+    a = await checkout(alice)
+    b = await checkout(bob)
+    assert (await record(staff, a["invoice_id"], "10.00")).status == 201
+    assert (await record(staff, a["invoice_id"], "19.99", method="paynow")).status == 201
+    assert (await record(staff, b["invoice_id"], "5.50", method="paynow")).status == 201
+    assert (await record(staff, b["invoice_id"], "99", status="pending")).status == 201
+    assert (await record(staff, b["invoice_id"], "7", status="failed")).status == 201
+    old = await record(staff, b["invoice_id"], "1.25")
+    with db(shop):
+        await Payment.filter(id=old.body["id"]).update(
+            paid_at=datetime.now(UTC) - timedelta(days=40)
+        )
+    stats = (await staff.get(f"{PAYMENTS}/stats/")).body
+    # admin/analytics/page.tsx: by_method entries {count, total} and last_30_days, formatted.
+    assert stats == {
+        "total": 6,
+        "by_status": {"pending": 1, "completed": 4, "failed": 1},
+        "by_method": {
+            "bank": {"count": 2, "total": 11.25},
+            "paynow": {"count": 2, "total": 25.49},
+        },
+        "total_completed": 36.74,
+        "last_30_days": 35.49,
+    }
+    assert_error(await alice.get(f"{PAYMENTS}/stats/"), 403, "permission_denied")
+    assert_error(await API(shop).get(f"{PAYMENTS}/stats/"), 401, "not_authenticated")
+
+
+async def test_anonymous_cannot_write_invoices(shop: Quart, alice: Client) -> None:
+    done = await checkout(alice)
+    api = API(shop)
+    for method, path in (
+        ("POST", f"{INVOICES}/"),
+        ("PATCH", f"{INVOICES}/{done['invoice_id']}/"),
+        ("DELETE", f"{INVOICES}/{done['invoice_id']}/"),
+    ):
+        reply = await api.call(method, path, {"notes": "x"} if method != "DELETE" else None)
+        assert_error(reply, 401, "not_authenticated")
+    assert_error(
+        await alice.post(f"{INVOICES}/", {"user": 1, "items": []}), 403, "permission_denied"
+    )

@@ -405,3 +405,103 @@ async def assert_promotions_untouched(app: Quart) -> None:
         assert await Promotion.all().count() == 7
         first = await Promotion.get(id=1)
     assert first.code == "OPEN" and first.is_active is True
+
+
+# --- PATCH (the staff page's toggle and edit) ----------------------------------------------
+
+
+async def test_patch_changes_only_the_fields_sent(offers: Quart) -> None:
+    api = API(offers)
+    staff = await token_for(offers, api, "staff@example.com", Role.STAFF)
+    with db(offers):
+        window = await Promotion.get(code="WINDOW")
+    path = f"{PROMOTIONS}/{window.id}/"
+    before = (await api.get(path, token=staff)).body
+    # admin/promotions/page.tsx handleToggleActive
+    off = await api.call("PATCH", path, {"is_active": False}, token=staff)
+    assert off.status == 200, off.body
+    assert off.body == {**before, "is_active": False}
+    assert "WINDOW" not in [p["code"] for p in (await api.get(f"{PROMOTIONS}/active/")).body]
+    renamed = await api.call(
+        "PATCH", path, {"name": "Window sale", "code": "window2", "usage_limit": 10}, token=staff
+    )
+    assert renamed.status == 200, renamed.body
+    assert renamed.body["code"] == "WINDOW2" and renamed.body["name"] == "Window sale"
+    assert renamed.body["usage_limit"] == 10 and renamed.body["usage_count"] == 2
+    assert renamed.body["discount_value"] == "12.50" and renamed.body["is_active"] is False
+    # The page's date inputs send bare dates: the start of the day, the end of the day (UTC).
+    dated = await api.call(
+        "PATCH", path, {"start_date": "2030-01-01", "end_date": "2030-01-31"}, token=staff
+    )
+    assert dated.status == 200, dated.body
+    assert datetime.fromisoformat(dated.body["start_date"]) == datetime(2030, 1, 1, tzinfo=UTC)
+    end = datetime.fromisoformat(dated.body["end_date"])
+    assert end.date().isoformat() == "2030-01-31" and end.hour == 23
+    assert (await api.get(path, token=staff)).body == dated.body
+
+
+async def test_patch_is_validated_as_a_whole(offers: Quart) -> None:
+    api = API(offers)
+    staff = await token_for(offers, api, "staff@example.com", Role.STAFF)
+    with db(offers):
+        window = await Promotion.get(code="WINDOW")
+    path = f"{PROMOTIONS}/{window.id}/"
+    before = (await api.get(path, token=staff)).body
+    far = {"start_date": "2099-01-01T00:00:00Z"}  # after the stored end_date
+    assert_error(await api.call("PATCH", path, far, token=staff), 400, "invalid", "end_date: ")
+    over = {"discount_value": "150"}  # a percentage promotion
+    assert_error(await api.call("PATCH", path, over, token=staff), 400, "invalid")
+    for bad, field in (
+        ({"usage_limit": 0}, "usage_limit"),
+        ({"usage_limit": 10**20}, "usage_limit"),
+        ({"discount_value": 10**20}, "discount_value"),
+        ({"name": "x\x00"}, "name"),
+        ({"description": "x\x00"}, "description"),
+        ({"product_types": ["a\x00"]}, "product_types.0"),
+        ({"code": "a b"}, "code"),
+        ({"name": None}, "name"),
+    ):
+        reply = await api.call("PATCH", path, bad, token=staff)
+        assert_error(reply, 400, "invalid", f"{field}: ")
+    not_object = await api.call("PATCH", path, ["is_active"], token=staff)
+    assert_error(not_object, 400, "invalid")
+    taken = await api.call("PATCH", path, {"code": "open"}, token=staff)
+    assert_error(taken, 409, "code_taken", "code: ")
+    assert (await api.get(path, token=staff)).body == before
+    assert_error(
+        await api.call("PATCH", f"{PROMOTIONS}/999/", {"is_active": False}, token=staff),
+        404,
+        "not_found",
+    )
+
+
+async def test_patch_needs_staff(offers: Quart) -> None:
+    api = API(offers)
+    client = await token_for(offers, api, "client@example.com")
+    body = {"is_active": False}
+    assert_error(
+        await api.call("PATCH", f"{PROMOTIONS}/1/", body, token=client), 403, "permission_denied"
+    )
+    assert_error(await api.call("PATCH", f"{PROMOTIONS}/1/", body), 401, "not_authenticated")
+    await assert_promotions_untouched(offers)
+
+
+async def test_create_from_the_staff_page_with_bare_dates(app: Quart) -> None:
+    api = API(app)
+    staff = await token_for(app, api, "staff@example.com", Role.STAFF)
+    body = {
+        "name": "Launch",
+        "code": "LAUNCH",
+        "promotion_type": "discount",
+        "discount_type": "percentage",
+        "discount_value": 20,
+        "start_date": "2026-01-01",
+        "end_date": "2026-01-01",  # a one-day promotion: valid all that day
+        "is_active": True,
+    }
+    created = await api.post(f"{PROMOTIONS}/", body, token=staff)
+    assert created.status == 201, created.body
+    start = datetime.fromisoformat(created.body["start_date"])
+    end = datetime.fromisoformat(created.body["end_date"])
+    assert start == datetime(2026, 1, 1, tzinfo=UTC) and end > start
+    assert end.date() == start.date()

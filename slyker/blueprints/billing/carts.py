@@ -8,14 +8,15 @@ header of the same name when the browser blocks third-party cookies.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import BaseModel, EmailStr, Field, field_validator
 from quart import Blueprint, Response, jsonify, request
 from quart_schema import validate_request
 from tortoise.exceptions import IntegrityError
@@ -52,6 +53,7 @@ from slyker.pricing import (
 from slyker.services import paynow as paynow_service
 from slyker.services.errors import UpstreamError
 from slyker.settings import current_settings
+from slyker.validation import NO_NUL, Id
 
 blueprint = Blueprint("carts", __name__, url_prefix="/api/billing/carts")
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ log = logging.getLogger(__name__)
 CART_TOKEN_HEADER = "X-Cart-Token"
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32,64}")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+MAX_METADATA_BYTES = 4096
 
 
 # --- identity ----------------------------------------------------------------------------
@@ -206,7 +209,8 @@ async def cart_json(cart: Cart) -> dict[str, Any]:
         "subtotal": as_number(amount),
         "applied_coupon": promotion.code if promotion else None,
         "discount_description": description,
-        "discount_amount": as_number(reduction),
+        # null, not 0, without a reduction: the cart page renders a bare ``0`` otherwise.
+        "discount_amount": as_number(reduction) if reduction else None,
         "total": as_number(amount),
         "final_total": as_number(amount - reduction),
         "created_at": cart.created_at.isoformat(),
@@ -267,15 +271,35 @@ async def get_cart(cart_id: int) -> Response:
     return await cart_response(await caller_cart(cart_id))
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class CartItemIn(BaseModel):
-    hosting_product: int | None = None
-    domain_product: int | None = None
-    service: int | None = None
+    hosting_product: Id | None = None
+    domain_product: Id | None = None
+    service: Id | None = None
     service_metadata: dict[str, Any] = Field(default_factory=dict)
     quantity: int = Field(default=1, ge=1, le=MAX_QUANTITY)
     billing_cycle: str | None = Field(default=None, max_length=16)
     # Accepted because the storefront sends it, and ignored: prices come from the catalog.
     unit_price: Any = None
+
+    @field_validator("service_metadata")
+    @classmethod
+    def storable_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Kept as JSON: bounded, and without NUL (PostgreSQL's jsonb refuses ``\u0000``)."""
+        if len(json.dumps(value)) > MAX_METADATA_BYTES:
+            raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
+        if _has_nul(value):
+            raise ValueError("must not contain NUL characters")
+        return value
 
     @classmethod
     def of(
@@ -348,7 +372,7 @@ async def add_item(cart_id: int, data: CartItemIn) -> Response:
 
 
 class ItemChange(BaseModel):
-    item_id: int
+    item_id: Id
     quantity: int | None = Field(default=None, ge=1, le=MAX_QUANTITY)
     billing_cycle: str | None = Field(default=None, max_length=16)
 
@@ -380,7 +404,7 @@ async def update_item(cart_id: int, data: ItemChange) -> Response:
 
 
 class ItemRef(BaseModel):
-    item_id: int
+    item_id: Id
 
 
 @blueprint.delete("/<int:cart_id>/remove_item/")
@@ -437,12 +461,12 @@ async def remove_coupon(cart_id: int) -> Response:
 
 
 class BillingInfo(BaseModel):
-    full_name: str = Field(min_length=1, max_length=200)
+    full_name: Annotated[str, Field(min_length=1, max_length=200), NO_NUL]
     email: EmailStr
-    phone: str = Field(default="", max_length=40)
-    address: str = Field(default="", max_length=300)
-    city: str = Field(default="", max_length=100)
-    country: str = Field(default="", max_length=100)
+    phone: Annotated[str, Field(max_length=40), NO_NUL] = ""
+    address: Annotated[str, Field(max_length=300), NO_NUL] = ""
+    city: Annotated[str, Field(max_length=100), NO_NUL] = ""
+    country: Annotated[str, Field(max_length=100), NO_NUL] = ""
 
 
 class CheckoutIn(BaseModel):
@@ -508,8 +532,9 @@ async def checkout_reply(invoice: Invoice, user: User, created: bool) -> Respons
     return response
 
 
-async def _repriced(items: list[CartItem]) -> list[CartItem]:
+async def _repriced(items: list[CartItem]) -> list[tuple[CartItem, PricedLine]]:
     """Re-price every line from today's catalog; a withdrawn product stops the checkout."""
+    priced = []
     for item in items:
         try:
             line, _ = await priced_line(CartItemIn.of(item))
@@ -518,12 +543,14 @@ async def _repriced(items: list[CartItem]) -> list[CartItem]:
         if line.unit_price != item.unit_price:
             item.unit_price = line.unit_price
             await CartItem.filter(id=item.id).update(unit_price=line.unit_price)
-    return items
+        priced.append((item, line))
+    return priced
 
 
 async def _create_invoice(cart: Cart, user: User, data: CheckoutIn) -> Invoice:
     settings = current_settings()
-    items = await _repriced(list(await CartItem.filter(cart_id=cart.id).order_by("id")))
+    priced = await _repriced(list(await CartItem.filter(cart_id=cart.id).order_by("id")))
+    items = [item for item, _ in priced]
     if not items:
         raise invalid("items", "Your cart is empty.")
     lines = lines_of(items)
@@ -561,7 +588,7 @@ async def _create_invoice(cart: Cart, user: User, data: CheckoutIn) -> Invoice:
     )
     invoice.invoice_number = f"INV-{invoice.id:06d}"
     await Invoice.filter(id=invoice.id).update(invoice_number=invoice.invoice_number)
-    for item in items:
+    for item, line in priced:
         await InvoiceItem.create(
             invoice=invoice,
             description=item.service_name,
@@ -571,6 +598,10 @@ async def _create_invoice(cart: Cart, user: User, data: CheckoutIn) -> Invoice:
             unit_price=item.unit_price,
             total=cents(item.unit_price * item.quantity),
             service_metadata=item.service_metadata,
+            hosting_product_id=item.hosting_product_id,
+            domain_product_id=item.domain_product_id,
+            service_id=item.service_id,
+            setup_fee=line.setup_fee,
         )
     await Cart.filter(id=cart.id).update(status=CartStatus.COMPLETED, active_key=None)
     return invoice

@@ -4,21 +4,23 @@ rules every cart line is priced by: the catalog, never the browser."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
-from quart import Blueprint
+from quart import Blueprint, request
 from quart_schema import validate_request
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
 
 from slyker.auth import current_user, staff_required
-from slyker.errors import APIError
+from slyker.errors import APIError, invalid
 from slyker.models.billing import BillingCycle, DomainProduct, HostingProduct, HostingType
 from slyker.money import as_string
 from slyker.pagination import paginate
 from slyker.pricing import DOMAIN_YEARS, domain_registration_price, hosting_cycle_price
+from slyker.validation import MAX_INT, NO_NUL
 
 blueprint = Blueprint("catalog", __name__, url_prefix="/api/services")
 
@@ -29,17 +31,47 @@ def _money_or_none(value: Decimal | None) -> str | None:
     return None if value is None else as_string(value)
 
 
+# What the plan pages print. Disk space and bandwidth are in MB (the pages show value / 1024
+# GB); 0 is "unlimited" for disk, bandwidth, e-mail accounts, databases and subdomains.
+SPEC_COUNTS = (
+    "disk_space",
+    "bandwidth",
+    "email_accounts",
+    "databases",
+    "ftp_accounts",
+    "subdomains",
+    "addon_domains",
+    "parked_domains",
+)
+SPEC_FLAGS = (
+    "ssl_certificate",
+    "dedicated_ip",
+    "cpanel_access",
+    "ssh_access",
+    "cron_jobs",
+    "backups_included",
+)
+
+
 def hosting_json(product: HostingProduct) -> dict[str, Any]:
     return {
         "id": product.id,
         "name": product.name,
+        "slug": product.slug,
         "description": product.description,
         "hosting_type": str(product.hosting_type),
+        **{name: getattr(product, name) for name in SPEC_COUNTS},
+        **{name: getattr(product, name) for name in SPEC_FLAGS},
+        "cpu_cores": product.cpu_cores,
+        "ram_gb": product.ram_gb,
+        "cpu_type": product.cpu_type,
+        "storage_type": product.storage_type,
         **{
             f"{c.value}_price": _money_or_none(hosting_cycle_price(product, c))
             for c in BillingCycle
         },
         "setup_fee": as_string(product.setup_fee),
+        "is_featured": product.is_featured,
         "is_active": product.is_active,
     }
 
@@ -61,10 +93,35 @@ def domain_json(product: DomainProduct) -> dict[str, Any]:
     }
 
 
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+_SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+
+
 class HostingProductIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    description: str = ""
+    name: Annotated[str, Field(min_length=1, max_length=200), NO_NUL]
+    # Made from the name when left out (on a replace: the product keeps its slug).
+    slug: Annotated[str, Field(max_length=200, pattern=_SLUG)] | None = None
+    description: Annotated[str, Field(max_length=10_000), NO_NUL] = ""
     hosting_type: HostingType
+    is_featured: bool = False
+    disk_space: Count = 0  # MB; 0: unlimited
+    bandwidth: Count = 0  # MB per month; 0: unlimited
+    email_accounts: Count = 0
+    databases: Count = 0
+    ftp_accounts: Count = 0
+    subdomains: Count = 0
+    addon_domains: Count = 0
+    parked_domains: Count = 0
+    ssl_certificate: bool = False
+    dedicated_ip: bool = False
+    cpanel_access: bool = False
+    ssh_access: bool = False
+    cron_jobs: bool = False
+    backups_included: bool = False
+    cpu_cores: Annotated[int, Field(ge=1, le=1024)] | None = None
+    ram_gb: Annotated[int, Field(ge=1, le=65_536)] | None = None
+    cpu_type: Annotated[str, Field(max_length=100), NO_NUL] = ""
+    storage_type: Literal["", "SSD", "NVMe", "HDD"] = ""
     monthly_price: Decimal = Field(ge=0, max_digits=12, decimal_places=2)
     quarterly_price: Decimal | None = Price
     semi_annual_price: Decimal | None = Price
@@ -103,6 +160,42 @@ class DomainProductIn(BaseModel):
         return tld
 
 
+def slugify(name: str) -> str:
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:190] or "plan"
+
+
+async def _free_slug(name: str) -> str:
+    """A slug from ``name`` that no product has yet (``plan``, ``plan-2``, ...)."""
+    base = slugify(name)
+    taken = set(await HostingProduct.filter(slug__startswith=base).values_list("slug", flat=True))
+    slug, n = base, 1
+    while slug in taken:
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+async def _save_hosting(
+    data: HostingProductIn, product: HostingProduct | None = None
+) -> HostingProduct:
+    values = data.model_dump()
+    if values["slug"] is None:
+        if product is not None and product.slug:
+            values["slug"] = product.slug
+        else:
+            values["slug"] = await _free_slug(data.name)
+    try:
+        if product is None:
+            return await HostingProduct.create(**values)
+        await product.update_from_dict(values).save()
+        return product
+    except IntegrityError:
+        raise APIError(
+            409, "slug: This slug is taken.", code="slug_taken", errors={"slug": ["exists"]}
+        ) from None
+
+
 def _visible(model: type[Model]) -> Any:
     user = current_user()
     queryset = model.all()
@@ -132,8 +225,20 @@ async def _save_domain(
 
 @blueprint.get("/hosting-products/")
 async def list_hosting_products() -> dict[str, Any]:
-    """Hosting products (active ones only, unless the caller is staff), paginated."""
-    return await paginate(_visible(HostingProduct).order_by("id"), hosting_json)
+    """Hosting products (active ones only, unless the caller is staff), paginated;
+    ``?hosting_type=shared|vps|dedicated|cloud|reseller`` and ``?slug=`` filter."""
+    queryset = _visible(HostingProduct)
+    kind = request.args.get("hosting_type")
+    if kind:
+        if kind not in {t.value for t in HostingType}:
+            raise invalid(
+                "hosting_type", f"must be one of {', '.join(t.value for t in HostingType)}."
+            )
+        queryset = queryset.filter(hosting_type=kind)
+    slug = request.args.get("slug")
+    if slug:
+        queryset = queryset.filter(slug=slug)
+    return await paginate(queryset.order_by("id"), hosting_json)
 
 
 @blueprint.get("/hosting-products/<int:product_id>/")
@@ -146,18 +251,18 @@ async def get_hosting_product(product_id: int) -> dict[str, Any]:
 @staff_required
 @validate_request(HostingProductIn)
 async def create_hosting_product(data: HostingProductIn) -> tuple[dict[str, Any], int]:
-    """Staff: add a hosting product. A null price means the cycle is not offered."""
-    return hosting_json(await HostingProduct.create(**data.model_dump())), 201
+    """Staff: add a hosting product. A null price means the cycle is not offered; 409 if the
+    slug is taken."""
+    return hosting_json(await _save_hosting(data)), 201
 
 
 @blueprint.put("/hosting-products/<int:product_id>/")
 @staff_required
 @validate_request(HostingProductIn)
 async def update_hosting_product(product_id: int, data: HostingProductIn) -> dict[str, Any]:
-    """Staff: replace a hosting product."""
+    """Staff: replace a hosting product (without a ``slug`` it keeps its own)."""
     product = await _get_visible(HostingProduct, product_id)
-    await product.update_from_dict(data.model_dump()).save()
-    return hosting_json(product)
+    return hosting_json(await _save_hosting(data, product))
 
 
 @blueprint.delete("/hosting-products/<int:product_id>/")

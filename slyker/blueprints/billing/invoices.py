@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, request
 from quart_schema import validate_request
 from tortoise.functions import Count, Sum
@@ -15,9 +15,22 @@ from tortoise.transactions import in_transaction
 from slyker.auth import authenticated_user, login_required, staff_required
 from slyker.errors import APIError, invalid
 from slyker.models.billing import Invoice, InvoiceItem, InvoiceStatus, Payment, PaymentStatus
-from slyker.money import ZERO, as_string, cents
+from slyker.money import ZERO, as_number, as_string, cents
 from slyker.pagination import paginate
+from slyker.services.clients import client_summary
+from slyker.services.invoicing import (
+    DraftLine,
+    create_draft,
+    delete_draft,
+    invoice_owner,
+    update_draft,
+)
 from slyker.services.settlement import mark_invoice_paid, settle_if_covered
+from slyker.settings import current_settings
+from slyker.validation import MAX_INT, NO_NUL, Id
+
+MAX_INVOICE_LINES = 200
+MAX_LINE_QUANTITY = 100_000
 
 invoices = Blueprint("invoices", __name__, url_prefix="/api/billing/invoices")
 payments = Blueprint("payments", __name__, url_prefix="/api/billing/payments")
@@ -43,6 +56,7 @@ async def invoice_json(invoice: Invoice) -> dict[str, Any]:
         "id": invoice.id,
         "invoice_number": invoice.invoice_number,
         "user": invoice.user_id,
+        "client": await client_summary(invoice.user_id),
         "status": str(invoice.status),
         "issue_date": invoice.issue_date.isoformat(),
         "due_date": invoice.due_date.isoformat(),
@@ -52,8 +66,12 @@ async def invoice_json(invoice: Invoice) -> dict[str, Any]:
         "tax_amount": as_string(invoice.tax_amount),
         "discount_amount": as_string(invoice.discount_amount),
         "total": as_string(invoice.total),
+        # What the client dashboard lists and sums: the invoice total.
+        "amount": as_string(invoice.total),
         "payment_method": invoice.payment_method,
         "billing_info": invoice.billing_info,
+        "notes": invoice.notes,
+        "terms": invoice.terms,
         "items": [
             {
                 "id": item.id,
@@ -63,7 +81,11 @@ async def invoice_json(invoice: Invoice) -> dict[str, Any]:
                 "quantity": item.quantity,
                 "unit_price": as_string(item.unit_price),
                 "total": as_string(item.total),
+                "amount": as_string(item.total),  # the staff invoice page's name for it
                 "service_metadata": item.service_metadata,
+                "hosting_product": item.hosting_product_id,
+                "domain_product": item.domain_product_id,
+                "service": item.service_id,
             }
             for item in items
         ],
@@ -101,24 +123,61 @@ async def list_invoices() -> dict[str, Any]:
 @invoices.get("/stats/")
 @staff_required
 async def invoice_stats() -> dict[str, Any]:
-    """Staff: how many invoices per status and the amounts paid and outstanding."""
+    """Staff: invoices per status (``by_status``: counts, ``amount_by_status``: totals),
+    revenue from paid invoices (all time, this and last calendar month by paid date, growth
+    in percent, null without last-month revenue), the outstanding amount (draft, sent and
+    overdue totals) and ``recent_count``: invoices issued in the last 30 days. Amounts in
+    ``revenue`` and ``outstanding`` are numbers (the staff pages format them)."""
     rows = (
         await Invoice.all()
         .group_by("status")
         .annotate(count=Count("id"), amount=Sum("total"))
         .values("status", "count", "amount")
     )
-    by_status = {s.value: {"count": 0, "total": "0.00"} for s in InvoiceStatus}
+    counts = {s.value: 0 for s in InvoiceStatus}
+    amounts = {s.value: ZERO for s in InvoiceStatus}
     for row in rows:
         status = getattr(row["status"], "value", row["status"])
-        by_status[status] = {"count": row["count"], "total": as_string(row["amount"] or ZERO)}
-    outstanding = sum((Decimal(by_status[s]["total"]) for s in ("draft", "sent", "overdue")), ZERO)
+        counts[status] = row["count"]
+        amounts[status] = cents(row["amount"] or ZERO)
+    outstanding = sum((amounts[s] for s in ("draft", "sent", "overdue")), ZERO)
+    today = date.today()
+    this_month = today.replace(day=1)
+    last_month = (this_month - timedelta(days=1)).replace(day=1)
+    this_revenue = await _paid_between(this_month, today)
+    last_revenue = await _paid_between(last_month, this_month - timedelta(days=1))
+    growth = (
+        round(float((this_revenue - last_revenue) / last_revenue * 100), 1)
+        if last_revenue
+        else None
+    )
+    recent = await Invoice.filter(issue_date__gte=today - timedelta(days=30)).count()
     return {
-        "total_invoices": sum(entry["count"] for entry in by_status.values()),
-        "by_status": by_status,
-        "paid_amount": by_status["paid"]["total"],
+        "total": sum(counts.values()),
+        "total_invoices": sum(counts.values()),
+        "by_status": counts,
+        "amount_by_status": {status: as_string(amount) for status, amount in amounts.items()},
+        "revenue": {
+            "total": as_number(amounts["paid"]),
+            "this_month": as_number(this_revenue),
+            "last_month": as_number(last_revenue),
+            "growth_percent": growth,
+        },
+        "outstanding": as_number(outstanding),
+        "paid_amount": as_string(amounts["paid"]),
         "outstanding_amount": as_string(outstanding),
+        "recent_count": recent,
     }
+
+
+async def _paid_between(first: date, last: date) -> Decimal:
+    paid = (
+        await Invoice.filter(status=InvoiceStatus.PAID, paid_date__gte=first, paid_date__lte=last)
+        .annotate(amount=Sum("total"))
+        .first()
+        .values_list("amount", flat=True)
+    )
+    return cents(paid or ZERO)
 
 
 @invoices.get("/<int:invoice_id>/")
@@ -201,7 +260,7 @@ async def get_payment(payment_id: int) -> dict[str, Any]:
 
 
 class PaymentIn(BaseModel):
-    invoice: int
+    invoice: Id
     amount: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
     method: str = Field(default="bank", max_length=20)
     reference: str = Field(default="", max_length=100)
@@ -232,3 +291,148 @@ async def record_payment(data: PaymentIn) -> tuple[dict[str, Any], int]:
         )
         await settle_if_covered(invoice, connection)
     return payment_json(payment), 201
+
+
+# --- staff-written invoices --------------------------------------------------------------
+
+
+class InvoiceLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: Annotated[str, Field(min_length=1, max_length=255), NO_NUL]
+    quantity: int = Field(default=1, ge=1, le=MAX_LINE_QUANTITY)
+    unit_price: Decimal = Field(ge=0, max_digits=12, decimal_places=2)
+
+    def line(self) -> DraftLine:
+        return DraftLine(self.description, self.quantity, self.unit_price)
+
+
+Notes = Annotated[str, Field(max_length=10_000), NO_NUL]
+TaxRate = Annotated[Decimal, Field(ge=0, le=100, max_digits=5, decimal_places=2)]
+Discount = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
+
+
+class InvoiceIn(BaseModel):
+    """A draft invoice: ``client`` (a client profile id, as the staff page sends) or
+    ``user`` (a user id). ``tax_rate`` defaults to TAX_RATE; totals are computed here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client: int | None = Field(default=None, ge=1, le=MAX_INT)
+    user: int | None = Field(default=None, ge=1, le=MAX_INT)
+    issue_date: date | None = None
+    due_date: date | None = None
+    items: list[InvoiceLineIn] = Field(min_length=1, max_length=MAX_INVOICE_LINES)
+    tax_rate: TaxRate | None = None
+    discount_amount: Discount = Decimal("0")
+    notes: Notes = ""
+    terms: Notes = ""
+    payment_method: Annotated[str, Field(min_length=1, max_length=20), NO_NUL] = "bank"
+
+
+class InvoiceChange(BaseModel):
+    """Any of these; ``items`` replaces every line. ``status`` may only say ``draft``: the
+    send, mark_paid and cancel actions move an invoice on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["draft"] | None = None
+    issue_date: date | None = None
+    due_date: date | None = None
+    items: list[InvoiceLineIn] | None = Field(
+        default=None, min_length=1, max_length=MAX_INVOICE_LINES
+    )
+    tax_rate: TaxRate | None = None
+    discount_amount: Discount | None = None
+    notes: Notes | None = None
+    terms: Notes | None = None
+    payment_method: Annotated[str, Field(min_length=1, max_length=20), NO_NUL] | None = None
+
+
+@invoices.post("/")
+@staff_required
+@validate_request(InvoiceIn)
+async def create_invoice(data: InvoiceIn) -> tuple[dict[str, Any], int]:
+    """Staff: write a draft invoice for a client: ``{client | user, issue_date?, due_date?,
+    items: [{description, quantity, unit_price}], tax_rate?, discount_amount?, notes?,
+    terms?}`` → 201 with the invoice. Lines are free text (nothing is provisioned when paid);
+    subtotal, tax and total are computed from them."""
+    settings = current_settings()
+    owner = await invoice_owner(client=data.client, user=data.user)
+    issue = data.issue_date or date.today()
+    invoice = await create_draft(
+        owner,
+        [item.line() for item in data.items],
+        issue_date=issue,
+        due_date=data.due_date or issue + timedelta(days=settings.invoice_due_days),
+        tax_rate=settings.tax_rate if data.tax_rate is None else data.tax_rate,
+        discount_amount=data.discount_amount,
+        notes=data.notes,
+        terms=data.terms,
+        payment_method=data.payment_method,
+    )
+    return await invoice_json(invoice), 201
+
+
+@invoices.patch("/<int:invoice_id>/")
+@staff_required
+@validate_request(InvoiceChange)
+async def update_invoice(invoice_id: int, data: InvoiceChange) -> dict[str, Any]:
+    """Staff: change a draft (only the fields sent); totals are recomputed. 409 unless the
+    invoice is a draft without payments."""
+    changes = data.model_dump(exclude_unset=True)
+    for name, value in changes.items():
+        if value is None:
+            raise invalid(name, "may not be null.")
+    changes.pop("status", None)
+    if data.items is not None:
+        changes["items"] = [item.line() for item in data.items]
+    await update_draft(invoice_id, changes)
+    return await invoice_json(await Invoice.get(id=invoice_id))
+
+
+@invoices.delete("/<int:invoice_id>/")
+@staff_required
+async def delete_invoice(invoice_id: int) -> tuple[str, int]:
+    """Staff: delete a draft without payments (409 for any other invoice)."""
+    await delete_draft(invoice_id)
+    return "", 204
+
+
+@payments.get("/stats/")
+@staff_required
+async def payment_stats() -> dict[str, Any]:
+    """Staff: ``total`` (number of payments), ``by_status`` (counts), ``by_method``
+    (completed payments: ``{method: {count, total}}``), ``total_completed`` and
+    ``last_30_days`` (completed amounts; numbers, as the staff pages format them)."""
+    rows = (
+        await Payment.all().group_by("status").annotate(count=Count("id")).values("status", "count")
+    )
+    by_status = {s.value: 0 for s in PaymentStatus}
+    for row in rows:
+        by_status[getattr(row["status"], "value", row["status"])] = row["count"]
+    completed = Payment.filter(status=PaymentStatus.COMPLETED)
+    methods = (
+        await completed.group_by("method")
+        .annotate(count=Count("id"), amount=Sum("amount"))
+        .order_by("method")
+        .values("method", "count", "amount")
+    )
+    since = datetime.now(UTC) - timedelta(days=30)
+    recent = (
+        await completed.filter(paid_at__gte=since)
+        .annotate(amount=Sum("amount"))
+        .first()
+        .values_list("amount", flat=True)
+    )
+    total_completed = sum((cents(row["amount"] or ZERO) for row in methods), ZERO)
+    return {
+        "total": sum(by_status.values()),
+        "by_status": by_status,
+        "by_method": {
+            row["method"]: {"count": row["count"], "total": as_number(row["amount"] or ZERO)}
+            for row in methods
+        },
+        "total_completed": as_number(total_completed),
+        "last_30_days": as_number(cents(recent or ZERO)),
+    }

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
-from quart import Blueprint
-from quart_schema import validate_request
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from quart import Blueprint, request
+from quart_schema import RequestSchemaValidationError, validate_request
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
@@ -18,6 +27,7 @@ from slyker.models.billing import DiscountType, Promotion
 from slyker.money import as_string
 from slyker.pagination import paginate
 from slyker.pricing import promotion_problem
+from slyker.validation import MAX_INT, NO_NUL
 
 blueprint = Blueprint("promotions", __name__, url_prefix="/api/billing/promotions")
 
@@ -40,20 +50,39 @@ def promotion_json(promotion: Promotion) -> dict[str, Any]:
     }
 
 
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _day_start(value: Any) -> Any:
+    """A bare date (what the staff page's date input sends) starts at 00:00 UTC."""
+    if isinstance(value, str) and _DAY.fullmatch(value):
+        return datetime.combine(date.fromisoformat(value), time.min, tzinfo=UTC)
+    return value
+
+
+def _day_end(value: Any) -> Any:
+    """A bare end date includes that whole day (UTC)."""
+    if isinstance(value, str) and _DAY.fullmatch(value):
+        return datetime.combine(date.fromisoformat(value), time.max, tzinfo=UTC)
+    return value
+
+
 class PromotionIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, Field(min_length=1, max_length=200), NO_NUL]
     code: str = Field(pattern=r"^[A-Za-z0-9_-]{3,50}$")
-    description: str = ""
+    description: Annotated[str, Field(max_length=10_000), NO_NUL] = ""
     discount_type: DiscountType
     discount_value: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
-    start_date: AwareDatetime | None = None
-    end_date: AwareDatetime | None = None
+    start_date: Annotated[AwareDatetime, BeforeValidator(_day_start)] | None = None
+    end_date: Annotated[AwareDatetime, BeforeValidator(_day_end)] | None = None
     is_active: bool = True
-    usage_limit: int | None = Field(default=None, ge=1)
+    usage_limit: int | None = Field(default=None, ge=1, le=MAX_INT)
     minimum_order_amount: Decimal = Field(
         default=Decimal("0"), ge=0, max_digits=12, decimal_places=2
     )
-    product_types: list[str] = Field(default_factory=list, max_length=20)
+    product_types: list[Annotated[str, Field(max_length=50), NO_NUL]] = Field(
+        default_factory=list, max_length=20
+    )
 
     @field_validator("discount_value")
     @classmethod
@@ -116,7 +145,8 @@ async def _save(values: dict[str, Any], promotion: Promotion | None = None) -> P
     try:
         if promotion is None:
             return await Promotion.create(**values)
-        await promotion.update_from_dict(values).save()
+        # Only the edited fields: a checkout counting a use meanwhile must not be undone.
+        await promotion.update_from_dict(values).save(update_fields=list(values))
         return promotion
     except IntegrityError:
         raise APIError(
@@ -152,6 +182,28 @@ async def get_promotion(promotion_id: int) -> dict[str, Any]:
 async def update_promotion(promotion_id: int, data: PromotionIn) -> dict[str, Any]:
     """Staff: replace a promotion (its usage count is kept)."""
     return promotion_json(await _save(data.model_dump(), await _promotion(promotion_id)))
+
+
+def _as_input(promotion: Promotion) -> dict[str, Any]:
+    """A promotion's current values, as the fields of :class:`PromotionIn`."""
+    return {name: getattr(promotion, name) for name in PromotionIn.model_fields}
+
+
+@blueprint.patch("/<int:promotion_id>/")
+@staff_required
+async def patch_promotion(promotion_id: int) -> dict[str, Any]:
+    """Staff: change only the fields sent (the fields of the create body; e.g.
+    ``{"is_active": false}``). The result is validated as a whole: a new ``start_date``
+    must still be before the stored ``end_date``."""
+    body = await request.get_json()
+    if not isinstance(body, dict):
+        raise invalid("non_field_errors", "send a JSON object.")
+    promotion = await _promotion(promotion_id)
+    try:
+        data = PromotionIn.model_validate({**_as_input(promotion), **body})
+    except ValidationError as error:
+        raise RequestSchemaValidationError(error) from None
+    return promotion_json(await _save(data.model_dump(), promotion))
 
 
 @blueprint.delete("/<int:promotion_id>/")
