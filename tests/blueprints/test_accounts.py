@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -339,7 +339,17 @@ async def test_refresh_rotates_the_pair(app: Quart) -> None:
     assert all(row.revoked_at is None for row in rows.values())
 
 
-async def test_reusing_a_refresh_token_revokes_its_family(app: Quart) -> None:
+@pytest.fixture
+async def strict_app(app_factory: Callable[..., Quart]) -> AsyncIterator[Quart]:
+    """No reuse grace window: every second use of a refresh token is a reuse."""
+    application = app_factory(JWT_REFRESH_REUSE_GRACE_SECONDS=0)
+    async with application.test_app():
+        await prepare_database(application)
+        yield application
+
+
+async def test_reusing_a_refresh_token_revokes_its_family(strict_app: Quart) -> None:
+    app = strict_app
     api = API(app)
     first = await client_pair(app, api)
     other_session = await login_pair(api)  # another login: another family
@@ -358,7 +368,10 @@ async def test_reusing_a_refresh_token_revokes_its_family(app: Quart) -> None:
     assert (await api.post(REFRESH, {"refresh": other_session["refresh"]})).status == 200
 
 
-async def test_concurrent_refreshes_of_one_token_have_one_winner(app: Quart) -> None:
+async def test_without_grace_concurrent_refreshes_of_one_token_have_one_winner(
+    strict_app: Quart,
+) -> None:
+    app = strict_app
     api = API(app)
     pair = await client_pair(app, api)
     replies = await asyncio.gather(
@@ -371,6 +384,137 @@ async def test_concurrent_refreshes_of_one_token_have_one_winner(app: Quart) -> 
             assert_token_refused(reply)
     with db(app):
         assert await RefreshToken.filter(jti=claims_of(pair["refresh"])["jti"]).count() == 1
+    rows = await family_rows(app, pair["refresh"])
+    assert len(rows) == 2  # the token and the winner's successor, both revoked
+    assert all(row.revoked_at is not None for row in rows)
+
+
+# --- the reuse grace window (two tabs refreshing at once) -----------------------------------
+
+
+async def refresh_concurrently(api: API, refresh: str, times: int = 10) -> list[Reply]:
+    calls = (api.post(REFRESH, {"refresh": refresh}) for _ in range(times))
+    return list(await asyncio.gather(*calls))
+
+
+async def assert_pair_works(api: API, pair: dict[str, str]) -> dict[str, str]:
+    """The access token identifies the user and the refresh token rotates: the next pair."""
+    assert (await api.get(ME, token=pair["access"])).status == 200
+    reply = await api.post(REFRESH, {"refresh": pair["refresh"]})
+    assert reply.status == 200, reply.body
+    return reply.body  # type: ignore[no-any-return]
+
+
+async def age_rotation(app: Quart, refresh: str, seconds: float) -> None:
+    """Pretend the token was rotated ``seconds`` ago."""
+    with db(app):
+        await RefreshToken.filter(jti=claims_of(refresh)["jti"]).update(
+            used_at=datetime.now(UTC) - timedelta(seconds=seconds)
+        )
+
+
+async def test_ten_concurrent_refreshes_within_the_grace_window_all_get_working_pairs(
+    app: Quart,
+) -> None:
+    """Two tabs (or the dashboard's two refresh paths) refreshing with one token at once."""
+    api = API(app)
+    pair = await client_pair(app, api)
+    replies = await refresh_concurrently(api, pair["refresh"])
+
+    assert [reply.status for reply in replies] == [200] * 10, [r.body for r in replies]
+    pairs = [reply.body for reply in replies]
+    assert len({p["refresh"] for p in pairs}) == 10  # each tab its own sibling
+    for sibling in pairs:
+        assert claims_of(sibling["refresh"])["sub"] == claims_of(pair["refresh"])["sub"]
+        assert_cors(replies[0])
+    # Every pair works, and keeps working: each sibling rotates on its own branch.
+    nexts = [await assert_pair_works(api, sibling) for sibling in pairs]
+    for following in nexts:
+        assert (await api.post(REFRESH, {"refresh": following["refresh"]})).status == 200
+
+    rows = await family_rows(app, pair["refresh"])
+    assert len(rows) == 1 + 10 + 10 + 10
+    assert all(row.revoked_at is None for row in rows)
+    parent = claims_of(pair["refresh"])["jti"]
+    assert sum(row.parent_jti == parent for row in rows) == 10  # type: ignore[attr-defined]
+
+
+async def test_a_second_tab_refreshing_a_moment_later_gets_a_pair(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    first_tab = await api.post(REFRESH, {"refresh": pair["refresh"]})
+    second_tab = await api.post(REFRESH, {"refresh": pair["refresh"]})
+    assert (first_tab.status, second_tab.status) == (200, 200), second_tab.body
+    assert first_tab.body["refresh"] != second_tab.body["refresh"]
+    await assert_pair_works(api, first_tab.body)
+    await assert_pair_works(api, second_tab.body)
+
+
+async def test_ten_concurrent_reuses_after_the_grace_window_revoke_the_family(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    other_session = await login_pair(api)
+    successor = (await api.post(REFRESH, {"refresh": pair["refresh"]})).body
+    await age_rotation(app, pair["refresh"], 31)  # the default window is 30 seconds
+
+    replies = await refresh_concurrently(api, pair["refresh"])
+    for reply in replies:
+        assert_token_refused(reply)
+        assert_cors(reply)
+    assert_token_refused(await api.post(REFRESH, {"refresh": successor["refresh"]}))
+    rows = await family_rows(app, pair["refresh"])
+    assert len(rows) == 2
+    assert all(row.revoked_at is not None for row in rows)
+    assert (await api.post(REFRESH, {"refresh": other_session["refresh"]})).status == 200
+
+
+async def test_the_grace_window_ends_in_real_time(app_factory: Callable[..., Quart]) -> None:
+    application = app_factory(JWT_REFRESH_REUSE_GRACE_SECONDS=1)
+    async with application.test_app():
+        await prepare_database(application)
+        api = API(application)
+        pair = await client_pair(application, api)
+        successor = (await api.post(REFRESH, {"refresh": pair["refresh"]})).body
+        assert (await api.post(REFRESH, {"refresh": pair["refresh"]})).status == 200
+        await asyncio.sleep(1.5)
+        assert_token_refused(await api.post(REFRESH, {"refresh": pair["refresh"]}))
+        assert_token_refused(await api.post(REFRESH, {"refresh": successor["refresh"]}))
+
+
+async def test_reuse_after_a_successor_was_used_revokes_even_within_the_window(
+    app: Quart,
+) -> None:
+    """Only the token that was just rotated may be reused (Auth0's rule): once its
+    successor has been used, the client has moved on and a reuse is a replay."""
+    api = API(app)
+    pair = await client_pair(app, api)
+    successor = (await api.post(REFRESH, {"refresh": pair["refresh"]})).body
+    latest = (await api.post(REFRESH, {"refresh": successor["refresh"]})).body
+
+    assert_token_refused(await api.post(REFRESH, {"refresh": pair["refresh"]}))
+    assert_token_refused(await api.post(REFRESH, {"refresh": latest["refresh"]}))
+    assert all(row.revoked_at is not None for row in await family_rows(app, pair["refresh"]))
+
+
+async def test_a_reuse_grace_does_not_survive_revocation(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    successor = (await api.post(REFRESH, {"refresh": pair["refresh"]})).body
+    assert (await api.post(LOGOUT, {"refresh": successor["refresh"]})).status == 200
+    # Within the window, but the family was logged out: no new pair.
+    assert_token_refused(await api.post(REFRESH, {"refresh": pair["refresh"]}))
+
+
+async def test_logout_ends_every_tab_of_the_login(app: Quart) -> None:
+    api = API(app)
+    pair = await client_pair(app, api)
+    other_session = await login_pair(api)
+    tabs = [reply.body for reply in await refresh_concurrently(api, pair["refresh"], 3)]
+    assert (await api.post(LOGOUT, {"refresh": tabs[0]["refresh"]})).status == 200
+    for tab in tabs:
+        assert_token_refused(await api.post(REFRESH, {"refresh": tab["refresh"]}))
+    assert all(row.revoked_at is not None for row in await family_rows(app, pair["refresh"]))
+    assert (await api.post(REFRESH, {"refresh": other_session["refresh"]})).status == 200
 
 
 async def test_access_token_is_not_a_refresh_token(app: Quart) -> None:
