@@ -38,9 +38,12 @@ async def send_message(settings: Settings, message: EmailMessage, label: str = "
     what = label or str(message["Subject"])
     if settings.smtp_host is None:
         log.info(
-            "E-mail not sent (SMTP_HOST is not set), here it is instead: %s\n%s",
+            "E-mail not sent (SMTP_HOST is not set), here it is instead: %s\nTo: %s\n"
+            "Subject: %s\n\n%s",
             what,
-            message.as_string(),
+            message["To"],
+            message["Subject"],
+            message.get_body(preferencelist=("plain",)).get_content(),  # type: ignore[union-attr]
         )
         return True
     try:
