@@ -268,7 +268,8 @@ def make_uid(user_id: int) -> str:
 
 def parse_uid(uid: str) -> int | None:
     try:
-        text = base64.urlsafe_b64decode(uid + "=" * (-len(uid) % 4)).decode("ascii")
+        padded = uid + "=" * (-len(uid) % 4)
+        text = base64.b64decode(padded, altchars=b"-_", validate=True).decode("ascii")
     except (binascii.Error, UnicodeError, ValueError):
         return None
     if not text.isascii() or not text.isdigit() or not 0 < int(text) < 2**31:
