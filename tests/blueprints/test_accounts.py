@@ -1309,7 +1309,7 @@ async def test_the_answer_does_not_wait_for_the_mail_server(
             reply = await API(application).post(PASSWORD_RESET, {"email": CLIENT_EMAIL})
             answered = time.monotonic() - started
             assert reply.status == 200, reply.body
-            assert answered < 0.5, answered
+            assert answered < 1.0, answered  # waiting for the hung server takes >= 1 s
             with caplog.at_level(logging.ERROR, logger="slyker.services.mail"):
                 await drain_background_tasks(application)
             assert time.monotonic() - started < 5
