@@ -19,6 +19,7 @@ from slyker.cors import CORSMiddleware, init_cors
 from slyker.errors import register_error_handlers
 from slyker.redis_client import init_redis
 from slyker.request_id import RequestIDMiddleware, configure_logging
+from slyker.services.mail import announce_mail_mode
 from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
 from slyker.settings import load_settings
 from slyker.validation import RowIdConverter
@@ -33,6 +34,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     """
     settings = load_settings(overrides=overrides)
     configure_logging(settings.log_level)
+    announce_mail_mode(settings)
 
     app = Quart("slyker", static_folder=None)
     app.request_class = APIRequest

@@ -1,8 +1,19 @@
 """JWT identity: tokens issued, rotated and revoked; who the current request is.
 
-Access tokens are short-lived and stateless. Refresh tokens are recorded
+Access tokens are short-lived and stateless (but refused once issued before the user's
+last password reset). Refresh tokens are recorded
 (:class:`~slyker.models.accounts.RefreshToken`): each can be used once, and presenting a
 used or revoked one revokes its whole family, because only a thief or a replay does that.
+
+One exception, the reuse grace window (``JWT_REFRESH_REUSE_GRACE_SECONDS``, as Auth0's
+"reuse interval" and Okta's "grace period"): two tabs, or two code paths of one page, that
+refresh with the same token at once are not thieves. For that many seconds after a token
+was rotated, presenting it again issues a new *sibling* pair in the same family, as long as
+no token issued from it has been used yet (Auth0: only the previous token may be reused).
+A sibling rather than the same successor because each tab keeps its own copy of the refresh
+token in memory: tabs handed one shared successor would collide again at their next refresh.
+Reuse detection still holds for everything else: a reuse after the window, or of a token
+whose successor has already been used, revokes the family (every branch of it).
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from quart import current_app, g, request
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from slyker.errors import APIError
 from slyker.models.accounts import RefreshToken, User
@@ -74,14 +86,18 @@ def decode_token(token: str, token_type: str) -> dict[str, Any]:
     return claims
 
 
-async def issue_tokens(user: User, family: str | None = None) -> dict[str, str]:
-    """A new access token and a new recorded refresh token (in ``family`` when rotating)."""
+async def issue_tokens(
+    user: User, family: str | None = None, parent: str | None = None
+) -> dict[str, str]:
+    """A new access token and a new recorded refresh token (in ``family``, issued from the
+    refresh token ``parent``, when rotating)."""
     settings = current_settings()
     now = datetime.now(UTC)
     refresh_jti = uuid.uuid4().hex
     await RefreshToken.create(
         jti=refresh_jti,
         family=family or uuid.uuid4().hex,
+        parent_jti=parent,
         user=user,
         expires_at=now + settings.jwt_refresh_token_lifetime,
     )
@@ -108,25 +124,64 @@ async def rotate_refresh_token(token: str) -> dict[str, str]:
     record = await RefreshToken.get_or_none(jti=claims["jti"]).select_related("user")
     if record is None:
         raise token_error()
+    # Revocation is family-wide (or user-wide); a token inserted into the family after the
+    # revoking UPDATE (a concurrent rotation) is caught here.
+    if await RefreshToken.filter(family=record.family, revoked_at__isnull=False).exists():
+        raise token_error("Token has been used or revoked.")
     # Only one concurrent refresh may win: the update is conditional on "unused".
     won = await RefreshToken.filter(
         jti=record.jti, used_at__isnull=True, revoked_at__isnull=True
     ).update(used_at=now)
-    if not won:
-        await RefreshToken.filter(family=record.family, revoked_at__isnull=True).update(
-            revoked_at=now
-        )
-        log.warning("Refresh token reused for user %s: its family is revoked", record.user.id)
-        raise token_error("Token has been used or revoked.")
-    if not record.user.is_active:
-        raise token_error("User is inactive.")
-    return await issue_tokens(record.user, family=record.family)
+    if won:
+        if not record.user.is_active:
+            raise token_error("User is inactive.")
+        return await issue_tokens(record.user, family=record.family, parent=record.jti)
+    if await _within_reuse_grace(record.jti, now):
+        if not record.user.is_active:
+            raise token_error("User is inactive.")
+        log.info("Refresh token reused within the grace window by user %s", record.user.id)
+        return await issue_tokens(record.user, family=record.family, parent=record.jti)
+    await revoke_family(record.family, now)
+    log.warning("Refresh token reused for user %s: its family is revoked", record.user.id)
+    raise token_error("Token has been used or revoked.")
+
+
+async def _within_reuse_grace(jti: str, now: datetime) -> bool:
+    """A used (not revoked) token, rotated at most the grace window ago, none of whose
+    successors has been used yet."""
+    grace = current_settings().jwt_refresh_reuse_grace
+    if not grace:
+        return False
+    current = await RefreshToken.get_or_none(jti=jti)
+    if current is None or current.revoked_at is not None or current.used_at is None:
+        return False
+    if now - current.used_at > grace:
+        return False
+    return not await RefreshToken.filter(parent_jti=jti, used_at__isnull=False).exists()
+
+
+async def revoke_family(family: str, now: datetime | None = None) -> None:
+    await RefreshToken.filter(family=family, revoked_at__isnull=True).update(
+        revoked_at=now or datetime.now(UTC)
+    )
 
 
 async def revoke_refresh_token(token: str) -> None:
+    """Logout: the token's whole family, which is this login in every tab it reached."""
     claims = decode_token(token, REFRESH)
-    await RefreshToken.filter(jti=claims["jti"], revoked_at__isnull=True).update(
-        revoked_at=datetime.now(UTC)
+    record = await RefreshToken.get_or_none(jti=claims["jti"])
+    if record is not None:
+        await revoke_family(record.family)
+
+
+async def revoke_user_refresh_tokens(
+    user_id: int, connection: BaseDBAsyncClient | None = None
+) -> int:
+    """Every refresh token of a user (after a password reset); how many were live."""
+    return await (
+        RefreshToken.filter(user_id=user_id, revoked_at__isnull=True)
+        .using_db(connection)
+        .update(revoked_at=datetime.now(UTC))
     )
 
 
@@ -155,7 +210,16 @@ async def load_identity() -> None:
     user = await User.get_or_none(id=int(claims["sub"]), is_active=True)
     if user is None:
         raise token_error("User not found or inactive.")
+    if issued_before_password_change(claims, user):
+        raise token_error("Token was issued before the password was changed.")
     g.user = user
+
+
+def issued_before_password_change(claims: dict[str, Any], user: User) -> bool:
+    """``iat`` is whole seconds: a token from the same second as the change still counts
+    as after it (the new password's first login may well be in that second)."""
+    changed = user.password_changed_at
+    return changed is not None and int(claims["iat"]) < int(changed.timestamp())
 
 
 def current_user() -> User | None:

@@ -11,11 +11,11 @@ import click
 from quart import Quart
 from tortoise.context import TortoiseContext
 
-from slyker.blueprints.accounts import create_user
 from slyker.database import tortoise_config
-from slyker.errors import APIError
 from slyker.models.accounts import Role
 from slyker.models.billing import DomainProduct, HostingProduct, Promotion, Service
+from slyker.services.accounts import create_user
+from slyker.services.errors import ServiceError
 from slyker.settings import Settings
 
 DEMO_HOSTING = [
@@ -192,8 +192,8 @@ def register_commands(app: Quart, settings: Settings) -> None:
                 user = await create_user(
                     email, password, Role(role), first_name=first_name, last_name=last_name
                 )
-            except APIError as error:
-                raise click.ClickException(str(error.description)) from None
+            except ServiceError as error:
+                raise click.ClickException(error.message) from None
             click.echo(f"created {user.user_type!s} {user.email} (id {user.id})")
 
         _run(settings, work)

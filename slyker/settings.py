@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -137,6 +138,16 @@ class Settings:
     log_level: str
     jwt_access_token_lifetime: timedelta
     jwt_refresh_token_lifetime: timedelta
+    jwt_refresh_reuse_grace: timedelta
+    smtp_host: str | None  # None: e-mails are written to the log instead of being sent
+    smtp_port: int
+    smtp_username: str
+    smtp_password: str
+    smtp_starttls: bool
+    smtp_timeout: int
+    mail_from: str
+    password_reset_url: str
+    password_reset_token_lifetime: timedelta
     cart_cookie_name: str
     cart_cookie_samesite: str
     cart_cookie_secure: bool | None  # None: Secure unless the API is served on a loopback host
@@ -292,6 +303,10 @@ def load_settings(
         jwt_refresh_token_lifetime=timedelta(
             minutes=read.int("JWT_REFRESH_TOKEN_LIFETIME", 10080, minimum=1)
         ),
+        jwt_refresh_reuse_grace=timedelta(
+            seconds=_bounded(read, "JWT_REFRESH_REUSE_GRACE_SECONDS", 30, maximum=300)
+        ),
+        **_mail_settings(read, origins),
         cart_cookie_name=read.raw("CART_COOKIE_NAME") or "slyker_cart",
         **_cart_cookie_policy(read),
         tax_rate=_decimal(read, "TAX_RATE", "0"),
@@ -399,6 +414,62 @@ def _whois_server(server: str) -> str:
         except ValueError:
             raise problem from None
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bounded(read: _Reader, name: str, default: int, maximum: int) -> int:
+    value = read.int(name, default)
+    if value > maximum:
+        raise SettingsError(name, f"must be at most {maximum}, got {value}")
+    return value
+
+
+DEFAULT_MAIL_FROM = "Slyker Tech <no-reply@slykertech.co.zw>"
+RESET_PAGE = "/reset-password?uid={uid}&token={token}"
+_HEADER_UNSAFE_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _mail_settings(read: _Reader, origins: list[str]) -> dict[str, Any]:
+    """SMTP and the password-reset mail. Without SMTP_HOST mail goes to the log."""
+    username = read.raw("SMTP_USERNAME") or ""
+    password = read.raw("SMTP_PASSWORD") or ""
+    if bool(username) != bool(password):
+        raise SettingsError(
+            "SMTP_PASSWORD" if username else "SMTP_USERNAME",
+            "SMTP_USERNAME and SMTP_PASSWORD are set together or not at all",
+        )
+    mail_from = read.raw("MAIL_FROM") or DEFAULT_MAIL_FROM
+    _, address = parseaddr(mail_from)
+    if "@" not in address or _HEADER_UNSAFE_RE.search(mail_from):
+        raise SettingsError("MAIL_FROM", f"expected an e-mail address, got {mail_from!r}")
+    # The storefront's reset page, on the first allowed front-end origin unless set.
+    default_url = (origins[0] if origins else DEV_ORIGINS[0]) + RESET_PAGE
+    reset_url = read.raw("PASSWORD_RESET_URL") or default_url
+    parsed = urlsplit(reset_url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or " " in reset_url:
+        raise SettingsError("PASSWORD_RESET_URL", f"expected an http(s) URL, got {reset_url!r}")
+    placeholders = ("{uid}" in reset_url, "{token}" in reset_url)
+    if any(placeholders) and not all(placeholders):
+        raise SettingsError("PASSWORD_RESET_URL", "needs both {uid} and {token}, or neither")
+    return {
+        "smtp_host": read.raw("SMTP_HOST") or None,
+        "smtp_port": _port(read, "SMTP_PORT", 587),
+        "smtp_username": username,
+        "smtp_password": password,
+        "smtp_starttls": read.bool("SMTP_STARTTLS", True),
+        "smtp_timeout": read.int("SMTP_TIMEOUT", 10, minimum=1),
+        "mail_from": mail_from,
+        "password_reset_url": reset_url,
+        "password_reset_token_lifetime": timedelta(
+            minutes=read.int("PASSWORD_RESET_TOKEN_LIFETIME", 60, minimum=1)
+        ),
+    }
+
+
+def _port(read: _Reader, name: str, default: int) -> int:
+    port = read.int(name, default, minimum=1)
+    if port > 65535:
+        raise SettingsError(name, f"must be a port from 1 to 65535, got {port}")
+    return port
 
 
 DEFAULT_CHAT_AUTO_REPLY = (

@@ -27,6 +27,9 @@ def valid(**overrides: Any) -> dict[str, Any]:
     return {"SECRET_KEY": SECRET_KEY, **overrides}
 
 
+GRACE = "JWT_REFRESH_REUSE_GRACE_SECONDS"
+
+
 def _bad(name: str, overrides: dict[str, Any], case_id: str) -> Any:
     return pytest.param(name, overrides, id=case_id)
 
@@ -102,6 +105,20 @@ BAD_SETTINGS = [
     _bad("CORS_ALLOW_METHODS", valid(CORS_ALLOW_METHODS="GET,get"), "methods-lowercase"),
     _bad("MAX_CONTENT_LENGTH", valid(MAX_CONTENT_LENGTH="0"), "max-content-length-zero"),
     _bad("MAX_CONTENT_LENGTH", valid(MAX_CONTENT_LENGTH="1MB"), "max-content-length-text"),
+    _bad(GRACE, valid(**{GRACE: -1}), "grace-negative"),
+    _bad(GRACE, valid(**{GRACE: 301}), "grace-over-five-minutes"),
+    _bad("SMTP_PORT", valid(SMTP_PORT=70000), "smtp-port-big"),
+    _bad("SMTP_PORT", valid(SMTP_PORT="smtp"), "smtp-port-word"),
+    _bad("SMTP_STARTTLS", valid(SMTP_STARTTLS="sometimes"), "smtp-starttls"),
+    _bad("SMTP_PASSWORD", valid(SMTP_USERNAME="mailer"), "smtp-user-without-password"),
+    _bad("SMTP_USERNAME", valid(SMTP_PASSWORD="pw"), "smtp-password-without-user"),
+    _bad("SMTP_TIMEOUT", valid(SMTP_TIMEOUT=0), "smtp-timeout-zero"),
+    _bad("MAIL_FROM", valid(MAIL_FROM="nobody"), "mail-from-no-at"),
+    _bad("MAIL_FROM", valid(MAIL_FROM="a@example.com\nBcc: x@example.com"), "mail-from-crlf"),
+    _bad("PASSWORD_RESET_URL", valid(PASSWORD_RESET_URL="/reset-password"), "reset-url-path"),
+    _bad("PASSWORD_RESET_URL", valid(PASSWORD_RESET_URL="javascript:x"), "reset-url-js"),
+    _bad("PASSWORD_RESET_URL", valid(PASSWORD_RESET_URL="https://s.example/{uid}"), "reset-uid"),
+    _bad("PASSWORD_RESET_TOKEN_LIFETIME", valid(PASSWORD_RESET_TOKEN_LIFETIME=0), "reset-life"),
 ]
 
 
@@ -542,3 +559,19 @@ def test_paynow_settings() -> None:
         environ={}, overrides=valid(PAYNOW_INTEGRATION_ID="1", PAYNOW_INTEGRATION_KEY=PAYNOW_KEY)
     )
     assert partial.paynow.missing == "PAYNOW_RETURN_URL"
+
+
+def test_account_and_mail_defaults() -> None:
+    settings = load_settings({}, valid())
+    assert settings.jwt_refresh_reuse_grace.total_seconds() == 30
+    assert settings.smtp_host is None  # mail goes to the log
+    assert (settings.smtp_port, settings.smtp_starttls, settings.smtp_timeout) == (587, True, 10)
+    assert settings.mail_from == "Slyker Tech <no-reply@slykertech.co.zw>"
+    assert settings.password_reset_token_lifetime.total_seconds() == 3600
+    # The reset page of the first front-end origin.
+    assert settings.password_reset_url == (
+        "http://localhost:3000/reset-password?uid={uid}&token={token}"
+    )
+    production = load_settings({}, valid(CORS_ALLOWED_ORIGINS="https://slykertech.co.zw"))
+    assert production.password_reset_url.startswith("https://slykertech.co.zw/reset-password?")
+    assert not load_settings({}, valid(**{GRACE: 0})).jwt_refresh_reuse_grace  # disabled

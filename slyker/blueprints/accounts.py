@@ -1,20 +1,20 @@
-"""Accounts: registration, JWT login / refresh / logout, and the current user."""
+"""Accounts: registration, JWT login / refresh / logout, the current user and their profile,
+and password reset by e-mail."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, EmailStr, Field
-from quart import Blueprint, request
-from quart_rate_limiter import rate_limit
-from quart_schema import validate_request
-from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
+from pydantic import BaseModel, EmailStr, Field, ValidationInfo, field_validator
+from quart import Blueprint, current_app, request
+from quart_rate_limiter import RateLimit, rate_limit
+from quart_schema import validate_request, validate_response
 
 from slyker.auth import (
     authenticated_user,
-    hash_password,
+    current_user,
     ignores_bearer_header,
     issue_tokens,
     login_required,
@@ -22,10 +22,25 @@ from slyker.auth import (
     rotate_refresh_token,
     verify_password,
 )
-from slyker.errors import APIError
-from slyker.models.accounts import ClientProfile, Role, User
+from slyker.errors import APIError, invalid
+from slyker.models.accounts import User
+from slyker.services.accounts import (
+    confirm_password_reset,
+    create_user,
+    normalise_email,
+    profile_of,
+    send_password_reset,
+    update_user,
+)
+from slyker.settings import current_settings
+
+__all__ = ["blueprint", "create_user"]  # create_user: tests and the CLI import it from here
 
 blueprint = Blueprint("accounts", __name__)
+
+RESET_REQUESTED = (
+    "If an account with this e-mail address exists, we have sent it a link to reset the password."
+)
 
 
 async def client_address() -> str:
@@ -34,13 +49,78 @@ async def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
+def _optional(max_length: int, description: str | None = None) -> Any:
+    return Field(default=None, max_length=max_length, description=description)
+
+
 class Registration(BaseModel):
+    """The storefront's sign-up form. Unknown fields are ignored, as everywhere in the API;
+    every known one is stored and comes back in ``user``."""
+
     email: EmailStr
     password: str = Field(min_length=8, max_length=128)
-    first_name: str = Field(default="", max_length=150)
-    last_name: str = Field(default="", max_length=150)
-    company: str = Field(default="", max_length=200)
-    phone: str = Field(default="", max_length=40)
+    password2: str | None = _optional(128, "must equal password")
+    first_name: str | None = _optional(150)
+    last_name: str | None = _optional(150)
+    mobile_number: str | None = _optional(40)
+    company_name: str | None = _optional(200)
+    company_website: str | None = _optional(200)
+    address: str | None = _optional(255)
+    city: str | None = _optional(100)
+    country: str | None = _optional(100)
+    referral_code: str | None = _optional(64)
+    company: str | None = _optional(200, "older name of company_name")
+    phone: str | None = _optional(40, "older name of mobile_number")
+
+    @field_validator("password2")
+    @classmethod
+    def passwords_match(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and "password" in info.data and value != info.data["password"]:
+            raise ValueError("Passwords do not match.")
+        return value
+
+
+class ProfileUpdate(BaseModel):
+    """``PATCH users/me/``: any of these; ``null`` clears a profile field. Everything else
+    (``id``, ``user_type``, ``is_staff``, ``referral_code``…) is read-only and ignored."""
+
+    email: EmailStr | None = None
+    current_password: str | None = _optional(128, "needed to change the e-mail address")
+    first_name: str | None = _optional(150)
+    last_name: str | None = _optional(150)
+    mobile_number: str | None = _optional(40)
+    company_name: str | None = _optional(200)
+    company_website: str | None = _optional(200)
+    address: str | None = _optional(255)
+    city: str | None = _optional(100)
+    country: str | None = _optional(100)
+    company: str | None = _optional(200, "older name of company_name")
+    phone: str | None = _optional(40, "older name of mobile_number")
+
+
+class UserOut(BaseModel):
+    id: int
+    email: str
+    first_name: str
+    last_name: str
+    user_type: str
+    is_staff: bool
+    mobile_number: str
+    company_name: str
+    company_website: str
+    address: str
+    city: str
+    country: str
+    referral_code: str
+    company: str = Field(description="= company_name")
+    phone: str = Field(description="= mobile_number")
+    date_joined: str
+
+
+class RegistrationOut(BaseModel):
+    user: UserOut
+    access: str
+    refresh: str
 
 
 class Credentials(BaseModel):
@@ -52,8 +132,30 @@ class RefreshRequest(BaseModel):
     refresh: str = Field(max_length=2048)
 
 
+class PasswordResetRequest(BaseModel):
+    email: EmailStr
+
+
+class PasswordResetConfirm(BaseModel):
+    uid: str = Field(min_length=1, max_length=64)
+    token: str = Field(min_length=1, max_length=256)
+    new_password: str = Field(min_length=8, max_length=128)
+    new_password2: str | None = _optional(128, "must equal new_password")
+
+    @field_validator("new_password2")
+    @classmethod
+    def passwords_match(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and value != info.data.get("new_password", value):
+            raise ValueError("Passwords do not match.")
+        return value
+
+
+class Detail(BaseModel):
+    detail: str
+
+
 async def user_json(user: User) -> dict[str, Any]:
-    profile = await ClientProfile.get_or_none(user=user)
+    profile = await profile_of(user)
     return {
         "id": user.id,
         "email": user.email,
@@ -61,50 +163,51 @@ async def user_json(user: User) -> dict[str, Any]:
         "last_name": user.last_name,
         "user_type": str(user.user_type),
         "is_staff": user.is_staff,
-        "company": profile.company if profile else "",
-        "phone": profile.phone if profile else "",
+        "mobile_number": profile.phone,
+        "company_name": profile.company,
+        "company_website": profile.company_website,
+        "address": profile.address,
+        "city": profile.city,
+        "country": profile.country,
+        "referral_code": profile.referral_code,
+        "company": profile.company,
+        "phone": profile.phone,
         "date_joined": user.created_at.isoformat(),
     }
 
 
-async def create_user(email: str, password: str, role: Role = Role.CLIENT, **details: str) -> User:
-    """Create a user and the client profile every account has; 409 if the e-mail is taken."""
-    try:
-        async with in_transaction():
-            user = await User.create(
-                email=email.strip().lower(),
-                password_hash=hash_password(password),
-                first_name=details.get("first_name", ""),
-                last_name=details.get("last_name", ""),
-                user_type=role,
-            )
-            await ClientProfile.create(
-                user=user, company=details.get("company", ""), phone=details.get("phone", "")
-            )
-    except IntegrityError:
-        raise APIError(
-            409,
-            "email: A user with this e-mail already exists.",
-            code="email_taken",
-            errors={"email": ["A user with this e-mail already exists."]},
-        ) from None
-    return user
+async def user_key() -> str:
+    user = current_user()
+    return f"user:{user.id}" if user else await client_address()
+
+
+async def _reset_email() -> str | None:
+    body = await request.get_json(silent=True) if request.is_json else None
+    email = body.get("email") if isinstance(body, dict) else None
+    return normalise_email(email) if isinstance(email, str) and email.strip() else None
+
+
+async def reset_email_key() -> str:
+    """Reset mails are limited per e-mail address too, known or not (so a 429 says nothing
+    about the account); keyed by a hash, so no address is written to Redis."""
+    email = await _reset_email() or ""
+    return "email:" + hashlib.sha256(email.encode()).hexdigest()[:32]
+
+
+async def no_reset_email() -> bool:
+    return await _reset_email() is None
 
 
 @blueprint.post("/api/accounts/register/")
 @ignores_bearer_header
 @rate_limit(5, timedelta(minutes=1), key_function=client_address)
 @validate_request(Registration)
+@validate_response(RegistrationOut, 201)
 async def register(data: Registration) -> tuple[dict[str, Any], int]:
-    """Create a client account (and its client profile); returns the user and tokens."""
-    user = await create_user(
-        data.email,
-        data.password,
-        first_name=data.first_name,
-        last_name=data.last_name,
-        company=data.company,
-        phone=data.phone,
-    )
+    """Create a client account with its client profile (phone, company, address… as the
+    sign-up form sends them); returns the user and a token pair."""
+    details = data.model_dump(exclude={"email", "password", "password2"})
+    user = await create_user(data.email, data.password, **details)
     return {"user": await user_json(user), **await issue_tokens(user)}, 201
 
 
@@ -114,7 +217,7 @@ async def register(data: Registration) -> tuple[dict[str, Any], int]:
 @validate_request(Credentials)
 async def obtain_token(data: Credentials) -> dict[str, str]:
     """Log in with e-mail and password: ``{access, refresh}``."""
-    user = await User.get_or_none(email=data.email.strip().lower())
+    user = await User.get_or_none(email=normalise_email(data.email))
     if not verify_password(user, data.password) or user is None or not user.is_active:
         raise APIError(
             401, "No active account found with the given credentials.", code="invalid_credentials"
@@ -127,7 +230,8 @@ async def obtain_token(data: Credentials) -> dict[str, str]:
 @ignores_bearer_header
 @validate_request(RefreshRequest)
 async def refresh_token(data: RefreshRequest) -> dict[str, str]:
-    """Exchange a refresh token for a new pair; the old refresh token stops working."""
+    """Exchange a refresh token for a new pair; the old refresh token stops working (a
+    second use within ``JWT_REFRESH_REUSE_GRACE_SECONDS`` of the first gets a pair too)."""
     return await rotate_refresh_token(data.refresh)
 
 
@@ -135,13 +239,63 @@ async def refresh_token(data: RefreshRequest) -> dict[str, str]:
 @ignores_bearer_header
 @validate_request(RefreshRequest)
 async def logout(data: RefreshRequest) -> dict[str, str]:
-    """Revoke a refresh token. (Access tokens stay valid until they expire.)"""
+    """Revoke a refresh token and every token rotated from the same login (all tabs).
+    (Access tokens stay valid until they expire.)"""
     await revoke_refresh_token(data.refresh)
     return {"detail": "Logged out."}
 
 
 @blueprint.get("/api/accounts/users/me/")
 @login_required
+@validate_response(UserOut)
 async def me() -> dict[str, Any]:
-    """The logged-in user."""
+    """The logged-in user, with their client profile's fields."""
     return await user_json(authenticated_user())
+
+
+@blueprint.patch("/api/accounts/users/me/")
+@login_required
+@rate_limit(20, timedelta(minutes=1), key_function=user_key)
+@validate_request(ProfileUpdate)
+@validate_response(UserOut)
+async def update_me(data: ProfileUpdate) -> dict[str, Any]:
+    """Change one's own names, profile fields or e-mail address (a new address needs
+    ``current_password`` and must be free); returns the updated user."""
+    changes = {name: getattr(data, name) for name in data.model_fields_set}
+    changes.pop("current_password", None)
+    if "email" in changes and changes["email"] is None:
+        raise invalid("email", "Enter a valid e-mail address.")
+    user = await update_user(authenticated_user(), changes, data.current_password)
+    return await user_json(user)
+
+
+@blueprint.post("/api/accounts/password-reset/")
+@ignores_bearer_header
+@rate_limit(5, timedelta(minutes=15), key_function=client_address)
+@rate_limit(
+    limits=[
+        RateLimit(3, timedelta(hours=1), key_function=reset_email_key, skip_function=no_reset_email)
+    ]
+)
+@validate_request(PasswordResetRequest)
+@validate_response(Detail)
+async def password_reset(data: PasswordResetRequest) -> Detail:
+    """Mail a password-reset link if the address has an active account. The answer is the
+    same either way and comes before the account is even looked up: the look-up and the
+    mail happen in a background task. Limits: 5 requests per 15 minutes per client address,
+    3 per hour per e-mail address."""
+    current_app.add_background_task(send_password_reset, current_settings(), data.email)
+    return Detail(detail=RESET_REQUESTED)
+
+
+@blueprint.post("/api/accounts/password-reset/confirm/")
+@ignores_bearer_header
+@rate_limit(10, timedelta(minutes=1), key_function=client_address)
+@validate_request(PasswordResetConfirm)
+@validate_response(Detail)
+async def password_reset_confirm(data: PasswordResetConfirm) -> Detail:
+    """Set a new password with the ``uid`` and ``token`` of a mailed link (once, before it
+    expires). Every refresh token of the user is revoked and access tokens issued before
+    the reset stop working: every session logs in again."""
+    await confirm_password_reset(data.uid, data.token, data.new_password)
+    return Detail(detail="Your password has been reset. You can log in with the new password.")
