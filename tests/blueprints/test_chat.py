@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -248,9 +249,16 @@ async def test_an_allowed_origin_is_accepted_on_both_routes(
             "type": "connection_established",
             "room": "sales",
             "session_id": established["session_id"],
+            "resume_token": established["resume_token"],
             "message": GREETING,
         }
         assert str(uuid.UUID(established["session_id"])) == established["session_id"]
+        # the resume secret, also as a cookie the browser sends back on its next handshake
+        token = established["resume_token"]
+        assert re.fullmatch(r"[\w-]{43}\.[\w-]{43}", token), token
+        assert visitor.set_cookies == [
+            f"slyker_chat={token}; HttpOnly; Path=/; SameSite=Lax"  # not Secure on localhost
+        ]
         assert greeting == {"type": "system", "message": GREETING}
         await visitor.expect_silence()
     validated = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
@@ -752,12 +760,22 @@ async def test_resume_replays_exactly_what_was_missed(app: Quart, how: str) -> N
     session_id = new_session()
     async with open_visitor(app) as visitor:
         last_seen = (await start_conversation(visitor, session_id))["id"]
+        cookie = visitor.cookie
+        resume_token = visitor.resume_token
     await away_replies(app, token, session_id)
 
+    # a browser sends the cookie back by itself; another client can present the resume_token
     query = f"session_id={session_id}&after={last_seen}" if how == "query" else ""
-    async with open_visitor(app, query=query) as visitor:
+    async with open_visitor(app, query=query, headers=cookie if how == "query" else {}) as visitor:
         if how == "frame":
-            await visitor.send({"type": "resume", "session_id": session_id, "after": last_seen})
+            await visitor.send(
+                {
+                    "type": "resume",
+                    "session_id": session_id,
+                    "after": last_seen,
+                    "resume_token": resume_token,
+                }
+            )
         else:
             assert visitor.session_id == session_id
         replayed = await visitor.receive_many(2)
@@ -787,8 +805,10 @@ async def test_resume_from_zero_replays_agent_and_system_messages_only(app: Quar
         await start_conversation(visitor, session_id)
         await visitor.send(visitor_frame("Another", session_id))
         await message_count(app, session_id, 3)
+        cookie = visitor.cookie
     await away_replies(app, token, session_id)
-    async with open_visitor(app, query=f"session_id={session_id}&after=0") as visitor:
+    query = f"session_id={session_id}&after=0"
+    async with open_visitor(app, query=query, headers=cookie) as visitor:
         replayed = await visitor.receive_many(3)
         await visitor.expect_silence()
     _, messages = await stored(app, session_id)
@@ -814,7 +834,9 @@ async def test_a_replayed_message_is_the_frame_the_visitor_would_have_had_live(
         live.append(await visitor.receive())
         assert (await api.post(f"{path}close_session/", token=token)).status == 200
         live.append(await visitor.receive())
-    async with open_visitor(app, query=f"session_id={session_id}&after=0") as visitor:
+        cookie = visitor.cookie
+    query = f"session_id={session_id}&after=0"
+    async with open_visitor(app, query=query, headers=cookie) as visitor:
         replayed = await visitor.receive_many(3)
     expected = [without(frame, "agent_id") for frame in live]
     assert replayed[1:] == expected[1:]  # the agent's reply, the closing notice
