@@ -170,7 +170,7 @@ async def open_visitor(
         assert established["type"] == "connection_established", established
         assert greeting["type"] == "system", greeting
         visitor.session_id = established["session_id"]
-        visitor.resume_token = established["resume_token"]
+        visitor.resume_token = established.get("resume_token")
         visitor.opening = [established, greeting]
         yield visitor
 
