@@ -165,6 +165,10 @@ class Settings:
     chat_message_burst: int
     chat_max_message_bytes: int
     chat_send_queue_size: int
+    chat_agent_messages_per_second: int
+    chat_max_sockets_per_client: int
+    chat_new_conversations_per_minute: int
+    chat_auth_recheck_seconds: int
     ws_allow_missing_origin: bool
     trusted_proxy_hops: int
     # Domain availability: per-suffix overrides of the built-in tables ("" removes a suffix).
@@ -508,6 +512,12 @@ def _chat_settings(read: _Reader) -> dict[str, Any]:
         "chat_message_burst": read.int("CHAT_MESSAGE_BURST", 10, minimum=1),
         "chat_max_message_bytes": read.int("CHAT_MAX_MESSAGE_BYTES", 4096, minimum=64),
         "chat_send_queue_size": read.int("CHAT_SEND_QUEUE_SIZE", 100, minimum=1),
+        "chat_agent_messages_per_second": read.int("CHAT_AGENT_MESSAGES_PER_SECOND", 20, minimum=1),
+        "chat_max_sockets_per_client": read.int("CHAT_MAX_SOCKETS_PER_CLIENT", 20, minimum=1),
+        "chat_new_conversations_per_minute": read.int(
+            "CHAT_NEW_CONVERSATIONS_PER_MINUTE", 30, minimum=1
+        ),
+        "chat_auth_recheck_seconds": read.int("CHAT_AUTH_RECHECK_SECONDS", 30, minimum=1),
     }
 
 

@@ -26,6 +26,7 @@ from tests.api import FRONTEND_ORIGIN
 
 TIMEOUT = 5.0  # the longest any expected frame may take
 QUIET = 0.3  # how long "nothing more arrives" is watched for
+CLIENT_ADDRESS = "192.0.2.10"  # the sockets' peer address unless a test says otherwise
 
 Frame = dict[str, Any]
 
@@ -36,11 +37,24 @@ class ChatClient:
     def __init__(self, connection: TestWebsocketConnectionProtocol) -> None:
         self.connection = connection
         self.session_id: str | None = None  # the visitor's, from connection_established
+        self.resume_token: str | None = None  # likewise
         self.opening: list[Frame] = []  # the frames read by open_visitor / open_agent
 
     @property
     def accepted(self) -> bool:
         return bool(getattr(self.connection, "accepted", False))
+
+    @property
+    def set_cookies(self) -> list[str]:
+        """The Set-Cookie headers of the accept."""
+        headers = getattr(self.connection, "accept_headers", [])
+        return [value.decode() for name, value in headers if name.lower() == b"set-cookie"]
+
+    @property
+    def cookie(self) -> dict[str, str]:
+        """A Cookie header carrying what the accept set, as a browser sends it back."""
+        pairs = [cookie.split(";", 1)[0] for cookie in self.set_cookies]
+        return {"Cookie": "; ".join(pairs)} if pairs else {}
 
     async def send(self, frame: Frame | list[Any] | str | bytes) -> None:
         if isinstance(frame, dict | list):
@@ -94,7 +108,20 @@ class ChatClient:
         raise AssertionError(f"accepted, and a frame arrived: {raw!r}")
 
 
-class StalledWebsocketConnection(TestWebsocketConnection):
+class RecordingWebsocketConnection(TestWebsocketConnection):
+    """Keeps the headers the server accepted the socket with (its Set-Cookie)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.accept_headers: list[tuple[bytes, bytes]] = []
+
+    async def _asgi_send(self, message: Any) -> None:
+        if message["type"] == "websocket.accept":
+            self.accept_headers = list(message.get("headers") or [])
+        await super()._asgi_send(message)
+
+
+class StalledWebsocketConnection(RecordingWebsocketConnection):
     """A client whose network stops reading when ``reading`` is cleared: the server's data
     sends block (like a full TCP window) while a close still gets through."""
 
@@ -117,14 +144,18 @@ async def chat_socket(
     origin: str | None = FRONTEND_ORIGIN,
     headers: dict[str, str] | None = None,
     stalled: bool = False,
+    address: str = CLIENT_ADDRESS,
 ) -> AsyncIterator[ChatClient]:
-    """A socket to ``path`` (query string included) from ``origin`` (None: no Origin)."""
+    """A socket to ``path`` (query string included) from ``origin`` (None: no Origin), from
+    the client ``address``."""
     request_headers = {} if origin is None else {"Origin": origin}
     request_headers.update(headers or {})
     client = app.test_client()
-    if stalled:
-        client.websocket_connection_class = StalledWebsocketConnection  # type: ignore[assignment]
-    async with client.websocket(path, headers=request_headers) as connection:
+    client.websocket_connection_class = (  # type: ignore[assignment]
+        StalledWebsocketConnection if stalled else RecordingWebsocketConnection
+    )
+    scope = {"client": (address, 50000)}
+    async with client.websocket(path, headers=request_headers, scope_base=scope) as connection:
         yield ChatClient(connection)
 
 
@@ -139,6 +170,7 @@ async def open_visitor(
         assert established["type"] == "connection_established", established
         assert greeting["type"] == "system", greeting
         visitor.session_id = established["session_id"]
+        visitor.resume_token = established.get("resume_token")
         visitor.opening = [established, greeting]
         yield visitor
 

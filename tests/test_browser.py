@@ -758,3 +758,60 @@ async def test_chat_from_a_foreign_origin_is_refused(stack: Stack, browser: Brow
     log = await wait_for_log(stack, mark, handshake)
     assert rejected in log, log
     assert re.search(handshake, log), log  # the server's answer to the handshake: HTTP 403
+
+
+async def test_chat_the_browser_keeps_its_conversation_across_a_reconnect(
+    stack: Stack, browser: Browser
+) -> None:
+    """As the widget does it: a plain socket URL on every (re)connect and the page-load
+    session id on every message. Chromium keeps the HttpOnly visitor-key cookie set on the 101
+    and sends it on the next handshake, so the conversation goes on; another browser with the
+    same session id gets ``forbidden_session`` and a conversation of its own instead."""
+    url = f"{stack.ws_url}/ws/chat/sales/"
+    send = """([sessionId, text]) => sendChat({type: 'message', message: text,
+        visitor_name: 'Tendai', department: 'sales', session_id: sessionId,
+        sender: 'Tendai', timestamp: new Date().toISOString()})"""
+    reopen = (
+        "(url) => { window.chat = {socket: null, frames: [], events: []}; return openChat(url); }"
+    )
+    async with open_page(browser, stack.page_url(stack.allowed_origin)) as (context, page):
+        assert (await js(page, "(url) => openChat(url)", url))["opened"] is True
+        await wait_for_frame(page, "(f) => f.type === 'connection_established'")
+        session_id = await js(page, "() => crypto.randomUUID()")
+        await js(page, send, [session_id, "First, before the reconnect"])
+        await wait_for_frame(page, "(f) => f.sender_type === 'system'")
+        [cookie] = [c for c in await context.cookies() if c["name"] == "slyker_chat"]
+        print(f"chat, visitor key cookie: {cookie}")
+        assert cookie["httpOnly"] is True and cookie["sameSite"] == "Lax"
+        await js(page, "() => window.chat.socket.close(1000)")
+
+        assert (await js(page, reopen, url))["opened"] is True
+        established = await wait_for_frame(page, "(f) => f.type === 'connection_established'")
+        assert established["resume_token"] == cookie["value"]
+        await js(page, send, [session_id, "Second, after the reconnect"])
+        await js(page, "() => sendChat({type: 'ping', timestamp: 42})")
+        await wait_for_frame(page, "(f) => f.type === 'pong' && f.timestamp === 42")
+        chat = await js(page, "() => window.chat")
+        assert not [f for f in chat["frames"] if f.get("type") == "error"], chat
+        await js(page, "() => window.chat.socket.close(1000)")
+
+    async with open_page(browser, stack.page_url(stack.allowed_origin)) as (_context, page):
+        assert (await js(page, "(url) => openChat(url)", url))["opened"] is True
+        await wait_for_frame(page, "(f) => f.type === 'connection_established'")
+        await js(page, send, [session_id, "Someone else"])
+        refused = await wait_for_frame(page, "(f) => f.type === 'error'")
+        assert refused["code"] == "forbidden_session" and refused["session_id"] != session_id
+        await js(page, "() => window.chat.socket.close(1000)")
+
+    async with httpx.AsyncClient(
+        base_url=stack.api_url, timeout=SOCKET_TIMEOUT, trust_env=False
+    ) as client:
+        login = await client.post(
+            "/api/token/", json={"email": STAFF_EMAIL, "password": STAFF_PASSWORD}
+        )
+        staff = {"Authorization": f"Bearer {login.json()['access']}"}
+        sessions = (await client.get("/api/livechat/sessions/", headers=staff)).json()
+        [conversation] = [s for s in sessions["results"] if s["session_id"] == session_id]
+        detail = await client.get(f"/api/livechat/sessions/{conversation['id']}/", headers=staff)
+        texts = [m["message"] for m in detail.json()["messages"] if m["sender_type"] == "user"]
+        assert texts == ["First, before the reconnect", "Second, after the reconnect"]

@@ -1049,6 +1049,106 @@ def test_agent_sees_each_message_once_across_the_restart(redis_restart: RestartR
     )
 
 
+# --- the visitor key and the per-client socket limit, with real clients on two processes -----
+
+
+@contextlib.asynccontextmanager
+async def _widget(
+    name: str, url: str, logs: Callable[[], str], cookie: str | None = None
+) -> AsyncIterator[tuple[Peer, list[str]]]:
+    """A socket as a browser opens it (with the cookies it keeps); the Set-Cookie of its 101."""
+    headers = {"Cookie": cookie} if cookie else None
+    async with connect(
+        url,
+        origin=Origin(ORIGIN),
+        additional_headers=headers,
+        open_timeout=FRAME_TIMEOUT,
+        close_timeout=2,
+        ping_interval=None,
+        proxy=None,
+        compression=None,
+    ) as ws:
+        assert ws.response is not None
+        client = Peer(name, ws, logs)
+        try:
+            yield client, ws.response.headers.get_all("Set-Cookie")
+        finally:
+            await client.close()
+
+
+async def test_only_the_same_browser_continues_a_conversation_across_processes(
+    pair: Deployment,
+) -> None:
+    """The widget reconnects to any process with a plain URL and sends its page-load session
+    id on every message: the cookie of the first 101 is what lets it continue; a client with
+    only the session id gets an error and none of the conversation."""
+    session_id = str(uuid.uuid4())
+    plain = f"{pair.a.ws_url}/livechat/ws/sales/"
+    async with _widget("widget@A", plain, pair.logs) as (visitor, set_cookies):
+        established = await visitor.wait_for(
+            "connection_established", lambda f: f.get("type") == "connection_established"
+        )
+        [cookie] = set_cookies
+        assert (
+            cookie == f"slyker_chat={established['resume_token']}; HttpOnly; Path=/; SameSite=Lax"
+        )
+        await visitor.send(**_visitor_message(session_id, "My invoice is wrong"))
+        await visitor.wait_for("the automatic reply", lambda f: f.get("sender_type") == "system")
+    pair_cookie = cookie.split(";", 1)[0]
+
+    attacker_url = f"{pair.b.ws_url}/ws/chat/sales/?session_id={session_id}&after=0"
+    async with _widget("attacker@B", attacker_url, pair.logs) as (attacker, _):
+        refused = await attacker.wait_for("an error", lambda f: f.get("type") == "error")
+        assert refused["code"] == "forbidden_session", attacker.describe()
+        await attacker.barrier()
+        assert not [f for f in attacker.frames if f.get("session_id") == session_id]
+
+    async with _widget(
+        "widget@B", f"{pair.b.ws_url}/livechat/ws/sales/", pair.logs, pair_cookie
+    ) as (
+        visitor,
+        set_cookies,
+    ):
+        assert set_cookies == []  # the browser's key is kept
+        await visitor.send(**_visitor_message(session_id, "Still wrong"))
+        await visitor.barrier()
+        assert not [f for f in visitor.frames if f.get("type") == "error"], visitor.describe()
+    status, sessions = await _request(
+        pair.a, "GET", "/api/livechat/sessions/", token=pair.tokens["staff"]
+    )
+    assert status == 200
+    [mine] = [s for s in sessions["results"] if s["session_id"] == session_id]
+    texts = [m["message"] for m in await _messages(pair, pair.a, mine["id"])]
+    assert [t for t in texts if t.startswith(("My invoice", "Still"))] == [
+        "My invoice is wrong",
+        "Still wrong",
+    ]
+
+
+async def test_sockets_per_client_are_counted_across_processes(pair: Deployment) -> None:
+    """20 sockets (CHAT_MAX_SOCKETS_PER_CLIENT) from one address over A and B; the 21st is
+    accepted and closed with 1013 and its reason, which a browser's onclose can read."""
+    async with contextlib.AsyncExitStack() as stack:
+        for number in range(20):
+            server = pair.a if number % 2 else pair.b
+            ws = await stack.enter_async_context(open_socket(f"{server.ws_url}/ws/chat/sales/"))
+            assert json.loads(await asyncio.wait_for(ws.recv(), FRAME_TIMEOUT))["type"] == (
+                "connection_established"
+            )
+        async with open_socket(f"{pair.a.ws_url}/ws/chat/sales/") as extra:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(extra.recv(), FRAME_TIMEOUT)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+                1013,
+                "Too many connections from your address",
+            )
+    # all released: a new one is welcome again
+    async with open_socket(f"{pair.b.ws_url}/ws/chat/sales/") as again:
+        frame = json.loads(await asyncio.wait_for(again.recv(), FRAME_TIMEOUT))
+        assert frame["type"] == "connection_established"
+
+
 # --- graceful shutdown ---------------------------------------------------------------------
 
 

@@ -1,8 +1,14 @@
 """Live chat: visitor and agent WebSockets, and the staff REST API over conversations.
 
 The ``Origin`` of every handshake is checked with the one origin policy **before** accept: a
-refused handshake is an HTTP 403 and no handler code runs. Identity problems are reported
-after accept (close 4001 / 4003) so that the browser actually sees the code.
+refused handshake is an HTTP 403 and no handler code runs. Everything else is reported after
+accept, so that the browser actually sees it: identity (close 4001 / 4003), too many sockets
+from one address (close 1013), sustained flooding (close 1008).
+
+A conversation's ``session_id`` is chosen by the widget and is not a secret. Only the browser
+that started a conversation (its visitor key: an HttpOnly cookie set on the handshake, also
+sent as ``resume_token`` in ``connection_established``) or the same signed-in user may read or
+post to it, and only in its own department.
 """
 
 from __future__ import annotations
@@ -11,35 +17,46 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import signal
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from quart import Blueprint, Quart, abort, current_app, request, websocket
 from quart_cors import cors_exempt
 from quart_schema import validate_request
+from werkzeug.http import dump_cookie
 
 from slyker.auth import ACCESS, authenticated_user, decode_token, staff_required
 from slyker.chat.broker import RESYNC, Event, Subscription
+from slyker.chat.limits import FrameLimits, TypingCoalescer, client_key
 from slyker.chat.service import (
+    VISITOR_KEY_COOKIE,
+    clean_name,
     close_conversation,
     conversation_json,
     current_broker,
     department_channel,
     display_name,
+    issue_visitor_key,
+    may_use,
     message_event,
     open_conversation,
     post_agent_reply,
     session_channel,
+    storable_text,
     store_message,
+    valid_visitor_key,
+    visitor_key_hash,
 )
 from slyker.errors import APIError
 from slyker.models.accounts import User
 from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
-from slyker.origins import OriginPolicy
+from slyker.origins import LOOPBACK_HOSTS, OriginPolicy
 from slyker.pagination import paginate
 from slyker.settings import Settings, current_settings
 
@@ -49,7 +66,8 @@ log = logging.getLogger(__name__)
 GREETING = "Connected to Slyker Tech Live Support"
 CLOSE_NOT_AUTHENTICATED = 4001
 CLOSE_NOT_STAFF = 4003
-CLOSE_TRY_AGAIN_LATER = 1013  # the client does not read fast enough
+CLOSE_TRY_AGAIN_LATER = 1013  # too slow a reader, or too many sockets from one address
+CLOSE_POLICY_VIOLATION = 1008  # kept flooding after being told
 CLOSE_TOO_BIG = 1009
 CLOSE_GOING_AWAY = 1001  # the server is stopping: reconnect (to another worker)
 STOPPING_KEY = "slyker.chat.stopping"
@@ -61,6 +79,24 @@ MESSAGE_EVENT_TYPES = {"message", "system", "agent_message"}
 # this many ids behind the newest one seen (duplicates are dropped by id anyway).
 RESYNC_LOOKBACK = 100
 SEEN_IDS_KEPT = 5000
+MAX_MESSAGE_ID = 2**31 - 1  # ids are 32-bit integers in the database
+MAX_ECHOED_NUMBER = 2**53  # a pong echoes a timestamp only if JavaScript can read it back
+TYPING_COALESCERS_KEPT = 200
+
+
+def error_event(message: str, code: str, **extra: Any) -> Event:
+    return {"type": "error", "message": message, "code": code, **extra}
+
+
+FORBIDDEN_SESSION = error_event(
+    "This conversation belongs to another connection", "forbidden_session"
+)
+SESSION_MISMATCH = error_event("session_id does not match this connection", "session_mismatch")
+INVALID_SESSION = error_event("session_id must be a UUID", "invalid_session")
+INVALID_AFTER = error_event(
+    "after must be the id of the last message received (a whole number)", "invalid_after"
+)
+INVALID_TEXT = error_event("Message contains characters that cannot be sent", "invalid_text")
 
 
 # --- the handshake -----------------------------------------------------------------------
@@ -83,8 +119,17 @@ def check_origin(settings: Settings) -> None:
     abort(403)
 
 
-async def socket_user() -> tuple[User | None, bool]:
-    """The user of ``?token=``; (None, False) without a token; (None, True) for a bad one."""
+@dataclass
+class Identity:
+    """The user of a socket's ``?token=``, re-checked while the socket lives."""
+
+    user: User
+    expires_at: float  # the token's exp (seconds since the epoch)
+    staff: bool = False  # the socket is for staff only
+
+
+async def socket_identity() -> tuple[Identity | None, bool]:
+    """The identity of ``?token=``; (None, False) without a token; (None, True) for a bad one."""
     token = websocket.args.get("token")
     if not token:
         return None, False
@@ -93,18 +138,52 @@ async def socket_user() -> tuple[User | None, bool]:
     except APIError:
         return None, True
     user = await User.get_or_none(id=int(claims["sub"]), is_active=True)
-    return user, user is None
+    if user is None:
+        return None, True
+    return Identity(user, float(claims["exp"])), False
 
 
 def parse_uuid(value: object) -> uuid.UUID | None:
+    if not isinstance(value, str) or len(value) > 100:
+        return None
     try:
-        return uuid.UUID(str(value))
+        return uuid.UUID(value)
     except ValueError:
         return None
 
 
-def parse_after(value: object) -> int:
-    return int(value) if isinstance(value, int | str) and str(value).isdigit() else 0
+def parse_after(value: object) -> int | None:
+    """A message id the client has seen (0: none); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= MAX_MESSAGE_ID:
+        return value
+    return None
+
+
+def parse_frame(raw: str) -> dict[str, Any] | None:
+    try:
+        frame = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
+        return None
+    return frame if isinstance(frame, dict) else None
+
+
+def echoed_timestamp(value: object) -> object:
+    """A ping's timestamp as the pong may carry it back: short text or a finite number."""
+    if isinstance(value, str) and len(value) <= 64:
+        return value
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and math.isfinite(value) and abs(value) <= MAX_ECHOED_NUMBER:  # type: ignore[arg-type]
+        return value
+    return None
+
+
+def frame_type(frame: dict[str, Any]) -> str | None:
+    kind = frame.get("type")
+    return kind if kind is None or isinstance(kind, str) else "(invalid)"
 
 
 # --- one socket ----------------------------------------------------------------------------
@@ -113,20 +192,26 @@ def parse_after(value: object) -> int:
 class ChatSocket:
     """A bounded outbox drained by one task; a client that cannot keep up is closed (1013)
     instead of growing memory or slowing the others. Events carrying a message id are
-    delivered at most once, replays and live events alike, and replays come in id order."""
+    delivered at most once, replays and live events alike, and replays come in id order.
 
-    def __init__(self, settings: Settings) -> None:
+    Every client frame is counted in a token bucket of its kind first (FrameLimits): excess
+    frames are dropped with one error frame, and a socket that keeps flooding is closed (1008).
+    """
+
+    def __init__(self, settings: Settings, *, agent: bool = False) -> None:
         self.settings = settings
         self.outbox: asyncio.Queue[Event] = asyncio.Queue(settings.chat_send_queue_size)
         self.overflowed = asyncio.Event()
+        self.closing = asyncio.Event()
+        self.close_with: tuple[int, str] | None = None
         self.floor = 0  # the client said it has everything up to here (resume "after")
         self.seen: set[int] = set()
         self.seen_order: deque[int] = deque()
         self.resync_queued = False
         self.held: list[Event] | None = None  # live events held back during a replay
         self.subscriptions: list[Subscription] = []
-        self.tokens = float(settings.chat_message_burst)
-        self.refilled_at = time.monotonic()
+        self.limits = FrameLimits(settings, agent=agent)
+        self.identity: Identity | None = None
 
     @property
     def last_id(self) -> int:
@@ -160,18 +245,10 @@ class ChatSocket:
         for message in messages:
             self.offer(message_event(message, conversation))
 
-    def allow_message(self) -> bool:
-        """Token bucket: ``chat_messages_per_second`` with bursts of ``chat_message_burst``."""
-        now = time.monotonic()
-        rate = self.settings.chat_messages_per_second
-        self.tokens = min(
-            self.settings.chat_message_burst, self.tokens + (now - self.refilled_at) * rate
-        )
-        self.refilled_at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
+    def close_soon(self, code: int, reason: str) -> None:
+        if self.close_with is None:
+            self.close_with = (code, reason)
+        self.closing.set()
 
     async def subscribe(self, channel: str) -> None:
         self.subscriptions.append(await current_broker().subscribe(channel, self.offer))
@@ -198,41 +275,96 @@ class ChatSocket:
     async def on_resync(self) -> None:
         """The broker reconnected: events may have been missed; subclasses replay them."""
 
+    # --- identity, re-checked --------------------------------------------------------------
+
+    async def identity_problem(self) -> tuple[int, str] | None:
+        """Why this socket's user may no longer use it (token expired, user deactivated or no
+        longer staff), or None."""
+        identity = self.identity
+        if identity is None:
+            return None
+        if time.time() >= identity.expires_at:
+            return CLOSE_NOT_AUTHENTICATED, "Token expired"
+        user = await User.get_or_none(id=identity.user.id)
+        if user is None or not user.is_active:
+            return CLOSE_NOT_AUTHENTICATED, "User inactive"
+        if identity.staff and not user.is_staff:
+            return CLOSE_NOT_STAFF, "Staff only"
+        identity.user = user
+        return None
+
+    async def still_authorised(self) -> bool:
+        problem = await self.identity_problem()
+        if problem is not None:
+            self.close_soon(*problem)
+        return problem is None
+
+    async def watch_identity(self) -> None:
+        """Close the socket when its token expires or its user loses access, even if the
+        client sends nothing (it would keep receiving otherwise)."""
+        identity = self.identity
+        while identity is not None and not self.closing.is_set():
+            recheck = self.settings.chat_auth_recheck_seconds
+            await asyncio.sleep(max(0.0, min(recheck, identity.expires_at - time.time())))
+            await self.still_authorised()
+
+    # --- client frames ---------------------------------------------------------------------
+
+    def frame_kind(self, kind: str | None) -> str:
+        """The bucket a frame of this ``type`` counts in ("invalid" for unknown types)."""
+        return "keepalive" if kind in ("ping", "pong") else "invalid"
+
     async def receive_frames(self) -> None:
-        while True:
+        while not self.closing.is_set():
             raw = await websocket.receive()
             if isinstance(raw, bytes):
                 raw = raw.decode("utf-8", errors="replace")
             limit, size = self.settings.chat_max_message_bytes, len(raw.encode())
+            if size > 4 * limit:
+                await websocket.close(CLOSE_TOO_BIG, "Message too big")
+                return
+            frame = parse_frame(raw) if size <= limit else None
+            kind = self.frame_kind(frame_type(frame)) if frame is not None else "invalid"
+            verdict = self.limits.check(kind)
+            if verdict.abusive:
+                log.warning("Chat client flooding on %s: closed with 1008", websocket.path)
+                self.close_soon(CLOSE_POLICY_VIOLATION, "Too many frames")
+                return
+            if not verdict.allowed:
+                if verdict.warn:
+                    text = "Too many messages" if kind == "message" else f"Too many {kind} frames"
+                    self.error(text, "rate_limited")
+                continue
             if size > limit:
-                if size > 4 * limit:
-                    await websocket.close(CLOSE_TOO_BIG, "Message too big")
-                    return
                 self.error("Message too large", "too_large")
-                continue
-            try:
-                frame = json.loads(raw)
-            except ValueError:
-                frame = None
-            if not isinstance(frame, dict):
+            elif frame is None:
                 self.error("Invalid message format", "invalid_format")
-                continue
-            kind = frame.get("type")
-            if kind == "ping":
-                self.offer({"type": "pong", "timestamp": frame.get("timestamp")})
-            elif kind == "pong":
-                continue
             else:
-                await self.handle(frame)
+                await self.dispatch(frame)
+
+    async def dispatch(self, frame: dict[str, Any]) -> None:
+        kind = frame_type(frame)
+        if kind == "ping":
+            self.offer({"type": "pong", "timestamp": echoed_timestamp(frame.get("timestamp"))})
+            return
+        if kind == "pong":
+            return
+        if not await self.still_authorised():
+            return
+        try:
+            await self.handle(frame)
+        except Exception:  # a bug or an outage, not the client's input: tell it, keep going
+            log.exception("Chat frame failed on %s", websocket.path)
+            self.error("Something went wrong; please try again", "server_error")
 
     def error(self, message: str, code: str) -> None:
-        self.offer({"type": "error", "message": message, "code": code})
+        self.offer(error_event(message, code))
 
     async def handle(self, frame: dict[str, Any]) -> None:
         raise NotImplementedError
 
     async def serve(self) -> None:
-        """Run until the client leaves, overflows, or the server stops."""
+        """Run until the client leaves, overflows, floods, loses access or the server stops."""
         stopping = current_app.extensions[STOPPING_KEY]
         tasks = [
             asyncio.create_task(self.receive_frames()),
@@ -240,11 +372,16 @@ class ChatSocket:
             asyncio.create_task(self.ping()),
             asyncio.create_task(self.overflowed.wait()),
             asyncio.create_task(stopping.wait()),
+            asyncio.create_task(self.closing.wait()),
             *self.extra_tasks(),
         ]
+        if self.identity is not None:
+            tasks.append(asyncio.create_task(self.watch_identity()))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if self.overflowed.is_set():
+            if self.close_with is not None:
+                await websocket.close(*self.close_with)
+            elif self.overflowed.is_set():
                 log.warning("Chat client too slow on %s: closed with 1013", websocket.path)
                 await websocket.close(CLOSE_TRY_AGAIN_LATER, "Too slow; reconnect")
             elif stopping.is_set():
@@ -267,45 +404,135 @@ class ChatSocket:
 
 
 class VisitorSocket(ChatSocket):
-    def __init__(self, settings: Settings, department: str, user: User | None) -> None:
+    def __init__(self, settings: Settings, department: str) -> None:
         super().__init__(settings)
         self.department = department
-        self.user = user
-        self.session_id: uuid.UUID = parse_uuid(websocket.args.get("session_id")) or uuid.uuid4()
+        self.user: User | None = None
+        self.session_id = uuid.uuid4()  # until the client names its own
         self.conversation: Conversation | None = None
+        # Client-chosen ids this socket may not use: their messages went to its own conversation.
+        self.forked: dict[uuid.UUID, uuid.UUID] = {}
+        self.client = client_key(websocket.remote_addr)
+        self.slot = uuid.uuid4().hex
+        secret = settings.secret_key
+        cookie_key = valid_visitor_key(secret, websocket.cookies.get(VISITOR_KEY_COOKIE))
+        query_key = valid_visitor_key(secret, websocket.args.get("resume_token"))
+        self.key = cookie_key or query_key or issue_visitor_key(secret)
+        self.cookie_outdated = cookie_key != self.key
+        self.key_hashes = {visitor_key_hash(k) for k in (self.key, query_key) if k is not None}
+        self.typing = TypingCoalescer(self.publish_typing)
+        self.typing_name = "Visitor"
+
+    def accept_headers(self) -> dict[str, str]:
+        """The visitor key as an HttpOnly cookie: browsers keep cookies set on a WebSocket
+        handshake and send them on the next one, so the widget, which keeps nothing itself,
+        can continue its conversation after a reconnect."""
+        if not self.cookie_outdated:
+            return {}
+        host = websocket.host.lower()
+        host = host if host.endswith("]") else host.rsplit(":", 1)[0]
+        cookie = dump_cookie(
+            VISITOR_KEY_COOKIE,
+            self.key,
+            httponly=True,
+            secure=host.lower() not in LOOPBACK_HOSTS,
+            samesite="Lax",
+            path="/",
+        )
+        return {"Set-Cookie": cookie}
+
+    # --- per-client limits ------------------------------------------------------------------
+
+    async def take_slot(self) -> bool:
+        return await current_broker().take_socket_slot(
+            self.client, self.slot, self.settings.chat_max_sockets_per_client
+        )
+
+    async def release_slot(self) -> None:
+        await current_broker().release_socket_slot(self.client, self.slot)
+
+    async def keep_slot(self) -> None:
+        while True:
+            await asyncio.sleep(PRESENCE_RENEW_SECONDS)
+            await current_broker().renew_socket_slot(self.client, self.slot)
+
+    def extra_tasks(self) -> list[asyncio.Task[Any]]:
+        return [asyncio.create_task(self.keep_slot())]
+
+    async def leave(self) -> None:
+        await self.typing.stop()
+
+    # --- access -----------------------------------------------------------------------------
+
+    def allowed(self, conversation: Conversation) -> bool:
+        return may_use(conversation, self.department, self.key_hashes, self.user)
+
+    def prove(self, token: object) -> bool:
+        """A ``resume_token`` from a frame: True if this server issued it."""
+        key = valid_visitor_key(self.settings.secret_key, token)
+        if key is not None:
+            self.key_hashes.add(visitor_key_hash(key))
+        return key is not None
+
+    async def switch_session(self, session_id: uuid.UUID) -> None:
+        await self.unsubscribe_all()
+        self.session_id = session_id
+        await self.subscribe(session_channel(session_id))
+
+    # --- opening and resume -----------------------------------------------------------------
 
     async def start(self) -> None:
+        problems: list[Event] = []
+        conversation: Conversation | None = None
+        after = parse_after(websocket.args.get("after", "0"))
+        if after is None:
+            problems.append(INVALID_AFTER)
+        requested = websocket.args.get("session_id")
+        if requested:
+            session_id = parse_uuid(requested)
+            if session_id is None:
+                problems.append(INVALID_SESSION)
+            else:
+                conversation = await Conversation.get_or_none(session_id=session_id)
+                if conversation is None or self.allowed(conversation):
+                    self.session_id = session_id
+                else:
+                    conversation = None
+                    problems.append(FORBIDDEN_SESSION)
         self.offer(
             {
                 "type": "connection_established",
                 "room": self.department,
                 "session_id": str(self.session_id),
+                "resume_token": self.key,
                 "message": GREETING,
             }
         )
         self.offer({"type": "system", "message": GREETING})
+        for problem in problems:
+            self.offer(problem)
         await self.subscribe(session_channel(self.session_id))
-        await self.resume(self.session_id, parse_after(websocket.args.get("after", "0")))
-
-    async def adopt_session(self, session_id: uuid.UUID) -> bool:
-        """Use the session id the widget chose, unless this socket already talks in another."""
-        if session_id == self.session_id:
-            return True
-        if self.conversation is not None:
-            return False
-        await self.unsubscribe_all()
-        self.session_id = session_id
-        await self.subscribe(session_channel(session_id))
-        return True
+        if conversation is not None:
+            self.conversation = conversation
+            await self.replay_missed(conversation, after or 0)
 
     async def resume(self, session_id: uuid.UUID, after: int) -> None:
-        if not await self.adopt_session(session_id):
-            self.error("session_id does not match this connection", "session_mismatch")
+        session_id = self.forked.get(session_id, session_id)
+        if self.conversation is not None and session_id != self.session_id:
+            self.offer(SESSION_MISMATCH)
             return
         conversation = await Conversation.get_or_none(session_id=session_id)
-        if conversation is None:
+        if conversation is not None and not self.allowed(conversation):
+            self.offer(FORBIDDEN_SESSION)
             return
-        self.conversation = conversation
+        if session_id != self.session_id:
+            await self.switch_session(session_id)
+        if conversation is not None:
+            self.conversation = conversation
+            await self.replay_missed(conversation, after)
+
+    async def replay_missed(self, conversation: Conversation, after: int) -> None:
+        """What the visitor missed after ``after``; live events wait until it is queued."""
         self.held = []
         try:
             self.floor = max(self.floor, after)
@@ -323,57 +550,121 @@ class VisitorSocket(ChatSocket):
     async def on_resync(self) -> None:
         await self.resume(self.session_id, self.resync_after())
 
+    # --- client frames ----------------------------------------------------------------------
+
+    def frame_kind(self, kind: str | None) -> str:
+        if kind in VISITOR_MESSAGE_TYPES:
+            return "message"
+        if kind in ("typing", "resume"):
+            return kind  # type: ignore[return-value]
+        return super().frame_kind(kind)
+
     async def handle(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
+        kind = frame_type(frame)
         if kind == "resume":
             session_id = parse_uuid(frame.get("session_id"))
+            after = parse_after(frame.get("after", 0))
             if session_id is None:
-                self.error("session_id must be a UUID", "invalid_session")
-                return
-            await self.resume(session_id, parse_after(frame.get("after", 0)))
+                self.offer(INVALID_SESSION)
+            elif after is None:
+                self.offer(INVALID_AFTER)
+            elif "resume_token" in frame and not self.prove(frame["resume_token"]):
+                self.offer(FORBIDDEN_SESSION)
+            else:
+                await self.resume(session_id, after)
         elif kind == "typing":
-            await current_broker().publish(
-                department_channel(self.department),
-                {
-                    "type": "typing",
-                    "session_id": str(self.session_id),
-                    "sender": self.visitor_name(frame),
-                    "sender_type": "user",
-                    "is_typing": bool(frame.get("is_typing")),
-                },
-            )
+            self.typing_name = self.visitor_name(frame)
+            self.typing.update(bool(frame.get("is_typing")))
         elif kind in VISITOR_MESSAGE_TYPES:
             await self.visitor_message(frame)
         else:
             self.error("Unknown message type", "unknown_type")
 
+    async def publish_typing(self, is_typing: bool) -> None:
+        await current_broker().publish(
+            department_channel(self.department),
+            {
+                "type": "typing",
+                "session_id": str(self.session_id),
+                "sender": self.typing_name,
+                "sender_type": "user",
+                "is_typing": is_typing,
+            },
+        )
+
     def visitor_name(self, frame: dict[str, Any]) -> str:
         if self.user is not None:
             return display_name(self.user)
-        name = str(frame.get("visitor_name") or frame.get("sender") or "Visitor").strip()
-        return name[:100] or "Visitor"
+        return clean_name(frame.get("visitor_name") or frame.get("sender"), "Visitor")
+
+    async def choose_session(self, frame: dict[str, Any]) -> bool:
+        """Talk in the frame's ``session_id`` if this socket may; False if refused."""
+        if frame.get("session_id") is None:
+            return True
+        requested = parse_uuid(frame["session_id"])
+        if requested is None:
+            self.offer(SESSION_MISMATCH)
+            return False
+        requested = self.forked.get(requested, requested)
+        if requested == self.session_id:
+            return True
+        if self.conversation is not None:
+            self.offer(SESSION_MISMATCH)
+            return False
+        existing = await Conversation.get_or_none(session_id=requested)
+        if existing is None or self.allowed(existing):
+            await self.switch_session(requested)
+            return True
+        # Someone else's conversation, or the widget's own after a reconnect without its
+        # cookie: the message starts a conversation of this socket's own instead.
+        self.forked[requested] = self.session_id
+        self.offer(
+            {
+                **FORBIDDEN_SESSION,
+                "message": "This conversation belongs to another connection: your message "
+                "starts a new conversation",
+                "session_id": str(self.session_id),
+            }
+        )
+        return True
 
     async def visitor_message(self, frame: dict[str, Any]) -> None:
-        if not self.allow_message():
-            self.offer({"type": "error", "message": "Too many messages", "code": "rate_limited"})
-            return
         text = frame.get("message")
         if not isinstance(text, str) or not text.strip():
             self.error("Message cannot be empty", "empty_message")
             return
-        if "session_id" in frame and frame["session_id"] is not None:
-            session_id = parse_uuid(frame["session_id"])
-            if session_id is None or not await self.adopt_session(session_id):
-                self.error("session_id does not match this connection", "session_mismatch")
+        if not storable_text(text):
+            self.offer(INVALID_TEXT)
+            return
+        if not await self.choose_session(frame):
+            return
+        broker = current_broker()
+        if self.conversation is None and not await Conversation.exists(session_id=self.session_id):
+            allowed = await broker.take_new_conversation(
+                self.client, self.settings.chat_new_conversations_per_minute
+            )
+            if not allowed:
+                self.error(
+                    "Too many new conversations from your address; try again in a minute",
+                    "too_many_conversations",
+                )
                 return
         conversation, created = await open_conversation(
-            self.session_id, self.department, self.visitor_name(frame), self.user
+            self.session_id,
+            self.department,
+            self.visitor_name(frame),
+            self.user,
+            visitor_key_hash(self.key),
+            self.allowed,
         )
+        if conversation is None:  # another client created this id a moment ago
+            self.offer(FORBIDDEN_SESSION)
+            await self.switch_session(uuid.uuid4())
+            return
         self.conversation = conversation
         message = await store_message(
             conversation, SenderType.USER, conversation.visitor_name, text.strip()
         )
-        broker = current_broker()
         channel = department_channel(self.department)
         if created:
             await broker.publish(
@@ -403,12 +694,14 @@ class VisitorSocket(ChatSocket):
 
 
 class AgentSocket(ChatSocket):
-    def __init__(self, settings: Settings, agent: User) -> None:
-        super().__init__(settings)
-        self.agent = agent
-        self.member = f"{agent.id}:{uuid.uuid4().hex}"
+    def __init__(self, settings: Settings, identity: Identity) -> None:
+        super().__init__(settings, agent=True)
+        self.identity = identity
+        self.agent = identity.user
+        self.member = f"{self.agent.id}:{uuid.uuid4().hex}"
         wanted = [d.strip() for d in websocket.args.get("departments", "").split(",") if d.strip()]
         self.departments = [d for d in settings.chat_departments if not wanted or d in wanted]
+        self.typing: dict[uuid.UUID, TypingCoalescer] = {}
 
     async def start(self) -> None:
         for department in self.departments:
@@ -452,6 +745,8 @@ class AgentSocket(ChatSocket):
     async def leave(self) -> None:
         for department in self.departments:
             await current_broker().set_absent(department, self.member)
+        for typing in self.typing.values():
+            await typing.stop()
 
     async def on_resync(self) -> None:
         missed = (
@@ -475,8 +770,13 @@ class AgentSocket(ChatSocket):
             return None
         return conversation
 
+    def frame_kind(self, kind: str | None) -> str:
+        if kind in ("message", "typing", "close"):
+            return kind  # type: ignore[return-value]
+        return super().frame_kind(kind)
+
     async def handle(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
+        kind = frame_type(frame)
         if kind not in ("message", "typing", "close"):
             self.error("Unknown message type", "unknown_type")
             return
@@ -488,24 +788,36 @@ class AgentSocket(ChatSocket):
             if not isinstance(text, str) or not text.strip():
                 self.error("Message cannot be empty", "empty_message")
                 return
-            if not self.allow_message():
-                self.offer(
-                    {"type": "error", "message": "Too many messages", "code": "rate_limited"}
-                )
+            if not storable_text(text):
+                self.offer(INVALID_TEXT)
                 return
             await post_agent_reply(conversation, self.agent, text.strip())
         elif kind == "typing":
-            await current_broker().publish(
-                session_channel(conversation.session_id),
-                {
-                    "type": "typing",
-                    "sender": display_name(self.agent),
-                    "sender_type": "agent",
-                    "is_typing": bool(frame.get("is_typing")),
-                },
-            )
+            self.typing_towards(conversation).update(bool(frame.get("is_typing")))
         else:
             await close_conversation(conversation, display_name(self.agent))
+
+    def typing_towards(self, conversation: Conversation) -> TypingCoalescer:
+        session_id = conversation.session_id
+        typing = self.typing.get(session_id)
+        if typing is None:
+            if len(self.typing) >= TYPING_COALESCERS_KEPT:
+                for old in [k for k, t in self.typing.items() if t.task is None or t.task.done()]:
+                    del self.typing[old]
+
+            async def publish(is_typing: bool) -> None:
+                await current_broker().publish(
+                    session_channel(session_id),
+                    {
+                        "type": "typing",
+                        "sender": display_name(self.agent),
+                        "sender_type": "agent",
+                        "is_typing": is_typing,
+                    },
+                )
+
+            typing = self.typing[session_id] = TypingCoalescer(publish)
+        return typing
 
 
 # --- shutdown ------------------------------------------------------------------------------
@@ -547,21 +859,32 @@ async def run_visitor_socket(department: str) -> None:
     check_origin(settings)
     if current_app.extensions[STOPPING_KEY].is_set():
         abort(503)
-    await websocket.accept()
-    user, bad_token = await socket_user()
-    if bad_token:
-        await websocket.close(CLOSE_NOT_AUTHENTICATED, "Invalid or expired token")
+    socket = VisitorSocket(settings, department)
+    await websocket.accept(headers=socket.accept_headers())
+    # Refused after accept, so that the browser sees why (a refused handshake is only "1006").
+    if not await socket.take_slot():
+        log.warning("Chat sockets per client exceeded by %s", socket.client)
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, "Too many connections from your address")
         return
-    if department in settings.chat_staff_departments:
-        if user is None:
-            await websocket.close(CLOSE_NOT_AUTHENTICATED, "Authentication required")
+    try:
+        identity, bad_token = await socket_identity()
+        if bad_token:
+            await websocket.close(CLOSE_NOT_AUTHENTICATED, "Invalid or expired token")
             return
-        if not user.is_staff:
-            await websocket.close(CLOSE_NOT_STAFF, "Staff only")
-            return
-    socket = VisitorSocket(settings, department, user)
-    await socket.start()
-    await socket.serve()
+        if department in settings.chat_staff_departments:
+            if identity is None:
+                await websocket.close(CLOSE_NOT_AUTHENTICATED, "Authentication required")
+                return
+            if not identity.user.is_staff:
+                await websocket.close(CLOSE_NOT_STAFF, "Staff only")
+                return
+            identity.staff = True
+            socket.identity = identity  # re-checked while the socket lives
+        socket.user = identity.user if identity else None
+        await socket.start()
+        await socket.serve()
+    finally:
+        await socket.release_slot()
 
 
 @blueprint.websocket("/ws/chat/<department>/")
@@ -587,15 +910,16 @@ async def agents_socket() -> None:
     if current_app.extensions[STOPPING_KEY].is_set():
         abort(503)
     await websocket.accept()
-    user, bad_token = await socket_user()
-    if user is None:
+    identity, bad_token = await socket_identity()
+    if identity is None:
         reason = "Invalid or expired token" if bad_token else "Authentication required"
         await websocket.close(CLOSE_NOT_AUTHENTICATED, reason)
         return
-    if not user.is_staff:
+    if not identity.user.is_staff:
         await websocket.close(CLOSE_NOT_STAFF, "Staff only")
         return
-    socket = AgentSocket(settings, user)
+    identity.staff = True
+    socket = AgentSocket(settings, identity)
     await socket.start()
     await socket.serve()
 
@@ -686,6 +1010,15 @@ async def close_session(session_pk: int) -> dict[str, Any]:
 
 class ReplyIn(BaseModel):
     message: str = Field(min_length=1, max_length=4000)
+
+    @field_validator("message")
+    @classmethod
+    def storable(cls, message: str) -> str:
+        if not storable_text(message):
+            raise ValueError("contains characters that cannot be sent")
+        if not message.strip():
+            raise ValueError("cannot be blank")
+        return message
 
 
 @blueprint.post("/api/livechat/sessions/<int:session_pk>/send_message/")

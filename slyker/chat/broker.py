@@ -1,4 +1,4 @@
-"""Fan-out of chat events between sockets, and agent presence.
+"""Fan-out of chat events between sockets, agent presence, and the per-client limits.
 
 Two implementations of one interface: :class:`InProcessBroker` (the embedded default: one
 worker) and :class:`RedisBroker` (``REDIS_URL``: any number of workers and hosts). Events are
@@ -31,6 +31,13 @@ Event = dict[str, Any]
 Deliver = Callable[[Event], None]  # must not block: sockets queue what they receive
 RESYNC = {"type": "_resync"}  # delivered to every subscription after a broker reconnect
 PRESENCE_TTL_SECONDS = 30
+# A socket's slot in its client's count expires unless renewed (every PRESENCE_RENEW_SECONDS by
+# the socket), so slots held by a worker that crashed free themselves.
+SOCKET_SLOT_TTL_SECONDS = 30
+NEW_CONVERSATION_WINDOW_SECONDS = 60
+# A limit check waits this long for Redis at most, then lets the client through: a slow
+# Redis must not hold every handshake (there is no fan-out without it anyway).
+LIMIT_CHECK_TIMEOUT_SECONDS = 1.0
 
 
 class Subscription:
@@ -97,6 +104,25 @@ class Broker(ABC):
     @abstractmethod
     async def agents_online(self, department: str) -> int: ...
 
+    @abstractmethod
+    async def take_socket_slot(self, client: str, slot: str, limit: int) -> bool:
+        """Count socket ``slot`` for ``client`` unless it already has ``limit`` sockets."""
+
+    @abstractmethod
+    async def renew_socket_slot(self, client: str, slot: str) -> None: ...
+
+    @abstractmethod
+    async def release_socket_slot(self, client: str, slot: str) -> None: ...
+
+    @abstractmethod
+    async def take_new_conversation(self, client: str, per_minute: int) -> bool:
+        """Count one new conversation for ``client`` unless it started ``per_minute`` in the
+        current minute (a fixed window of NEW_CONVERSATION_WINDOW_SECONDS)."""
+
+
+def _window() -> int:
+    return int(time.time() // NEW_CONVERSATION_WINDOW_SECONDS)
+
 
 class InProcessBroker(Broker):
     """Everything in this process: correct for one worker, the embedded default."""
@@ -104,6 +130,8 @@ class InProcessBroker(Broker):
     def __init__(self) -> None:
         super().__init__()
         self._presence: dict[str, dict[str, float]] = defaultdict(dict)
+        self._socket_slots: dict[str, set[str]] = defaultdict(set)
+        self._new_conversations: dict[str, tuple[int, int]] = {}  # client: (window, count)
 
     async def publish(self, channel: str, event: Event) -> None:
         self._dispatch(channel, event)
@@ -117,6 +145,37 @@ class InProcessBroker(Broker):
     async def agents_online(self, department: str) -> int:
         now = time.monotonic()
         return sum(1 for expiry in self._presence[department].values() if expiry > now)
+
+    async def take_socket_slot(self, client: str, slot: str, limit: int) -> bool:
+        slots = self._socket_slots[client]
+        if len(slots) >= limit:
+            return False
+        slots.add(slot)
+        return True
+
+    async def renew_socket_slot(self, client: str, slot: str) -> None:
+        pass  # in-process slots end with the socket (and with the process)
+
+    async def release_socket_slot(self, client: str, slot: str) -> None:
+        slots = self._socket_slots.get(client)
+        if slots is not None:
+            slots.discard(slot)
+            if not slots:
+                del self._socket_slots[client]
+
+    async def take_new_conversation(self, client: str, per_minute: int) -> bool:
+        window = _window()
+        if len(self._new_conversations) > 10_000:  # forget old windows of other clients
+            self._new_conversations = {
+                key: value for key, value in self._new_conversations.items() if value[0] == window
+            }
+        seen_window, count = self._new_conversations.get(client, (window, 0))
+        if seen_window != window:
+            count = 0
+        if count >= per_minute:
+            return False
+        self._new_conversations[client] = (window, count + 1)
+        return True
 
 
 class RedisBroker(Broker):
@@ -240,3 +299,66 @@ class RedisBroker(Broker):
             )
         except RedisError:
             return 0  # unknown: the visitor gets the automatic reply rather than silence
+
+    # A sorted set per client address: member = socket slot, score = its expiry time. Expired
+    # members (a crashed worker's) are dropped before counting; the key itself expires too.
+    _TAKE_SLOT = """
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+        if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+        redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+        redis.call('EXPIRE', KEYS[1], ARGV[5])
+        return 1
+    """
+
+    def _slots_key(self, client: str) -> str:
+        return f"{self.PREFIX}sockets:{client}"
+
+    async def take_socket_slot(self, client: str, slot: str, limit: int) -> bool:
+        now = time.time()
+        try:
+            taken = await asyncio.wait_for(
+                self._redis_client().eval(
+                    self._TAKE_SLOT,
+                    1,
+                    self._slots_key(client),
+                    now,
+                    limit,
+                    now + SOCKET_SLOT_TTL_SECONDS,
+                    slot,
+                    SOCKET_SLOT_TTL_SECONDS,
+                ),
+                LIMIT_CHECK_TIMEOUT_SECONDS,
+            )
+        except (RedisError, TimeoutError) as error:
+            # Without Redis there is no chat fan-out either; do not lock everyone out.
+            log.warning("Chat socket limit not checked (Redis: %s)", error)
+            return True
+        return bool(taken)
+
+    async def renew_socket_slot(self, client: str, slot: str) -> None:
+        key = self._slots_key(client)
+        with contextlib.suppress(RedisError):
+            async with self._redis_client().pipeline(transaction=True) as pipe:
+                pipe.zadd(key, {slot: time.time() + SOCKET_SLOT_TTL_SECONDS})
+                pipe.expire(key, SOCKET_SLOT_TTL_SECONDS)
+                await pipe.execute()
+
+    async def release_socket_slot(self, client: str, slot: str) -> None:
+        with contextlib.suppress(RedisError, TimeoutError):
+            # bounded: it runs when the socket ends; if it fails, the slot expires by itself
+            await asyncio.wait_for(
+                self._redis_client().zrem(self._slots_key(client), slot),
+                LIMIT_CHECK_TIMEOUT_SECONDS,
+            )
+
+    async def take_new_conversation(self, client: str, per_minute: int) -> bool:
+        key = f"{self.PREFIX}new-conversations:{client}:{_window()}"
+        try:
+            async with self._redis_client().pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, 2 * NEW_CONVERSATION_WINDOW_SECONDS)
+                count, _ = await asyncio.wait_for(pipe.execute(), LIMIT_CHECK_TIMEOUT_SECONDS)
+        except (RedisError, TimeoutError) as error:
+            log.warning("Chat conversation limit not checked (Redis: %s)", error)
+            return True
+        return int(count) <= per_minute

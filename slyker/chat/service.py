@@ -3,7 +3,14 @@ stored first, then published, so what a client missed can always be replayed by 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import unicodedata
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +21,11 @@ from slyker.models.accounts import User
 from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
 
 BROKER_KEY = "slyker.chat.broker"
+VISITOR_KEY_COOKIE = "slyker_chat"
+_VISITOR_KEY_RE = re.compile(r"[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{43}")
+# Characters no message may carry: NUL and other C0 controls (PostgreSQL refuses NUL in text),
+# DEL, and UTF-16 surrogates (a JSON "\ud800" escape gives one; no database can store it).
+_FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 def make_broker(redis_url: str | None) -> Broker:
@@ -34,6 +46,57 @@ def department_channel(department: str) -> str:
 
 def display_name(user: User) -> str:
     return f"{user.first_name} {user.last_name}".strip() or user.email
+
+
+# --- who may use a conversation -------------------------------------------------------------
+
+
+def _key_mac(secret_key: str, nonce: str) -> str:
+    digest = hmac.new(secret_key.encode(), b"chat-visitor:" + nonce.encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+
+
+def issue_visitor_key(secret_key: str) -> str:
+    """A new visitor key: random, and signed so that only keys this server issued count."""
+    nonce = secrets.token_urlsafe(32)
+    return f"{nonce}.{_key_mac(secret_key, nonce)}"
+
+
+def valid_visitor_key(secret_key: str, value: object) -> str | None:
+    if not isinstance(value, str) or not _VISITOR_KEY_RE.fullmatch(value):
+        return None
+    nonce, mac = value.split(".")
+    return value if hmac.compare_digest(mac, _key_mac(secret_key, nonce)) else None
+
+
+def visitor_key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def may_use(
+    conversation: Conversation, department: str, key_hashes: set[str], user: User | None
+) -> bool:
+    """Only in its own department, and only for the browser that started it (its visitor key)
+    or the signed-in user it belongs to: a session id is not a secret."""
+    if conversation.department != department:
+        return False
+    if conversation.owner_key_hash is not None and conversation.owner_key_hash in key_hashes:
+        return True
+    return user is not None and conversation.user_id == user.id
+
+
+def storable_text(text: str) -> bool:
+    return _FORBIDDEN_CHARACTERS.search(text) is None
+
+
+def clean_name(value: object, default: str) -> str:
+    """A display name from client input: text only, without control or surrogate characters."""
+    if not isinstance(value, str):
+        return default
+    name = "".join(
+        c for c in value[:1000] if unicodedata.category(c) not in {"Cc", "Cs", "Cf"}
+    ).strip()
+    return name[:100] or default
 
 
 def message_event(message: ChatMessage, conversation: Conversation) -> dict[str, Any]:
@@ -83,13 +146,28 @@ async def store_message(
 
 
 async def open_conversation(
-    session_id: uuid.UUID, department: str, visitor_name: str, user: User | None
-) -> tuple[Conversation, bool]:
-    """The conversation of ``session_id`` (reopened if it was closed), or a new one."""
+    session_id: uuid.UUID,
+    department: str,
+    visitor_name: str,
+    user: User | None,
+    owner_key_hash: str,
+    may_continue: Callable[[Conversation], bool],
+) -> tuple[Conversation | None, bool]:
+    """A new conversation owned by ``owner_key_hash``, or the existing one of ``session_id`` if
+    ``may_continue`` allows it (reopened if it was closed); else (None, False)."""
     conversation, created = await Conversation.get_or_create(
         session_id=session_id,
-        defaults={"department": department, "visitor_name": visitor_name, "user": user},
+        defaults={
+            "department": department,
+            "visitor_name": visitor_name,
+            "user": user,
+            "owner_key_hash": owner_key_hash,
+        },
     )
+    if created:
+        return conversation, True
+    if not may_continue(conversation):
+        return None, False
     if conversation.status == ConversationStatus.CLOSED:
         await Conversation.filter(id=conversation.id).update(
             status=ConversationStatus.ACTIVE, closed_at=None

@@ -25,6 +25,10 @@ class SenderType(StrEnum):
 class Conversation(Model):
     id = fields.IntField(primary_key=True)
     session_id = fields.UUIDField(unique=True)  # chosen by the widget, one per page load
+    # SHA-256 of the server-issued visitor key of the browser that started the conversation:
+    # only a socket proving that key (cookie or resume_token), or the same signed-in user, may
+    # read or post to it. The session id alone is not a secret: any client can send one.
+    owner_key_hash = fields.CharField(max_length=64, null=True)
     user: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
         "models.User", related_name="conversations", null=True, on_delete=fields.SET_NULL
     )

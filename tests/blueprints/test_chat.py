@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from typing import Any
 import jwt
 import pytest
 from quart import Quart
+from quart.testing.connections import WebsocketDisconnectError
 from redis.asyncio import Redis
 
 from slyker.chat.broker import Broker
@@ -248,9 +250,16 @@ async def test_an_allowed_origin_is_accepted_on_both_routes(
             "type": "connection_established",
             "room": "sales",
             "session_id": established["session_id"],
+            "resume_token": established["resume_token"],
             "message": GREETING,
         }
         assert str(uuid.UUID(established["session_id"])) == established["session_id"]
+        # the resume secret, also as a cookie the browser sends back on its next handshake
+        token = established["resume_token"]
+        assert re.fullmatch(r"[\w-]{43}\.[\w-]{43}", token), token
+        assert visitor.set_cookies == [
+            f"slyker_chat={token}; HttpOnly; Path=/; SameSite=Lax"  # not Secure on localhost
+        ]
         assert greeting == {"type": "system", "message": GREETING}
         await visitor.expect_silence()
     validated = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
@@ -752,12 +761,22 @@ async def test_resume_replays_exactly_what_was_missed(app: Quart, how: str) -> N
     session_id = new_session()
     async with open_visitor(app) as visitor:
         last_seen = (await start_conversation(visitor, session_id))["id"]
+        cookie = visitor.cookie
+        resume_token = visitor.resume_token
     await away_replies(app, token, session_id)
 
+    # a browser sends the cookie back by itself; another client can present the resume_token
     query = f"session_id={session_id}&after={last_seen}" if how == "query" else ""
-    async with open_visitor(app, query=query) as visitor:
+    async with open_visitor(app, query=query, headers=cookie if how == "query" else {}) as visitor:
         if how == "frame":
-            await visitor.send({"type": "resume", "session_id": session_id, "after": last_seen})
+            await visitor.send(
+                {
+                    "type": "resume",
+                    "session_id": session_id,
+                    "after": last_seen,
+                    "resume_token": resume_token,
+                }
+            )
         else:
             assert visitor.session_id == session_id
         replayed = await visitor.receive_many(2)
@@ -787,8 +806,10 @@ async def test_resume_from_zero_replays_agent_and_system_messages_only(app: Quar
         await start_conversation(visitor, session_id)
         await visitor.send(visitor_frame("Another", session_id))
         await message_count(app, session_id, 3)
+        cookie = visitor.cookie
     await away_replies(app, token, session_id)
-    async with open_visitor(app, query=f"session_id={session_id}&after=0") as visitor:
+    query = f"session_id={session_id}&after=0"
+    async with open_visitor(app, query=query, headers=cookie) as visitor:
         replayed = await visitor.receive_many(3)
         await visitor.expect_silence()
     _, messages = await stored(app, session_id)
@@ -814,7 +835,9 @@ async def test_a_replayed_message_is_the_frame_the_visitor_would_have_had_live(
         live.append(await visitor.receive())
         assert (await api.post(f"{path}close_session/", token=token)).status == 200
         live.append(await visitor.receive())
-    async with open_visitor(app, query=f"session_id={session_id}&after=0") as visitor:
+        cookie = visitor.cookie
+    query = f"session_id={session_id}&after=0"
+    async with open_visitor(app, query=query, headers=cookie) as visitor:
         replayed = await visitor.receive_many(3)
     expected = [without(frame, "agent_id") for frame in live]
     assert replayed[1:] == expected[1:]  # the agent's reply, the closing notice
@@ -1327,3 +1350,591 @@ async def test_redis_restart_the_agent_resyncs_without_duplicates(
         assert [(f["type"], f["message"]) for f in [resynced, *more]] == [("agent_message", "Two")]
 
     await redis_outage_conversation(app_factory, redis_proxy, check)
+
+
+# --- a session id is not a password ----------------------------------------------------------
+
+FORBIDDEN_SESSION = error("This conversation belongs to another connection", "forbidden_session")
+ATTACKER_ADDRESS = "203.0.113.66"
+
+
+async def victim_conversation(app: Quart, department: str = "support") -> tuple[str, ChatClient]:
+    """A conversation started by a visitor (no agent online: it has an automatic reply)."""
+    session_id = new_session()
+    async with open_visitor(app, department) as victim:
+        await victim.send(
+            visitor_frame("My password is hunter2", session_id, department=department)
+        )
+        assert (await victim.receive())["message"] == auto_reply(department)
+    return session_id, victim
+
+
+async def reply_to(app: Quart, token: str, session_id: str, text: str) -> None:
+    conversation, _ = await stored(app, session_id)
+    sent = await API(app).post(
+        f"{SESSIONS}{conversation.id}/send_message/", {"message": text}, token=token
+    )
+    assert sent.status == 201, sent.body
+
+
+@pytest.mark.parametrize("department", ["support", "sales"])
+@pytest.mark.parametrize("how", ["query", "frame"])
+async def test_another_client_cannot_resume_a_conversation_by_its_session_id(
+    app: Quart, how: str, department: str
+) -> None:
+    """The attack of the issue: an anonymous socket with the victim's ``session_id`` read the
+    history and the live replies of the victim's chat. Now: an error, and nothing leaks."""
+    _, token = await staff_login(app)
+    session_id, _ = await victim_conversation(app, "support")
+    query = f"session_id={session_id}&after=0" if how == "query" else ""
+    async with chat_socket(
+        app, f"/ws/chat/{department}/" + (f"?{query}" if query else ""), address=ATTACKER_ADDRESS
+    ) as attacker:
+        established, greeting = await attacker.receive_many(2)
+        assert established["session_id"] != session_id  # a session of its own
+        assert greeting == {"type": "system", "message": GREETING}
+        if how == "frame":
+            await attacker.send({"type": "resume", "session_id": session_id, "after": 0})
+        assert await attacker.receive() == FORBIDDEN_SESSION
+        await attacker.expect_silence()  # no history
+        await reply_to(app, token, session_id, "Your new password is ...")
+        await attacker.expect_silence()  # no live reply
+        # a forged resume_token is no better than none
+        await attacker.send(
+            {"type": "resume", "session_id": session_id, "after": 0, "resume_token": "x.y"}
+        )
+        assert await attacker.receive() == FORBIDDEN_SESSION
+        await attacker.expect_silence()
+    _, messages = await stored(app, session_id)
+    assert [m.sender_type for m in messages] == [SenderType.USER, SenderType.SYSTEM, "agent"]
+
+
+@pytest.mark.parametrize("department", ["support", "sales"])
+async def test_another_client_cannot_post_into_a_conversation(app: Quart, department: str) -> None:
+    """A post with someone else's ``session_id`` never lands in their conversation: it starts
+    one of the poster's own, and the poster is told (with its new session id)."""
+    _, token = await staff_login(app)
+    session_id, _ = await victim_conversation(app, "support")
+    async with open_visitor(app, department, address=ATTACKER_ADDRESS) as attacker:
+        await attacker.send(visitor_frame("Please reset it", session_id, department=department))
+        assert await attacker.receive() == {
+            **FORBIDDEN_SESSION,
+            "message": "This conversation belongs to another connection: your message starts "
+            "a new conversation",
+            "session_id": attacker.session_id,
+        }
+        own = await attacker.receive()  # the automatic reply of its own conversation
+        assert own["session_id"] == attacker.session_id
+        assert own["message"] == auto_reply(department)
+        # the same (refused) id again: the same own conversation, no second warning
+        await attacker.send(visitor_frame("Hello?", session_id, department=department))
+        assert attacker.session_id is not None
+        await message_count(app, attacker.session_id, 3)
+        await reply_to(app, token, session_id, "Only for the victim")
+        await attacker.expect_silence()
+    _, messages = await stored(app, session_id)
+    assert [m.text for m in messages] == [
+        "My password is hunter2",
+        auto_reply("support"),
+        "Only for the victim",
+    ]
+    theirs, posted = await stored(app, attacker.session_id)
+    assert theirs.department == department
+    assert [m.text for m in posted] == ["Please reset it", auto_reply(department), "Hello?"]
+
+
+async def test_a_staff_only_conversation_is_not_reachable_from_a_public_department(
+    app: Quart,
+) -> None:
+    staff, token = await staff_login(app)
+    session_id = new_session()
+    async with open_visitor(app, "management", query=f"token={token}") as insider:
+        await insider.send(visitor_frame("Q3 numbers", session_id, department="management"))
+        assert (await insider.receive())["message"] == auto_reply("management")
+        cookie = insider.cookie
+    # not even the same browser, nor the same user, from another department
+    for headers, query in ((cookie, ""), ({}, f"token={token}")):
+        async with open_visitor(app, "sales", query=query, headers=headers) as outsider:
+            await outsider.send({"type": "resume", "session_id": session_id, "after": 0})
+            assert await outsider.receive() == FORBIDDEN_SESSION
+            await outsider.send(visitor_frame("hi", session_id))
+            assert (await outsider.receive())["code"] == "forbidden_session"
+    conversation, messages = await stored(app, session_id)
+    assert conversation.department == "management" and conversation.user_id == staff.id
+    assert [m.text for m in messages] == ["Q3 numbers", auto_reply("management")]
+
+
+async def test_the_same_browser_continues_after_a_reconnect_as_the_widget_does(
+    app: Quart,
+) -> None:
+    """The widget keeps its page-load session id and sends it on every message; after a
+    reconnect it opens a plain socket (no query): the browser's cookie is what proves it."""
+    session_id = new_session()
+    async with open_visitor(app) as first:
+        await start_conversation(first, session_id)
+        cookie = first.cookie
+    async with open_visitor(app, headers=cookie) as second:
+        assert second.set_cookies == []  # the same key: nothing to set again
+        await second.send(visitor_frame("Still there?", session_id))
+        await message_count(app, session_id, 3)
+        await second.expect_silence()  # no error, and one automatic reply per conversation
+    with db(app):
+        assert await Conversation.all().count() == 1
+
+
+async def test_the_resume_token_and_the_signed_in_user_prove_a_conversation(app: Quart) -> None:
+    await make_user(app, CLIENT_EMAIL)
+    client_token = await API(app).login(CLIENT_EMAIL)
+    await make_user(app, "other@example.com")
+    other_token = await API(app).login("other@example.com")
+    anonymous, signed_in = new_session(), new_session()
+    async with open_visitor(app) as visitor:
+        await start_conversation(visitor, anonymous)
+        resume_token = visitor.resume_token
+    async with open_visitor(app, query=f"token={client_token}") as visitor:
+        await visitor.send(visitor_frame("Hello", signed_in))
+        await visitor.receive()
+    query = f"session_id={anonymous}&after=0&resume_token={resume_token}"
+    async with open_visitor(app, query=query, address=ATTACKER_ADDRESS) as holder:
+        assert holder.session_id == anonymous
+        assert (await holder.receive())["message"] == auto_reply()
+    async with open_visitor(app, query=f"session_id={signed_in}&token={client_token}") as same:
+        assert same.session_id == signed_in
+        assert (await same.receive())["message"] == auto_reply()
+    async with open_visitor(app, query=f"session_id={signed_in}&token={other_token}") as other:
+        assert other.session_id != signed_in
+        assert await other.receive() == FORBIDDEN_SESSION
+        await other.expect_silence()
+
+
+async def test_a_new_client_chosen_session_id_still_starts_a_conversation(app: Quart) -> None:
+    chosen = new_session()
+    async with open_visitor(app, query=f"session_id={chosen}") as visitor:
+        assert visitor.session_id == chosen  # unknown yet: adopted
+        await start_conversation(visitor, chosen)
+    conversation, _ = await stored(app, chosen)
+    assert conversation.owner_key_hash is not None
+
+
+# --- flooding: every frame kind is limited ---------------------------------------------------
+
+
+async def test_a_typing_flood_is_closed_1008_and_never_reaches_the_agents(
+    app: Quart, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's 20,000 typing frames got the department's agent socket closed (1013, slow
+    consumer). Now the agent sees one typing event, the flooder one error, then 1008."""
+    _, token = await staff_login(app)
+    session_id = new_session()
+    async with open_agent(app, token, departments="sales") as agent, open_visitor(app) as flooder:
+        await flooder.send(visitor_frame("Hello", session_id))
+        await agent.receive_many(2)  # new_conversation, message
+        for _ in range(2000):
+            await flooder.send({"type": "typing", "is_typing": True, "visitor_name": "x"})
+        assert await flooder.receive() == error("Too many typing frames", "rate_limited")
+        assert await flooder.expect_close() == 1008
+        typing = await agent.receive()
+        assert typing["type"] == "typing" and typing["session_id"] == session_id
+        await agent.expect_silence(1.5)
+        async with open_visitor(app) as visitor:  # the agent socket is alive and well
+            await visitor.send(visitor_frame("Anyone?", new_session()))
+            assert (await agent.receive())["type"] == "new_conversation"
+            assert (await agent.receive())["message"] == "Anyone?"
+    assert "Chat client flooding on /ws/chat/sales/: closed with 1008" in chat_warnings(caplog)
+
+
+@pytest.mark.parametrize(
+    ("frame", "name", "burst"),
+    [
+        ({"type": "typing", "is_typing": False}, "typing", 20),
+        ({"type": "resume", "session_id": str(uuid.UUID(int=1)), "after": 0}, "resume", 5),
+        ({"type": "pong", "timestamp": 1}, "keepalive", 10),
+        ({"type": "subscribe"}, "invalid", 10),
+    ],
+)
+async def test_excess_frames_of_a_kind_get_one_error_and_the_socket_stays_open(
+    app: Quart, frame: Frame, name: str, burst: int
+) -> None:
+    async with open_visitor(app) as visitor:
+        for _ in range(burst + 5):
+            await visitor.send(frame)
+        answers = []
+        with contextlib.suppress(AssertionError):
+            while True:
+                answers.append(await visitor.receive(within=0.5))
+        limited = error(f"Too many {name} frames", "rate_limited")
+        assert answers.count(limited) == 1, answers
+        if name == "invalid":
+            assert answers == [UNKNOWN_TYPE] * burst + [limited]
+        await asyncio.sleep(1)  # refilled
+        await visitor.send({"type": "ping", "timestamp": 7})
+        assert await visitor.receive() == {"type": "pong", "timestamp": 7}
+
+
+async def test_typing_is_coalesced_to_one_event_per_second(app: Quart) -> None:
+    _, token = await staff_login(app)
+    session_id = new_session()
+    async with open_agent(app, token, departments="sales") as agent, open_visitor(app) as visitor:
+        await visitor.send(visitor_frame("Hello", session_id))
+        await agent.receive_many(2)
+        loop = asyncio.get_running_loop()
+        for number in range(16):  # within the typing burst: none is refused
+            await visitor.send({"type": "typing", "is_typing": number % 2 == 0})
+        arrivals: list[tuple[float, Frame]] = []
+        with contextlib.suppress(AssertionError):
+            while True:
+                frame = await agent.receive(within=2)
+                arrivals.append((loop.time(), frame))
+        assert 1 <= len(arrivals) <= 2, arrivals
+        assert all(f["type"] == "typing" and f["session_id"] == session_id for _, f in arrivals)
+        assert arrivals[-1][1]["is_typing"] is False  # the latest state wins
+        if len(arrivals) == 2:
+            assert arrivals[1][0] - arrivals[0][0] >= 0.9
+        await visitor.expect_silence(0)
+
+
+async def test_agents_have_their_own_higher_message_rate(app_factory: Callable[..., Quart]) -> None:
+    async with started(app_factory) as app:
+        _, token = await staff_login(app)
+        session_id = new_session()
+        async with open_visitor(app) as visitor:
+            await start_conversation(visitor, session_id)
+        async with open_agent(app, token, departments="sales") as agent:
+            for number in range(30):  # a visitor may send 10 at once; an agent 40
+                await agent.send(
+                    {"type": "message", "session_id": session_id, "message": f"r{number}"}
+                )
+            echoes = await agent.receive_many(30)
+            assert [e["message"] for e in echoes] == [f"r{n}" for n in range(30)]
+            await agent.expect_silence()
+    async with started(app_factory, CHAT_AGENT_MESSAGES_PER_SECOND=1) as app:
+        _, token = await staff_login(app, "slower@example.com")
+        session_id = new_session()
+        async with open_visitor(app) as visitor:
+            await start_conversation(visitor, session_id)
+        async with open_agent(app, token, departments="sales") as agent:
+            for _ in range(11):
+                await agent.send({"type": "message", "session_id": session_id, "message": "r"})
+            frames = await agent.receive_many(11)
+            assert frames.count(RATE_LIMITED) == 1
+
+
+# --- per client address: sockets and new conversations -----------------------------------------
+
+TOO_MANY_CONVERSATIONS = error(
+    "Too many new conversations from your address; try again in a minute",
+    "too_many_conversations",
+)
+
+
+def unique_address() -> str:
+    """An IPv6 address in a /64 of its own: keys on the shared Redis never collide."""
+    return f"2001:db8:{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}::1"
+
+
+async def until_closed(client: ChatClient) -> int:
+    """Read frames until the server closes the socket; the close code."""
+    for _ in range(1000):
+        try:
+            await client.receive_raw()
+        except WebsocketDisconnectError as close:
+            return int(close.args[0])
+    raise AssertionError("still open after 1000 frames")
+
+
+async def refused_for_sockets(app: Quart, address: str) -> None:
+    """Accepted (so the browser can see why), then closed 1013 before any frame."""
+    async with chat_socket(app, "/ws/chat/sales/", address=address) as extra:
+        assert await extra.expect_close() == 1013
+        assert extra.accepted
+
+
+async def open_many(
+    stack: contextlib.AsyncExitStack, app: Quart, address: str, count: int
+) -> list[ChatClient]:
+    return [
+        await stack.enter_async_context(open_visitor(app, address=address)) for _ in range(count)
+    ]
+
+
+@pytest.mark.parametrize("broker", ["in-process", "redis"])
+async def test_sockets_per_client_address_are_limited_and_released_on_every_path(
+    app_factory: Callable[..., Quart], broker: str
+) -> None:
+    department = redis_department()
+    settings: dict[str, Any] = {"CHAT_MAX_SOCKETS_PER_CLIENT": 3}
+    settings.update(redis_settings(REDIS_URL, department))
+    if broker == "in-process":
+        del settings["REDIS_URL"]
+    address, neighbour = unique_address(), unique_address()
+    async with started(app_factory, **settings) as app:
+        _, token = await staff_login(app)
+        async with contextlib.AsyncExitStack() as stack:
+            await open_many(stack, app, address, 3)
+            await refused_for_sockets(app, address)
+            await open_many(stack, app, neighbour, 3)  # another address: its own count
+            async with open_agent(app, token):  # agents (staff tokens) are not counted
+                pass
+        # every way a socket can end gives its slot back
+        async with contextlib.AsyncExitStack() as stack:
+            await open_many(stack, app, address, 3)  # the client left: all three free again
+        async with chat_socket(app, "/ws/chat/sales/?token=garbage", address=address) as bad:
+            assert await bad.expect_close() == 4001
+        async with chat_socket(app, "/ws/chat/management/", address=address) as anonymous:
+            assert await anonymous.expect_close() == 4001
+        async with open_visitor(app, address=address) as big:
+            await big.send("x" * 20000)
+            assert await big.expect_close() == 1009
+        async with open_visitor(app, address=address) as flooder:
+            for _ in range(200):
+                await flooder.send({"type": "resume", "session_id": new_session()})
+            assert await until_closed(flooder) == 1008
+        async with contextlib.AsyncExitStack() as stack:
+            await open_many(stack, app, address, 3)
+            await refused_for_sockets(app, address)
+
+
+async def test_a_crashed_workers_socket_slots_expire_in_redis(
+    app_factory: Callable[..., Quart],
+) -> None:
+    department = redis_department()
+    address = unique_address()
+    async with started(
+        app_factory, CHAT_MAX_SOCKETS_PER_CLIENT=2, **redis_settings(REDIS_URL, department)
+    ) as app:
+        from slyker.chat.limits import client_key
+
+        key = f"{REDIS_PREFIX}sockets:{client_key(address)}"
+        redis = Redis.from_url(REDIS_URL)
+        try:
+            # two slots of a worker that died: one expired a second ago, one still "live"
+            now = datetime.now(UTC).timestamp()
+            await redis.zadd(key, {"dead-worker-1": now - 1, "dead-worker-2": now + 30})
+            async with open_visitor(app, address=address):
+                assert await redis.zcard(key) == 2  # the expired one was dropped
+                assert 0 < await redis.ttl(key) <= 30  # and the key itself expires
+                await refused_for_sockets(app, address)
+            assert await redis.zrange(key, 0, -1) == [b"dead-worker-2"]
+        finally:
+            await redis.delete(key)
+            await redis.aclose()
+
+
+async def wait_for_a_fresh_minute() -> None:
+    """New conversations are counted per clock minute: keep a test inside one."""
+    seconds = datetime.now(UTC).timestamp() % 60
+    if seconds > 50:
+        await asyncio.sleep(60 - seconds + 0.1)
+
+
+@pytest.mark.parametrize("broker", ["in-process", "redis"])
+async def test_new_conversations_per_client_address_are_limited(
+    app_factory: Callable[..., Quart], broker: str
+) -> None:
+    department = redis_department()
+    settings: dict[str, Any] = {"CHAT_NEW_CONVERSATIONS_PER_MINUTE": 3}
+    settings.update(redis_settings(REDIS_URL, department))
+    if broker == "in-process":
+        del settings["REDIS_URL"]
+    address = unique_address()
+    await wait_for_a_fresh_minute()
+    async with started(app_factory, **settings) as app:
+        cookie: dict[str, str] = {}
+        first = new_session()
+        for session_id in (first, new_session(), new_session()):
+            async with open_visitor(app, department, address=address, headers=cookie) as visitor:
+                await visitor.send(visitor_frame("Hi", session_id, department=department))
+                await visitor.receive()
+                cookie = cookie or visitor.cookie
+        async with open_visitor(app, department, address=address, headers=cookie) as visitor:
+            refused = new_session()
+            await visitor.send(visitor_frame("Hi", refused, department=department))
+            assert await visitor.receive() == TOO_MANY_CONVERSATIONS
+            # a conversation this browser already has goes on: it is not a new one
+            await visitor.send(visitor_frame("Still me", first, department=department))
+            await message_count(app, first, 3)
+            await visitor.expect_silence()
+        with db(app):
+            assert not await Conversation.exists(session_id=uuid.UUID(refused))
+            assert await Conversation.filter(department=department).count() == 3
+        async with open_visitor(app, department, address=unique_address()) as visitor:
+            await visitor.send(visitor_frame("Hi", new_session(), department=department))
+            assert (await visitor.receive())["message"] == auto_reply(department)
+
+
+# --- a staff member's access is re-checked while the socket lives --------------------------------
+
+
+async def deactivate(app: Quart, user: User, **changes: Any) -> None:
+    with db(app):
+        await User.filter(id=user.id).update(**(changes or {"is_active": False}))
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [({"is_active": False}, 4001), ({"user_type": Role.CLIENT}, 4003)],
+    ids=["deactivated", "no-longer-staff"],
+)
+async def test_an_agent_losing_access_is_closed_on_the_next_check(
+    app_factory: Callable[..., Quart], change: dict[str, Any], code: int
+) -> None:
+    async with started(app_factory, CHAT_AUTH_RECHECK_SECONDS=1) as app:
+        agent_user, token = await staff_login(app)
+        async with open_agent(app, token) as agent:
+            await agent.expect_silence()
+            await deactivate(app, agent_user, **change)
+            # it sends nothing, but would keep receiving every visitor's messages
+            assert await agent.expect_close(within=3) == code
+
+
+async def test_a_deactivated_agent_cannot_act_before_the_timer(app: Quart) -> None:
+    agent_user, token = await staff_login(app)
+    session_id = new_session()
+    async with open_visitor(app) as visitor:
+        await start_conversation(visitor, session_id)
+    async with open_agent(app, token) as agent:
+        await deactivate(app, agent_user)
+        await agent.send({"type": "message", "session_id": session_id, "message": "Bye"})
+        assert await agent.expect_close() == 4001
+    _, messages = await stored(app, session_id)
+    assert [m.text for m in messages] == ["Hello", auto_reply()]  # "Bye" was not sent
+
+
+async def test_an_agent_whose_token_expires_is_closed_4001(app: Quart) -> None:
+    agent_user, _ = await staff_login(app)
+    token = mint_token(agent_user.id, expires_in=timedelta(seconds=2))
+    async with open_agent(app, token) as agent:
+        await agent.expect_silence(1)
+        assert await agent.expect_close(within=3) == 4001
+
+
+async def test_a_staff_only_visitor_socket_is_re_checked_too(app: Quart) -> None:
+    staff, token = await staff_login(app)
+    async with open_visitor(app, "management", query=f"token={token}") as insider:
+        await deactivate(app, staff)
+        await insider.send(visitor_frame("Still here", new_session(), department="management"))
+        assert await insider.expect_close() == 4001
+    with db(app):
+        assert await Conversation.all().count() == 0
+
+
+# --- bad frames are answered, never crash the socket -------------------------------------------
+
+INVALID_AFTER = error(
+    "after must be the id of the last message received (a whole number)", "invalid_after"
+)
+INVALID_SESSION = error("session_id must be a UUID", "invalid_session")
+INVALID_TEXT = error("Message contains characters that cannot be sent", "invalid_text")
+SOME_SESSION = str(uuid.UUID(int=7))
+UNKNOWN_SESSION = error("Unknown session_id", "unknown_session")
+
+
+def resume_with(after: str) -> str:
+    return f'{{"type": "resume", "session_id": "{SOME_SESSION}", "after": {after}}}'
+
+
+BAD_FRAMES = {
+    "nested-arrays": ("[" * 20000 + "]" * 20000, INVALID_FORMAT),
+    "nested-objects": ('{"a":' * 5000 + "1" + "}" * 5000, INVALID_FORMAT),
+    "5000-digit-number": ('{"type": "ping", "timestamp": ' + "9" * 5000 + "}", INVALID_FORMAT),
+    "lone-surrogate": ('{"type": "message", "message": "hi \\ud800"}', INVALID_TEXT),
+    "nul": ('{"type": "message", "message": "a\\u0000b"}', INVALID_TEXT),
+    "type-array": ('{"type": ["message"], "message": "hi"}', UNKNOWN_TYPE),
+    "type-object": ('{"type": {"a": 1}}', UNKNOWN_TYPE),
+    "after-superscript": (resume_with('"\u00b2"'), INVALID_AFTER),
+    "after-5000-digits": (resume_with('"' + "9" * 5000 + '"'), INVALID_AFTER),
+    "after-huge": (resume_with(str(10**30)), INVALID_AFTER),
+    "after-negative": (resume_with("-1"), INVALID_AFTER),
+    "after-infinite": (resume_with("1e400"), INVALID_AFTER),
+    "after-true": (resume_with("true"), INVALID_AFTER),
+    "after-float": (resume_with("1.5"), INVALID_AFTER),
+    "session-number": ('{"type": "resume", "session_id": 12345, "after": 0}', INVALID_SESSION),
+    "session-surrogate": (
+        '{"type": "resume", "session_id": "\\udfff", "after": 0}',
+        INVALID_SESSION,
+    ),
+    "ping-infinite": ('{"type": "ping", "timestamp": 1e999}', {"type": "pong", "timestamp": None}),
+    "ping-nested": ('{"type": "ping", "timestamp": [[[1]]]}', {"type": "pong", "timestamp": None}),
+    "ping-huge": (
+        '{"type": "ping", "timestamp": ' + "9" * 300 + "}",
+        {"type": "pong", "timestamp": None},
+    ),
+}
+
+
+def strict_json(raw: str | bytes) -> Any:
+    """JSON as a browser parses it: no NaN or Infinity."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not JSON: {constant}")
+
+    return json.loads(raw, parse_constant=refuse)
+
+
+@pytest.mark.parametrize(("raw", "answer"), BAD_FRAMES.values(), ids=BAD_FRAMES.keys())
+async def test_a_bad_frame_gets_an_error_frame_and_the_socket_stays_open(
+    app_factory: Callable[..., Quart],
+    caplog: pytest.LogCaptureFixture,
+    raw: str,
+    answer: Frame,
+) -> None:
+    async with (
+        started(app_factory, CHAT_MAX_MESSAGE_BYTES=65536) as app,
+        open_visitor(app) as visitor,
+    ):
+        await visitor.send(raw)
+        assert strict_json(await visitor.receive_raw()) == answer
+        await visitor.send({"type": "ping", "timestamp": 1})
+        assert await visitor.receive() == {"type": "pong", "timestamp": 1}
+        with db(app):
+            assert await ChatMessage.all().count() == 0
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("query", "answer"),
+    [
+        ("after=%C2%B2", INVALID_AFTER),
+        ("after=" + "9" * 5000, INVALID_AFTER),
+        ("after=99999999999999999999", INVALID_AFTER),
+        ("session_id=not-a-uuid", INVALID_SESSION),
+    ],
+    ids=["superscript", "5000-digits", "huge", "session"],
+)
+async def test_a_bad_resume_query_gets_an_error_frame(
+    app: Quart, caplog: pytest.LogCaptureFixture, query: str, answer: Frame
+) -> None:
+    async with open_visitor(app, query=query) as visitor:
+        assert await visitor.receive() == answer
+        await start_conversation(visitor, new_session())
+    assert "Traceback" not in caplog.text
+
+
+async def test_names_are_cleaned_and_agents_get_the_same_answers(app: Quart) -> None:
+    _, token = await staff_login(app)
+    session_id = new_session()
+    async with open_visitor(app) as visitor:
+        await visitor.send(
+            '{"type": "message", "message": "Hi", "visitor_name": "Ta\\u0000ri\\ud800ro", '
+            f'"session_id": "{session_id}"}}'
+        )
+        await visitor.receive()
+    conversation, messages = await stored(app, session_id)
+    assert conversation.visitor_name == "Tariro" and messages[0].sender_name == "Tariro"
+    in_conversation = f'"type": "message", "session_id": "{session_id}", "message"'
+    async with open_agent(app, token) as agent:
+        for raw, answer in (
+            (f'{{{in_conversation}: "a\\u0000"}}', INVALID_TEXT),
+            (f'{{{in_conversation}: "\\ud83d"}}', INVALID_TEXT),
+            ('{"type": ["close"]}', UNKNOWN_TYPE),
+            ('{"type": "close", "session_id": {"a": 1}}', UNKNOWN_SESSION),
+            ("[" * 3000, INVALID_FORMAT),
+        ):
+            await agent.send(raw)
+            assert await agent.receive() == answer, raw
+        reply = await API(app).post(
+            f"{SESSIONS}{conversation.id}/send_message/", {"message": "a\u0000b"}, token=token
+        )
+        assert reply.status == 400, reply.body
+    _, after = await stored(app, session_id)
+    assert len(after) == len(messages)

@@ -1,0 +1,135 @@
+"""Per-socket flood control: a token bucket per kind of client frame, strikes that end a socket
+which keeps flooding, and typing events coalesced before they reach the other side."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from slyker.settings import Settings
+
+TYPING_INTERVAL_SECONDS = 1.0  # at most one typing event per conversation per second
+# A frame over its kind's limit is one strike; strikes drain at STRIKES_DRAINED_PER_SECOND.
+# More than MAX_STRIKES outstanding is sustained abuse: the socket is closed with 1008.
+MAX_STRIKES = 50
+STRIKES_DRAINED_PER_SECOND = 1.0
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.refilled_at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.refilled_at) * self.rate)
+        self.refilled_at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    warn: bool = False  # send the client one error frame about it
+    abusive: bool = False  # close the socket (1008)
+
+
+class FrameLimits:
+    """One bucket per frame kind for one socket. ``message`` follows the settings (agents have
+    their own, higher rate); the others are fixed: no widget needs more."""
+
+    def __init__(self, settings: Settings, agent: bool = False) -> None:
+        if agent:
+            rate = settings.chat_agent_messages_per_second
+            messages = TokenBucket(rate, max(2 * rate, settings.chat_message_burst))
+        else:
+            messages = TokenBucket(settings.chat_messages_per_second, settings.chat_message_burst)
+        self.buckets = {
+            "message": messages,
+            "typing": TokenBucket(10, 20),
+            "resume": TokenBucket(1, 5),
+            "close": TokenBucket(2, 10),
+            "keepalive": TokenBucket(2, 10),  # ping and pong
+            "invalid": TokenBucket(2, 10),  # frames answered with an error
+        }
+        self.warned: set[str] = set()
+        self.strikes = 0.0
+        self.struck_at = time.monotonic()
+
+    def check(self, kind: str) -> Verdict:
+        if self.buckets[kind].take():
+            self.warned.discard(kind)
+            return Verdict(True)
+        now = time.monotonic()
+        self.strikes = max(0.0, self.strikes - (now - self.struck_at) * STRIKES_DRAINED_PER_SECOND)
+        self.struck_at = now
+        self.strikes += 1
+        if self.strikes > MAX_STRIKES:
+            return Verdict(False, abusive=True)
+        # Every refused chat message is reported (the client must know it was not delivered);
+        # for the other kinds one error per run of refusals is enough.
+        warn = kind == "message" or kind not in self.warned
+        self.warned.add(kind)
+        return Verdict(False, warn=warn)
+
+
+Publish = Callable[[bool], Awaitable[None]]
+
+
+class TypingCoalescer:
+    """Typing state of one conversation towards the other side: the first change goes out at
+    once, later ones at most every TYPING_INTERVAL_SECONDS, and the latest state always wins."""
+
+    def __init__(self, publish: Publish) -> None:
+        self.publish = publish
+        self.pending: bool | None = None
+        self.sent: bool | None = None
+        self.sent_at = -TYPING_INTERVAL_SECONDS
+        self.task: asyncio.Task[None] | None = None
+
+    def update(self, is_typing: bool) -> None:
+        self.pending = is_typing
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self.pending is not None:
+            wait = self.sent_at + TYPING_INTERVAL_SECONDS - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            state, self.pending = self.pending, None
+            if state is None:
+                return
+            if state == self.sent and time.monotonic() - self.sent_at < 5:
+                continue  # "still typing" at most every few seconds
+            self.sent, self.sent_at = state, time.monotonic()
+            await self.publish(state)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+def client_key(address: str | None) -> str:
+    """What the per-client limits count by: the IPv4 address, or the /64 of an IPv6 one (one
+    subscriber's network: counting single IPv6 addresses would be no limit at all)."""
+    try:
+        parsed = ipaddress.ip_address((address or "").strip("[]"))
+    except ValueError:
+        return "unknown"
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
