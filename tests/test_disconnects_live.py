@@ -1,4 +1,5 @@
-"""Abandoned requests against a real Hypercorn (``--config hypercorn.toml``, as ``./dev run``).
+"""Abandoned requests against a real Hypercorn, served as ``./dev run`` does
+(``python -m slyker serve --config hypercorn.toml``).
 
 The outage: on a fresh worker with SQLite, if the first request that touched the database was
 abandoned by its client — a raw ``GET /api/services/hosting-products/`` whose socket closed at
@@ -143,7 +144,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                 settings["DATABASE_URL"] = POSTGRES_URL.rsplit("/", 1)[0] + f"/{database}"
             env = slyker_env(**settings)
             migrate(env)
-            specs.append(Hypercorn(name, env, args=("--config", "hypercorn.toml")))
+            specs.append(Hypercorn(name, env, args=("--config", "hypercorn.toml"), supervised=True))
         servers = start_hypercorns(specs, base)
         try:
             yield Fleet(dict(zip(ABANDON, servers, strict=True)))
