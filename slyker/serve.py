@@ -302,7 +302,7 @@ class Supervisor:
         if worker.serving.is_set():
             self.start_failures = 0
             log.error(
-                "Worker %d died (%s) after %.0f s of serving; starting a replacement",
+                "Worker %d died (%s) %.0f s after it started; starting a replacement",
                 worker.pid,
                 how,
                 time.monotonic() - worker.started,

@@ -72,9 +72,8 @@ class SqliteClient(TortoiseSqliteClient):
             raise
 
     async def close(self) -> None:
-        if self._opening is not None and not self._opening.done():
-            with contextlib.suppress(BaseException):
-                await self._opening
+        if self._opening is not None:
+            await asyncio.wait([self._opening])  # an opening under way ends first (no raise)
         self._opening = None
         await super().close()
 
