@@ -1,10 +1,12 @@
-"""``python -m slyker check | migrate | makemigrations NAME``.
+"""``python -m slyker check | migrate | makemigrations NAME | serve [...]``.
 
 ``check`` validates the settings in the environment and exits 0 or 1: run it before Hypercorn
 (README, Docker), because with ``workers >= 1`` Hypercorn prints a start-up error but exits 0.
 ``migrate`` applies the migrations of DATABASE_URL's dialect; ``makemigrations NAME`` writes a
 migration for every dialect after a model change. ``check-cors`` checks a deployed stack's
 CORS and WebSocket origin behaviour the way a browser would (:mod:`slyker.corscheck`).
+``serve`` runs Hypercorn workers (``hypercorn.toml``) under a supervisor that replaces a worker
+that dies and exits non-zero when they cannot start (:mod:`slyker.serve`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import os
 import subprocess
 import sys
 
-from slyker import corscheck, schema
+from slyker import corscheck, schema, serve
 from slyker.settings import SettingsError, database_url_from_environment, load_settings
 
 USAGE = (
     "usage: python -m slyker check | migrate | makemigrations NAME\n"
+    "       python -m slyker serve [--config hypercorn.toml] [--bind ADDR] [--workers N] [APP]\n"
     "       python -m slyker check-cors --api URL --origin ORIGIN [options]  (see --help)"
 )
 
@@ -63,6 +66,8 @@ def main(argv: list[str]) -> int:
             return migrate()
         case ["check-cors", *rest]:
             return corscheck.main(rest)
+        case ["serve", *rest]:
+            return serve.main(rest)
         case ["makemigrations", name]:
             return make_migrations(name)
         case ["makemigrations", name, dialect] if dialect in schema.DIALECT_SAMPLE_URLS:

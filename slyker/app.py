@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hypercorn.middleware import ProxyFixMiddleware
 from quart import Quart
 from quart_rate_limiter import RateLimiter
 from quart_rate_limiter.redis_store import RedisStore
@@ -17,6 +16,7 @@ from slyker.blueprints.billing import carts, catalog, domains, invoices, paynow,
 from slyker.chat.service import BROKER_KEY, make_broker
 from slyker.cors import CORSMiddleware, init_cors
 from slyker.errors import register_error_handlers
+from slyker.proxy import TrustedProxyMiddleware
 from slyker.redis_client import init_redis
 from slyker.request_id import RequestIDMiddleware, configure_logging
 from slyker.services.mail import announce_mail_mode
@@ -87,9 +87,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     app.asgi_app = CORSMiddleware(app.asgi_app, cors_config)  # type: ignore[method-assign]
     app.asgi_app = RequestIDMiddleware(app.asgi_app)  # type: ignore[method-assign]
     if settings.trusted_proxy_hops:
-        # Behind nginx: the client address and scheme come from the proxy's X-Forwarded-*
-        # headers (rate limits key on that address); only as many hops as are trusted.
-        app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]
-            app.asgi_app, mode="legacy", trusted_hops=settings.trusted_proxy_hops
+        # Behind nginx: the client address, scheme (ws/wss for a WebSocket) and host come
+        # from the proxy's X-Forwarded-* headers (rate limits key on that address); only as
+        # many hops as are trusted.
+        app.asgi_app = TrustedProxyMiddleware(  # type: ignore[method-assign]
+            app.asgi_app, trusted_hops=settings.trusted_proxy_hops
         )
     return app

@@ -25,7 +25,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import quart_cors
-from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    Scope,
+)
 from quart import Quart, Response, current_app, has_request_context, request
 
 from slyker.errors import JSON_CONTENT_TYPE, error_body_bytes
@@ -228,7 +234,13 @@ class CORSMiddleware:
             await self._answer_preflight(scope, send, origins, origin, requested_method, where)
             return
         expected = self.config.response_headers(origin)
-        state = {"started": False, "replacing": False}
+        state = {"started": False, "replacing": False, "disconnected": False}
+
+        async def watched_receive() -> ASGIReceiveEvent:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                state["disconnected"] = True
+            return message
 
         async def send_error(status: int, headers: list[tuple[bytes, bytes]]) -> None:
             kept = [
@@ -266,14 +278,17 @@ class CORSMiddleware:
             await send(message)  # type: ignore[arg-type]
 
         try:
-            await self.app(scope, receive, guarded_send)  # type: ignore[arg-type]
+            await self.app(scope, watched_receive, guarded_send)  # type: ignore[arg-type]
         except Exception:
             log.exception("Unhandled exception escaped the app on %s", where)
             if state["started"]:
                 raise  # part of the response is out: let the server abort the connection
             await send_error(500, [])
             return
-        if not state["started"]:
+        if not state["started"] and state["disconnected"]:
+            # The client went away and Quart cancelled the view: nobody to answer, no error.
+            log.info("The client disconnected before the response on %s", where)
+        elif not state["started"]:
             log.error("The app returned no response on %s", where)
             await send_error(500, [])
 

@@ -8,8 +8,10 @@ from typing import Any
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 from quart import Quart
 from tortoise import connections
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext, _current_context
 
+from slyker import sqlite
 from slyker.settings import Settings
 
 MODEL_MODULES = [
@@ -29,6 +31,18 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
         "use_tz": True,
         "timezone": "UTC",
     }
+
+
+def serving_config(database_url: str) -> dict[str, Any]:
+    """:func:`tortoise_config` for the app that serves requests: SQLite through
+    :mod:`slyker.sqlite`, whose shared connection and lock survive cancelled requests."""
+    config = tortoise_config(database_url)
+    url = config["connections"]["default"]
+    if _sqlite_path(url) is not None or url == "sqlite://:memory:":
+        connection = expand_db_url(url)
+        connection["engine"] = sqlite.ENGINE
+        config["connections"]["default"] = connection
+    return config
 
 
 def _normalise_url(url: str) -> str:
@@ -66,7 +80,14 @@ def init_database(app: Quart, settings: Settings) -> None:
         ensure_data_dir(settings.database_url)
         context = TortoiseContext()
         with context:
-            await context.init(config=tortoise_config(settings.database_url))
+            await context.init(config=serving_config(settings.database_url))
+            client = connections.get("default")
+            if isinstance(client, sqlite.SqliteClient):
+                # Opened here, before any request: a request whose client goes away can
+                # then never be cancelled halfway through opening it. (PostgreSQL's pool
+                # stays lazy, so a database that is down shows in /ready/, not as a
+                # worker that cannot start.)
+                await client.create_connection(with_db=True)
         app.extensions[EXTENSION_KEY] = context
 
     @app.after_serving

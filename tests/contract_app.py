@@ -6,6 +6,7 @@ Used by the in-process contract matrix and served by a real Hypercorn in the liv
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,11 @@ def probe_blueprint(recorder: Recorder) -> Blueprint:
     @probe.get("/ok/")
     async def ok() -> dict[str, bool]:
         return {"ok": True}
+
+    @probe.get("/pid/")
+    async def pid() -> dict[str, int]:
+        """Which worker process answered (tests/test_serve_live.py)."""
+        return {"pid": os.getpid()}
 
     @probe.post("/items/")
     @validate_request(ProbeItem)

@@ -232,13 +232,20 @@ def nginx_check(conf: Path) -> subprocess.CompletedProcess[str]:
 # --- processes ---------------------------------------------------------------------------------
 
 
-def start_upstream(directory: Path) -> LiveServer:
-    """Hypercorn (``--config hypercorn.toml`` as in the image, one worker, loopback) serving
-    the proxied contract app on a migrated DATA_DIR."""
+# What docker/.env.example sets for the api behind this nginx: trust its X-Forwarded-* headers.
+PRODUCTION_PROXY_SETTINGS = {"TRUSTED_PROXY_HOPS": "1"}
+
+
+def start_upstream(directory: Path, **settings: str) -> LiveServer:
+    """``python -m slyker serve --config hypercorn.toml`` as in the image (one Hypercorn worker,
+    loopback) serving the proxied contract app on a migrated DATA_DIR, with ``settings`` in its
+    environment."""
     directory.mkdir(parents=True, exist_ok=True)
-    env = server_env(DATA_DIR=str(directory / "data"))
+    env = server_env(DATA_DIR=str(directory / "data"), **settings)
     migrate(env)
-    spec = Hypercorn("hypercorn", env, PROXIED_APP_PATH, args=("--config", "hypercorn.toml"))
+    spec = Hypercorn(
+        "hypercorn", env, PROXIED_APP_PATH, args=("--config", "hypercorn.toml"), supervised=True
+    )
     return start_hypercorn(spec, directory)
 
 

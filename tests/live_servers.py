@@ -292,7 +292,9 @@ def wait_for_health(port: int, process: subprocess.Popen[bytes], timeout: float)
 
 @dataclass(frozen=True)
 class Hypercorn:
-    """What to run: ``hypercorn [args] --bind 127.0.0.1:<port> --workers 1 <app>``.
+    """What to run: ``hypercorn [args] --bind 127.0.0.1:<port> --workers 1 <app>``, or with
+    ``supervised`` the same options to ``python -m slyker serve`` (what ``./dev run`` and the
+    Docker image run: Hypercorn's worker under slyker's supervisor).
 
     ``args`` are extra options (``--config``, access log settings); with ``tls``
     (certfile, keyfile) the main bind is TLS and a plain ``--insecure-bind`` runs next to it.
@@ -303,9 +305,14 @@ class Hypercorn:
     app: str = APP_PATH
     args: Sequence[str] = ()
     tls: tuple[Path, Path] | None = None
+    supervised: bool = False
 
     def command(self, port: int, plain_port: int | None) -> list[str]:
-        args = [*venv_tool("hypercorn", "hypercorn"), *self.args, "--bind", f"{HOST}:{port}"]
+        if self.supervised:
+            program = [sys.executable, "-m", "slyker", "serve"]
+        else:
+            program = venv_tool("hypercorn", "hypercorn")
+        args = [*program, *self.args, "--bind", f"{HOST}:{port}"]
         if self.tls is not None:
             certfile, keyfile = self.tls
             args += ["--certfile", str(certfile), "--keyfile", str(keyfile)]

@@ -69,7 +69,7 @@ TEST_SECRETS = {
 }
 ENTRY_PREFIX = (
     "python -m slyker check && python -m slyker migrate && "
-    "exec hypercorn --config hypercorn.toml --bind "
+    "exec python -m slyker serve --config hypercorn.toml --bind "
 )
 STOP_TIMEOUT = 10.0
 HEALTHCHECK_TIMEOUT = 10.0
@@ -451,7 +451,7 @@ def test_start_command_serves_and_the_health_check_sees_it(
     output = starter.log()
     assert "settings OK" in output and "migrations applied" in output, output
     assert run_healthcheck(env) == 0, starter.log()
-    stop_process(process, signal.SIGTERM)  # exec: the signal reaches Hypercorn itself
+    stop_process(process, signal.SIGTERM)  # exec: the signal reaches the supervisor itself
     assert process.returncode == 0, f"exit {process.returncode}\n{starter.log()}"
     assert run_healthcheck(env) != 0, "the health check passes with the API down"
 

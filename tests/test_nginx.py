@@ -12,8 +12,11 @@ What the old deployment got wrong, checked on the raw header lines a client rece
 2. Responses nginx makes itself — the API down (502), too slow (504), an unknown path (404), a
    body over ``client_max_body_size`` (413) — are slyker's JSON error with CORS headers for an
    allowed origin and none for any other.
-3. WebSocket chat crosses the proxy (``/ws/chat/`` and ``/livechat/ws/``); a foreign origin is
-   refused at the handshake with the app's 403.
+3. WebSocket chat crosses the proxy (``/ws/chat/`` and ``/livechat/ws/``) with the app
+   trusting nginx's X-Forwarded-* as in production (``TRUSTED_PROXY_HOPS=1``; the TLS
+   listener's ``X-Forwarded-Proto: https`` once made every handshake a 400): the greeting
+   arrives, the API's own origin passes the same-host rule on the Host nginx forwards, and a
+   foreign origin is refused at the handshake with the app's 403.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from tests.cors_contract import ALLOWED_CLASSES, ORIGIN_CLASSES
 from tests.live_nginx import (
     API_PROBE_PREFIX,
     HOST,
+    PRODUCTION_PROXY_SETTINGS,
     Nginx,
     SilentUpstream,
     committed_config,
@@ -76,6 +80,7 @@ PREFLIGHT_HEADERS = {
 NGINX_MESSAGES = nginx_map(committed_config(), "$status", "$slyker_error_message")
 FRAME_TIMEOUT = 5.0
 AUTO_REPLY_MARK = "No sales agent is online"  # the default CHAT_AUTO_REPLY text
+GREETING = "Connected to Slyker Tech Live Support"
 
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -94,9 +99,10 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory, certificate: Certificate) -> Iterator[Nginx]:
-    """nginx in front of a live Hypercorn."""
+    """nginx in front of a live Hypercorn that trusts it as production does
+    (``TRUSTED_PROXY_HOPS=1``: scheme, client and host from nginx's X-Forwarded-*)."""
     base = tmp_path_factory.mktemp("nginx-proxy")
-    upstream = start_upstream(base / "upstream")
+    upstream = start_upstream(base / "upstream", **PRODUCTION_PROXY_SETTINGS)
     try:
         server = start_nginx(
             "proxy",
@@ -387,19 +393,47 @@ async def _frame(ws: Any) -> dict[str, Any]:
     return frame
 
 
-@pytest.mark.parametrize("path", ["/ws/chat/sales/", "/livechat/ws/sales/"])
-async def test_websocket_chat_through_the_proxy(proxy: Nginx, path: str) -> None:
-    async with connect(
+def chat_connection(proxy: Nginx, path: str, origin: str, *, as_api_host: bool = False) -> Any:
+    """A WebSocket client through nginx's TLS listener. ``as_api_host``: addressed as
+    ``wss://api.slykertech.co.zw/...`` (``Host: api.slykertech.co.zw``, what a browser sends to
+    the production port 443) while the TCP connection goes to the test's nginx port."""
+    if as_api_host:
+        return connect(
+            f"wss://{API_HOST}{path}",
+            host=HOST,
+            port=proxy.ports.tls,
+            origin=Origin(origin),
+            ssl=unverified_context(),
+            proxy=None,
+            open_timeout=FRAME_TIMEOUT,
+            close_timeout=2,
+        )
+    return connect(
         proxy.ws_url + path,
-        origin=Origin(ALLOWED),
+        origin=Origin(origin),
         ssl=unverified_context(),
         proxy=None,
         open_timeout=FRAME_TIMEOUT,
         close_timeout=2,
-    ) as ws:
-        first = await _frame(ws)
-        assert first["type"] == "connection_established", f"{first}\n{proxy.log()}"
-        assert first["room"] == "sales", f"{first}\n{proxy.log()}"
+    )
+
+
+async def assert_greeted(ws: Any, proxy: Nginx) -> None:
+    """The two opening frames of a visitor socket: connection_established, the greeting."""
+    first = await _frame(ws)
+    assert first["type"] == "connection_established", f"{first}\n{proxy.log()}"
+    assert first["room"] == "sales", f"{first}\n{proxy.log()}"
+    greeting = await _frame(ws)
+    assert greeting == {"type": "system", "message": first["message"]}, proxy.log()
+    assert greeting["message"] == GREETING, proxy.log()
+
+
+@pytest.mark.parametrize("path", ["/ws/chat/sales/", "/livechat/ws/sales/"])
+async def test_websocket_chat_through_the_proxy(proxy: Nginx, path: str) -> None:
+    """nginx's TLS listener sends X-Forwarded-Proto: https; the app trusts it (one hop) and
+    the handshake's scope is wss (it was https, and every handshake got 400)."""
+    async with chat_connection(proxy, path, ALLOWED) as ws:
+        await assert_greeted(ws, proxy)
         await ws.send(json.dumps({"type": "message", "message": "Hello through nginx"}))
         seen = []
         async with asyncio.timeout(FRAME_TIMEOUT * 2):
@@ -411,18 +445,30 @@ async def test_websocket_chat_through_the_proxy(proxy: Nginx, path: str) -> None
         assert seen, proxy.log()
 
 
+async def test_websocket_from_the_api_host_itself_through_the_proxy(proxy: Nginx) -> None:
+    """The same-host rule behind nginx: origin ``https://api.slykertech.co.zw`` against the
+    Host nginx forwards (``$host``, in X-Forwarded-Host too: no port, i.e. 443 for https)."""
+    async with chat_connection(
+        proxy, "/ws/chat/sales/", f"https://{API_HOST}", as_api_host=True
+    ) as ws:
+        await assert_greeted(ws, proxy)
+
+
+@pytest.mark.parametrize(
+    ("origin", "as_api_host"),
+    [
+        (DISALLOWED, False),
+        (DISALLOWED, True),
+        (f"https://{API_HOST}:8443", True),  # the API's host on another port
+        (f"http://{API_HOST}", True),  # the API's host over plain http
+    ],
+    ids=["foreign", "foreign-as-api-host", "api-host-other-port", "api-host-plain-http"],
+)
 async def test_websocket_from_a_foreign_origin_is_refused_through_the_proxy(
-    proxy: Nginx,
+    proxy: Nginx, origin: str, as_api_host: bool
 ) -> None:
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(
-            proxy.ws_url + "/ws/chat/sales/",
-            origin=Origin(DISALLOWED),
-            ssl=unverified_context(),
-            proxy=None,
-            open_timeout=FRAME_TIMEOUT,
-            close_timeout=2,
-        ):
+        async with chat_connection(proxy, "/ws/chat/sales/", origin, as_api_host=as_api_host):
             pass
     response = refused.value.response
     assert response.status_code == 403, proxy.log()

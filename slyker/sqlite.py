@@ -1,0 +1,150 @@
+"""Tortoise's SQLite client, made safe against cancelled callers (a Tortoise engine module).
+
+Quart cancels a request's task when its client disconnects, at whatever ``await`` it is in.
+Tortoise's SQLite client shares one connection behind one ``asyncio.Lock`` and has two places
+where such a cancellation left that shared state broken for every later request on the worker
+(each request waited for the lock forever: the outage of one abandoned first request):
+
+* ``ConnectionWrapper.__aenter__`` takes the lock, then opens the connection lazily (the first
+  query of the process); cancelled (or failing) while opening, ``__aexit__`` never runs and the
+  lock is never released. The connection was published before its PRAGMAs (WAL, foreign keys)
+  ran, so a failed set-up also left a half-configured connection in place.
+* ``SqliteTransactionContext.__aenter__`` takes the same lock, then sends ``BEGIN``; cancelled
+  there, the lock is never released and the ``BEGIN`` (which aiosqlite's thread runs anyway)
+  leaves the connection inside a transaction that nobody commits.
+
+Here the connection is opened by one task of its own that callers only wait for (shielded), and
+published once it is complete; a caller that fails between taking the lock and holding a usable
+connection or transaction releases the lock, after rolling back a ``BEGIN`` it may have sent.
+``slyker.database`` uses this engine for ``sqlite://`` URLs and also opens the connection when
+serving starts, so requests never open it at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from tortoise.backends.base.client import ConnectionWrapper, TransactionalDBClient
+from tortoise.backends.sqlite.client import SqliteClient as TortoiseSqliteClient
+from tortoise.backends.sqlite.client import (
+    SqliteTransactionContext,
+    SqliteTransactionWrapper,
+)
+from tortoise.connection import get_connections
+
+log = logging.getLogger(__name__)
+
+ENGINE = __name__  # the ``engine`` of a Tortoise connection config
+
+
+class SqliteClient(TortoiseSqliteClient):
+    """One connection per database, opened once, whoever is cancelled meanwhile."""
+
+    def __init__(self, file_path: str, **kwargs: Any) -> None:
+        super().__init__(file_path, **kwargs)
+        self._opening: asyncio.Task[None] | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """The connection exists and its set-up (PRAGMAs) has finished."""
+        return self._connection is not None and (self._opening is None or self._opening.done())
+
+    async def create_connection(self, with_db: bool) -> None:
+        if self.is_open:
+            return
+        if self._opening is None or self._opening.done():  # the first, or the last one failed
+            self._opening = asyncio.ensure_future(self._open(with_db))
+        # A cancelled caller stops waiting; the opening goes on and completes for the next one.
+        await asyncio.shield(self._opening)
+
+    async def _open(self, with_db: bool) -> None:
+        try:
+            await super().create_connection(with_db)
+        except BaseException:
+            # Tortoise set _connection before its PRAGMAs: never leave a half-configured one.
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+            raise
+
+    async def close(self) -> None:
+        if self._opening is not None:
+            await asyncio.wait([self._opening])  # an opening under way ends first (no raise)
+        self._opening = None
+        await super().close()
+
+    def acquire_connection(self) -> ConnectionWrapper:
+        return _ConnectionWrapper(self._lock, self)
+
+    def _in_transaction(self) -> SqliteTransactionContext:
+        return _TransactionContext(SqliteTransactionWrapper(self), self._lock)
+
+
+class _ConnectionWrapper(ConnectionWrapper):
+    """Tortoise's lock-and-connection context; the lock is released when opening fails."""
+
+    async def __aenter__(self) -> Any:
+        await self._lock.acquire()
+        try:
+            if not self.client.is_open:  # type: ignore[attr-defined]
+                await self.client.create_connection(with_db=True)
+            self.connection = self.client._connection
+        except BaseException:
+            self._lock.release()
+            raise
+        return self.connection
+
+
+class _TransactionContext(SqliteTransactionContext):
+    """Tortoise's SQLite transaction; a failed or cancelled start leaves nothing behind."""
+
+    async def ensure_connection(self) -> None:
+        parent = self.connection._parent
+        if not parent.is_open:
+            await parent.create_connection(with_db=True)
+        self.connection._connection = parent._connection
+
+    async def __aenter__(self) -> TransactionalDBClient:
+        await self._trxlock.acquire()
+        began = False
+        try:
+            await self.ensure_connection()
+            self.token = get_connections().set(self.connection_name, self.connection)
+            began = True  # from here BEGIN may have been sent, whatever happens to this task
+            await self.connection.begin()
+        except BaseException:
+            if began:
+                get_connections().reset(self.token)
+                # Roll back in a task of its own (a cancelled task cannot await), then release
+                # the lock: nothing else runs on the connection until the BEGIN is undone.
+                rollback = asyncio.ensure_future(self._roll_back_and_release())
+                _keep_alive(rollback)
+            else:
+                self._trxlock.release()
+            raise
+        return self.connection
+
+    async def _roll_back_and_release(self) -> None:
+        try:
+            # sqlite3's rollback() is a no-op when no transaction is open.
+            await self.connection._connection.rollback()
+        except Exception:
+            log.exception("Rolling back an abandoned SQLite transaction failed")
+        finally:
+            self._trxlock.release()
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _keep_alive(task: asyncio.Task[None]) -> None:
+    """Hold a reference until the task is done (the loop keeps only weak ones)."""
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+client_class = SqliteClient
