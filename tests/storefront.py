@@ -122,6 +122,8 @@ def preferred_api_port() -> int:
     try:
         port = int(json.loads(record.read_text())["port"])
         with socket.socket() as probe:
+            # As Hypercorn binds: a port with connections in TIME_WAIT is still free to serve.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((HOST, port))
         return port
     except (OSError, ValueError, KeyError):

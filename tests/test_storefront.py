@@ -73,6 +73,10 @@ SHOPPER = {
     "company_name": "Tariro Designs",
 }
 DOMAIN = "tariro-designs.co.zw"
+# Extra settings for the journey's slyker (a way to try the journeys with other settings).
+JOURNEY_SETTINGS = dict(
+    item.split("=", 1) for item in os.environ.get("SLYKER_JOURNEY_SETTINGS", "").split() if item
+)
 TAKEN_DOMAIN = "slykertech.co.zw"
 
 
@@ -147,6 +151,7 @@ def stack(
         PAYNOW_API_URL=paynow.url,
         PAYNOW_RESULT_URL=f"http://127.0.0.1:{api_port}/api/billing/paynow/result/",
     )
+    env.update(JOURNEY_SETTINGS)
     # slyker must allow the page's origin from the start: its port is chosen first.
     page_port = free_port()
     env["CORS_ALLOWED_ORIGINS"] = f"http://localhost:{page_port}"
@@ -387,7 +392,8 @@ async def test_two_tabs_refreshing_at_once_stay_signed_in(stack: Stack, shopper:
     try:
         first = await shopper.new_tab()
         await shopper.open(first, "/login")
-        await first.locator("input[type=email]").fill(email)
+        await first.locator("input[type=email]").fill(email)  # two steps: e-mail, password
+        await first.get_by_role("button", name="Continue").click()
         await first.locator("input[type=password]").fill(SHOPPER["password"])
         await first.locator("button[type=submit]").click()
         await first.wait_for_url(re.compile(r"/dashboard"))
