@@ -45,4 +45,6 @@ fi
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx
 command -v openssl >/dev/null || apt_install openssl
 command -v chromium >/dev/null || apt_install chromium
-echo "services: PostgreSQL and Redis are up; nginx and Chromium are installed"
+# The storefront journey tests build the real Next.js storefront (Node.js 18.18+ and npm).
+command -v npm >/dev/null || apt_install nodejs npm
+echo "services: PostgreSQL and Redis are up; nginx, Chromium and npm are installed"

@@ -120,6 +120,38 @@ def postgres_run_database() -> Iterator[None]:
     asyncio.run(postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+# Modules that start real servers (Hypercorn, nginx, redis-server, PostgreSQL clusters,
+# Next.js) or drive Chromium. `./dev test --fast` leaves them out (-m "not live"); `./dev test`
+# and CI run everything. A new module of that kind belongs here.
+LIVE_MODULES = {
+    "test_browser",
+    "test_chat_live",
+    "test_compose",
+    "test_corscheck",
+    "test_disconnects_live",
+    "test_http2",
+    "test_hypercorn_live",
+    "test_nginx",
+    "test_serve_live",
+    "test_storefront",
+}
+BROWSER_MODULES = {"test_browser", "test_storefront"}
+# The CORS contract matrix: every route × method × origin class × mode (tens of thousands of
+# in-process cases); the fast loop leaves it out too.
+CONTRACT_MODULES = {"test_cors_contract"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if module in LIVE_MODULES:
+            item.add_marker(pytest.mark.live)
+        if module in BROWSER_MODULES:
+            item.add_marker(pytest.mark.browser)
+        if module in CONTRACT_MODULES:
+            item.add_marker(pytest.mark.contract)
+
+
 def database_settings(tmp_path: Path) -> dict[str, str]:
     settings = {"DATA_DIR": str(tmp_path / "data")}
     if TEST_DATABASE == "postgres":
