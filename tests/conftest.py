@@ -136,7 +136,7 @@ LIVE_MODULES = {
     "test_storefront",
 }
 BROWSER_MODULES = {"test_browser", "test_storefront"}
-# The CORS contract matrix: every route × method × origin class × mode (tens of thousands of
+# The CORS contract matrix: every route, method, origin class and mode (tens of thousands of
 # in-process cases); the fast loop leaves it out too.
 CONTRACT_MODULES = {"test_cors_contract"}
 

@@ -306,6 +306,7 @@ class Hypercorn:
     args: Sequence[str] = ()
     tls: tuple[Path, Path] | None = None
     supervised: bool = False
+    workers: int = 1
 
     def command(self, port: int, plain_port: int | None) -> list[str]:
         if self.supervised:
@@ -317,7 +318,7 @@ class Hypercorn:
             certfile, keyfile = self.tls
             args += ["--certfile", str(certfile), "--keyfile", str(keyfile)]
             args += ["--insecure-bind", f"{HOST}:{plain_port}"]
-        return [*args, "--workers", "1", self.app]
+        return [*args, "--workers", str(self.workers), self.app]
 
 
 @dataclass

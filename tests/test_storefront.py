@@ -25,6 +25,7 @@ from typing import Any
 import jwt
 import pytest
 
+from tests.conftest import POSTGRES_URL, REDIS_URL, TEST_DATABASE, postgres_admin
 from tests.fake_registries import REGISTERED, FakeHTTPRegistry
 from tests.live_servers import (
     REPO_ROOT,
@@ -106,9 +107,16 @@ class Stack:
         return f"--- slyker\n{self.api.log()}\n{self.storefront.logs()}"
 
 
-def start_api(port: int, env: dict[str, str], log_dir: Path) -> LiveServer:
-    """Hypercorn on ``port`` (the port the storefront build has baked in)."""
-    spec = HypercornSpec("journey-api", env)
+def start_api(port: int, env: dict[str, str], log_dir: Path, workers: int) -> LiveServer:
+    """slyker as deployed (``python -m slyker serve --config hypercorn.toml``) on ``port``,
+    the port the storefront build has baked in."""
+    spec = HypercornSpec(
+        "journey-api",
+        env,
+        args=("--config", str(REPO_ROOT / "hypercorn.toml")),
+        supervised=True,
+        workers=workers,
+    )
     server = LiveServer("journey-api", port, log_dir / "journey-api.log")
     server.process = spawn(spec.command(port, None), server.log_path, env)
     problem = wait_for_health(port, server.process, timeout=30)
@@ -141,7 +149,22 @@ def stack(
     directory = tmp_path_factory.mktemp("storefront")
     api_port = preferred_api_port()
     build = build_storefront(api_port)
+    # On SQLite the embedded default (one worker); on PostgreSQL the production shape: two
+    # workers sharing Redis, on a database of the journey's own (migrated, not generated).
+    database: dict[str, str] = {}
+    workers = 1
+    if TEST_DATABASE == "postgres":
+        name = f"slyker_journey_{os.getpid()}"
+        asyncio.run(
+            postgres_admin(f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
+        )
+        database = {
+            "DATABASE_URL": POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}",
+            "REDIS_URL": REDIS_URL.rsplit("/", 1)[0] + "/14",
+        }
+        workers = 2
     env = slyker_env(
+        **database,
         DATA_DIR=str(directory / "data"),
         ALLOWED_HOSTS="localhost,127.0.0.1",
         LOG_LEVEL="INFO",
@@ -161,7 +184,7 @@ def stack(
         [*venv_tool("quart", "quart"), "--app", "slyker:create_app()", "load-demo-catalog"], env
     )
     create_user(env, REPO_ROOT, STAFF_EMAIL, STAFF_PASSWORD, "admin", first_name="Rudo")
-    api = start_api(api_port, env, directory)
+    api = start_api(api_port, env, directory, workers)
     try:
         storefront = serve_storefront(build, api_port, directory / "web", page_port=page_port)
     except BaseException:
@@ -170,6 +193,9 @@ def stack(
     yield Stack(api, storefront, env, env["SECRET_KEY"])
     storefront.stop()
     api.stop()
+    if database:
+        name = database["DATABASE_URL"].rsplit("/", 1)[1]
+        asyncio.run(postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")
