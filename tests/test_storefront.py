@@ -40,6 +40,7 @@ from tests.live_servers import (
     wait_for_health,
 )
 from tests.live_servers import Hypercorn as HypercornSpec
+from tests.mail_server import SMTPServer, smtp_server
 from tests.paynow_simulator import PaynowSimulator
 from tests.storefront import (
     StorefrontServers,
@@ -141,8 +142,17 @@ def paynow() -> Iterator[PaynowSimulator]:
 
 
 @pytest.fixture(scope="module")
+def smtp() -> Iterator[SMTPServer]:
+    with smtp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, registry: FakeHTTPRegistry, paynow: PaynowSimulator
+    tmp_path_factory: pytest.TempPathFactory,
+    registry: FakeHTTPRegistry,
+    paynow: PaynowSimulator,
+    smtp: SMTPServer,
 ) -> Iterator[Stack]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium")
@@ -174,11 +184,15 @@ def stack(
         PAYNOW_API_URL=paynow.url,
         PAYNOW_RESULT_URL=f"http://127.0.0.1:{api_port}/api/billing/paynow/result/",
     )
+    env.update({name: str(value) for name, value in smtp.settings().items()})
     env.update(JOURNEY_SETTINGS)
     # slyker must allow the page's origin from the start: its port is chosen first.
     page_port = free_port()
     env["CORS_ALLOWED_ORIGINS"] = f"http://localhost:{page_port}"
     env["PAYNOW_RETURN_URL"] = f"http://localhost:{page_port}/dashboard/invoices"
+    env["PASSWORD_RESET_URL"] = (
+        f"http://localhost:{page_port}/reset-password?uid={{uid}}&token={{token}}"
+    )
     migrate(env)
     run_command(
         [*venv_tool("quart", "quart"), "--app", "slyker:create_app()", "load-demo-catalog"], env
@@ -462,6 +476,61 @@ async def test_two_tabs_refreshing_at_once_stay_signed_in(stack: Stack, shopper:
         status, body = stack.api.request("POST", "/api/token/refresh/", {"refresh": latest})
         say("refresh after both tabs", f"{status}")
         assert status == 200, body
+    except BaseException:
+        print(f"transcript:\n{shopper.transcript}\n{stack.logs()}")
+        raise
+
+
+async def test_forgotten_password_is_reset_from_the_mailed_link(
+    stack: Stack, shopper: Shopper, smtp: SMTPServer
+) -> None:
+    """Forgot password → the mail arrives over SMTP → its link opens the reset page → the new
+    password signs in; the link works once."""
+    say = shopper.transcript.step
+    email, new_password = "forgetful@example.co.zw", "Bulawayo-2027!"
+    status, body = stack.api.request(
+        "POST",
+        "/api/accounts/register/",
+        {"email": email, "password": SHOPPER["password"], "first_name": "Nyasha"},
+    )
+    assert status == 201, body
+    before = len(smtp.mailbox.snapshot())
+    try:
+        page = await shopper.new_tab()
+        await shopper.open(page, "/forgot-password")
+        await page.locator("input[type=email]").fill(email)
+        await page.locator("button[type=submit]").click()
+        mail = (await smtp.mailbox.wait_for(before + 1, seconds=20))[-1]
+        say("forgot password", f"mail to {mail.rcpt_tos} with {mail.link()}")
+        assert mail.rcpt_tos == [email]
+        assert mail.link().startswith(stack.storefront.url("/reset-password?"))
+
+        await page.goto(mail.link(), wait_until="networkidle")
+        passwords = page.locator("input[placeholder='••••••••']")
+        await passwords.nth(0).fill(new_password)
+        await passwords.nth(1).fill(new_password)
+        await page.locator("button[type=submit]").click()
+        await page.get_by_text(re.compile("success|has been reset", re.I)).first.wait_for()
+        shown = await text_of(page)
+        say("reset page", shown[shown.lower().index("password") :][:120])
+
+        await shopper.open(page, "/login")
+        await page.locator("input[type=email]").fill(email)
+        await page.get_by_role("button", name="Continue").click()
+        await page.locator("input[type=password]").fill(new_password)
+        await page.locator("button[type=submit]").click()
+        await page.wait_for_url(re.compile(r"/dashboard"))
+        say("sign in with the new password", page.url)
+
+        params = mail.reset_params()
+        status, body = stack.api.request(
+            "POST",
+            "/api/accounts/password-reset/confirm/",
+            {**params, "new_password": "Another-pass-99!", "new_password2": "Another-pass-99!"},
+        )
+        say("the link again", f"{status} {body.get('code') if isinstance(body, dict) else body}")
+        assert status == 400, body
+        assert not shopper.failures, shopper.failures
     except BaseException:
         print(f"transcript:\n{shopper.transcript}\n{stack.logs()}")
         raise
