@@ -11,7 +11,7 @@ from quart_rate_limiter.redis_store import RedisStore
 from quart_schema import QuartSchema
 
 from slyker import auth, cli, csrf, database
-from slyker.blueprints import accounts, chat, health, subscriptions
+from slyker.blueprints import accounts, chat, clients, health, subscriptions
 from slyker.blueprints.billing import carts, catalog, domains, invoices, paynow, promotions
 from slyker.chat.service import BROKER_KEY, make_broker
 from slyker.cors import CORSMiddleware, init_cors
@@ -67,6 +67,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     for blueprint in (
         health.blueprint,
         accounts.blueprint,
+        clients.blueprint,
         catalog.blueprint,
         domains.blueprint,
         carts.blueprint,
