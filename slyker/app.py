@@ -49,6 +49,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     app.extensions[SETTINGS_KEY] = settings
 
     database.init_database(app, settings)
+    auth.init_password_hashing(app, settings)
     init_redis(app, settings.redis_url)
     broker = make_broker(settings.redis_url)
     app.extensions[BROKER_KEY] = broker
