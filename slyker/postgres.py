@@ -21,6 +21,7 @@ Each of these raises (``TimeoutError``, asyncpg's connection errors, Tortoise's
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -29,6 +30,22 @@ from tortoise.backends.asyncpg.client import AsyncpgDBClient
 from tortoise.exceptions import DBConnectionError
 
 ENGINE = __name__  # the ``engine`` of a Tortoise connection config
+
+
+class _OneLine(logging.Filter):
+    """asyncpg's pool logs a traceback each time it fails to reconnect its minimum size
+    (backing off up to a minute); an outage is one line each time, the cause included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(error).__name__}: {error})"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_OneLine())
 
 
 class TimedPool:

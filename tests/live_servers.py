@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import http.client
 import ipaddress
 import json
@@ -306,6 +307,7 @@ class Hypercorn:
     args: Sequence[str] = ()
     tls: tuple[Path, Path] | None = None
     supervised: bool = False
+    workers: int = 1
 
     def command(self, port: int, plain_port: int | None) -> list[str]:
         if self.supervised:
@@ -317,7 +319,7 @@ class Hypercorn:
             certfile, keyfile = self.tls
             args += ["--certfile", str(certfile), "--keyfile", str(keyfile)]
             args += ["--insecure-bind", f"{HOST}:{plain_port}"]
-        return [*args, "--workers", "1", self.app]
+        return [*args, "--workers", str(self.workers), self.app]
 
 
 @dataclass
@@ -716,16 +718,37 @@ class PostgresProcess:
         )
         return result.returncode == 0
 
-    def _signal_cluster(self, sig: int) -> None:
+    def _children(self) -> list[int]:
+        """The postmaster's processes (each backend calls setsid(): no shared group)."""
         assert self.process is not None
-        os.killpg(self.process.pid, sig)  # its own session: the postmaster and every backend
+        children = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rpartition(")")[2].split()[1])
+            if parent == self.process.pid:
+                children.append(int(entry.name))
+        return children
 
     def pause(self) -> None:
-        self._signal_cluster(signal.SIGSTOP)
+        """SIGSTOP the postmaster first (it forks nothing more), then every backend."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
         self.paused = True
+        for pid in self._children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
 
     def resume(self) -> None:
-        self._signal_cluster(signal.SIGCONT)
+        assert self.process is not None
+        for pid in self._children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        os.kill(self.process.pid, signal.SIGCONT)
         self.paused = False
 
     def stop(self) -> None:
