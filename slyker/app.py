@@ -6,8 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from quart import Quart
-from quart_rate_limiter import RateLimiter
-from quart_rate_limiter.redis_store import RedisStore
 from quart_schema import QuartSchema
 
 from slyker import auth, cli, csrf, database
@@ -17,6 +15,7 @@ from slyker.chat.service import BROKER_KEY, make_broker
 from slyker.cors import CORSMiddleware, init_cors
 from slyker.errors import register_error_handlers
 from slyker.proxy import TrustedProxyMiddleware
+from slyker.ratelimit import RateLimiter, make_store
 from slyker.redis_client import init_redis
 from slyker.request_id import RequestIDMiddleware, configure_logging
 from slyker.services.mail import announce_mail_mode
@@ -50,6 +49,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     app.extensions[SETTINGS_KEY] = settings
 
     database.init_database(app, settings)
+    auth.init_password_hashing(app, settings)
     init_redis(app, settings.redis_url)
     broker = make_broker(settings.redis_url)
     app.extensions[BROKER_KEY] = broker
@@ -59,7 +59,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     cors_config = init_cors(app, settings)
     app.before_request(csrf.check_request_origin)
     app.before_request(auth.load_identity)
-    RateLimiter(app, store=RedisStore(settings.redis_url) if settings.redis_url else None)
+    # Shared through Redis with REDIS_URL (per process while it is away), atomic either way.
+    RateLimiter(make_store(settings.redis_url)).init_app(app)
     register_error_handlers(app)
     QuartSchema(app, info={"title": "slyker API", "version": "1.0"})
     app.json.sort_keys = False  # type: ignore[attr-defined]  # after QuartSchema's provider

@@ -18,10 +18,13 @@ whose successor has already been used, revokes the family (every branch of it).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -29,12 +32,13 @@ from typing import Any, ParamSpec, TypeVar
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from quart import current_app, g, request
+from quart import Quart, current_app, g, has_app_context, request
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from slyker.errors import APIError
 from slyker.models.accounts import RefreshToken, User
-from slyker.settings import current_settings
+from slyker.services.errors import Unavailable
+from slyker.settings import Settings, current_settings
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +53,82 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def hash_password(password: str) -> str:
+HASHING_KEY = "slyker.password_hashing"
+
+
+class PasswordHashing:
+    """Argon2 off the event loop: a pool of ``threads`` threads (argon2-cffi releases the
+    GIL), with at most ``max_waiting`` hashes queued behind them. Hashing on the loop cost
+    every other request of the worker up to half a second during ten concurrent logins; an
+    unbounded queue would only move that wait into the queue, so past the bound the caller
+    gets :class:`Unavailable` (503 with Retry-After)."""
+
+    def __init__(self, threads: int, max_waiting: int) -> None:
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="argon2")
+        self.capacity = threads + max_waiting
+        self._lock = threading.Lock()
+        self.in_use = 0  # running or queued; freed when the hash is done, not when its
+        # caller stops waiting (a cancelled request's hash still occupies a thread)
+
+    async def run(self, work: Callable[..., R], *args: Any) -> R:
+        with self._lock:
+            if self.in_use >= self.capacity:
+                raise Unavailable(
+                    "Too many sign-ins at once. Please try again in a moment.", retry_after=2
+                )
+            self.in_use += 1
+        try:
+            future = self.executor.submit(work, *args)
+        except BaseException:
+            self._release(None)
+            raise
+        future.add_done_callback(self._release)
+        return await asyncio.wrap_future(future)
+
+    def _release(self, _future: Future[Any] | None) -> None:
+        with self._lock:
+            self.in_use -= 1
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def init_password_hashing(app: Quart, settings: Settings) -> None:
+    hashing = PasswordHashing(settings.password_hash_threads, settings.password_hash_max_waiting)
+    app.extensions[HASHING_KEY] = hashing
+
+    @app.after_serving
+    async def stop_hashing() -> None:
+        hashing.shutdown()
+
+
+async def _off_the_loop(work: Callable[..., R], *args: Any) -> R:
+    hashing = current_app.extensions.get(HASHING_KEY) if has_app_context() else None
+    if hashing is None:  # a CLI command or a script without the app: nothing else waits
+        return await asyncio.to_thread(work, *args)
+    return await hashing.run(work, *args)  # type: ignore[no-any-return]
+
+
+def _hash(password: str) -> str:
     return _password_hasher.hash(password)
 
 
-def verify_password(user: User | None, password: str) -> bool:
+def _verify(password_hash: str, password: str) -> bool:
     try:
-        _password_hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        return bool(_password_hasher.verify(password_hash, password))
     except (VerificationError, InvalidHashError):
         return False
-    return user is not None
+
+
+async def hash_password(password: str) -> str:
+    return await _off_the_loop(_hash, password)
+
+
+async def verify_password(user: User | None, password: str) -> bool:
+    """Whether ``password`` is ``user``'s; with no user, the same work against a dummy hash
+    (the answer's timing does not tell whether the e-mail has an account)."""
+    matches = await _off_the_loop(_verify, user.password_hash if user else _DUMMY_HASH, password)
+    return matches and user is not None
 
 
 def token_error(message: str = "Token is invalid or expired.") -> APIError:

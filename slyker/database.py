@@ -11,8 +11,8 @@ from tortoise import connections
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext, _current_context
 
-from slyker import sqlite
-from slyker.settings import Settings
+from slyker import postgres, sqlite
+from slyker.settings import Settings, load_settings
 
 MODEL_MODULES = [
     "slyker.models.accounts",
@@ -33,15 +33,28 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
     }
 
 
-def serving_config(database_url: str) -> dict[str, Any]:
+def serving_config(database_url: str, settings: Settings | None = None) -> dict[str, Any]:
     """:func:`tortoise_config` for the app that serves requests: SQLite through
-    :mod:`slyker.sqlite`, whose shared connection and lock survive cancelled requests."""
+    :mod:`slyker.sqlite`, whose shared connection and lock survive cancelled requests;
+    PostgreSQL through :mod:`slyker.postgres`, with the timeouts and pool size of
+    ``settings`` (the settings' defaults without them)."""
     config = tortoise_config(database_url)
     url = config["connections"]["default"]
     if _sqlite_path(url) is not None or url == "sqlite://:memory:":
         connection = expand_db_url(url)
         connection["engine"] = sqlite.ENGINE
         config["connections"]["default"] = connection
+    elif url.startswith("postgres://"):
+        if settings is None:
+            settings = load_settings({"DEBUG": True, "DATABASE_URL": database_url})
+        config["connections"]["default"] = postgres.connection_config(
+            expand_db_url(url)["credentials"],
+            connect_timeout=settings.database_connect_timeout,
+            query_timeout=settings.database_query_timeout,
+            pool_timeout=settings.database_pool_timeout,
+            pool_min=settings.database_pool_min,
+            pool_max=settings.database_pool_max,
+        )
     return config
 
 
@@ -80,7 +93,7 @@ def init_database(app: Quart, settings: Settings) -> None:
         ensure_data_dir(settings.database_url)
         context = TortoiseContext()
         with context:
-            await context.init(config=serving_config(settings.database_url))
+            await context.init(config=serving_config(settings.database_url, settings))
             client = connections.get("default")
             if isinstance(client, sqlite.SqliteClient):
                 # Opened here, before any request: a request whose client goes away can

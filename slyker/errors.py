@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import asyncpg
+import redis.exceptions
 from quart import Quart, Response, has_request_context, redirect, request, websocket
 from quart_schema import RequestSchemaValidationError
+from tortoise.exceptions import DBConnectionError
+from tortoise.exceptions import OperationalError as TortoiseOperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import RequestRedirect
@@ -191,8 +196,81 @@ async def handle_domain_error(error: domain.ServiceError) -> Response:
     )
 
 
+# The one place that knows which driver exceptions mean "a dependency is unavailable" (not a
+# bug): the database or Redis refused, dropped or did not answer in time. They become 503 with
+# Retry-After (a client can tell an outage from a bug, and retry), logged as one line.
+_DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    DBConnectionError,  # Tortoise could not open the pool
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08: connection failures
+    asyncpg.CannotConnectNowError,  # 57P03: starting up or shutting down
+    asyncpg.AdminShutdownError,  # 57P01
+    asyncpg.QueryCanceledError,  # 57014: statement_timeout (DATABASE_QUERY_TIMEOUT)
+    asyncpg.TooManyConnectionsError,  # 53300
+)
+_REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+UNAVAILABLE_RETRY_AFTER = 5  # seconds
+
+
+def unavailable_dependency(error: BaseException) -> str | None:
+    """``"database"`` or ``"Redis"`` when ``error`` (or what it was raised from) says that one
+    is unavailable, else None. A ``TimeoutError`` that reaches here is a dependency that did
+    not answer in time (the database's timeouts raise it; other waits handle their own)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _REDIS_UNAVAILABLE):
+            return "Redis"
+        if isinstance(current, _DATABASE_UNAVAILABLE) or _is_connection_state(current):
+            return "database"
+        current = current.__cause__ or current.__context__
+    if isinstance(error, TimeoutError | ConnectionError):
+        return "database"  # asyncpg's connect and statement timeouts, a refused connection
+    return None
+
+
+# asyncpg's InterfaceError is also raised for client-side mistakes (bugs); only these are
+# about the connection: closed under us, or still busy with a timed-out statement.
+_ASYNCPG_CONNECTION_STATES = (
+    "connection is closed",
+    "another operation is in progress",
+    "pool is clos",
+)
+
+
+def _is_connection_state(error: BaseException) -> bool:
+    if isinstance(error, asyncpg.InterfaceError):
+        return any(state in str(error) for state in _ASYNCPG_CONNECTION_STATES)
+    # SQLite's busy timeout ran out: another process holds the write lock.
+    sqlite_errors = (TortoiseOperationalError, sqlite3.OperationalError)
+    return isinstance(error, sqlite_errors) and "database is locked" in str(error)
+
+
+def describe_exception(error: BaseException) -> str:
+    """One line: the exception's type and message (for outages, where a traceback would only
+    repeat the driver's internals on every request)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def unavailable_response(what: str) -> Response:
+    return error_response(
+        503,
+        f"The service is temporarily unavailable ({what}). Please try again shortly.",
+        code="unavailable",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
+
+
 async def handle_unexpected_exception(error: Exception) -> Response:
     where = f"{request.method} {request.path}" if has_request_context() else websocket.path
+    dependency = unavailable_dependency(error)
+    if dependency is not None:
+        log.warning("%s unavailable on %s: %s", dependency, where, describe_exception(error))
+        return unavailable_response(dependency)
     log.exception("Unhandled %s on %s", type(error).__name__, where, exc_info=error)
     return error_response(500, SERVER_ERROR_MESSAGE)
 

@@ -133,7 +133,18 @@ class Settings:
     cors_preflight_max_age: int
     csrf_trusted_origins: tuple[str, ...]
     database_url: str
+    # PostgreSQL: seconds to open a connection, to run one statement and to wait for a free
+    # pooled connection; the pool's size per worker. A hung database then answers 503 in
+    # bounded time instead of holding every request.
+    database_connect_timeout: float
+    database_query_timeout: float
+    database_pool_timeout: float
+    database_pool_min: int
+    database_pool_max: int
     redis_url: str | None
+    # Argon2 runs in a thread pool of this many threads; at most this many hashes may wait.
+    password_hash_threads: int
+    password_hash_max_waiting: int
     max_content_length: int
     log_level: str
     jwt_access_token_lifetime: timedelta
@@ -298,7 +309,10 @@ def load_settings(
         cors_preflight_max_age=read.int("CORS_PREFLIGHT_MAX_AGE", 86400),
         csrf_trusted_origins=tuple(csrf_trusted),
         database_url=database_url_from_environment(merged),
+        **_database_settings(read),
         redis_url=read.raw("REDIS_URL") or None,
+        password_hash_threads=read.int("PASSWORD_HASH_THREADS", 2, minimum=1, maximum=64),
+        password_hash_max_waiting=read.int("PASSWORD_HASH_MAX_WAITING", 32, maximum=10000),
         max_content_length=read.int("MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
         log_level=_log_level(read.raw("LOG_LEVEL") or ("DEBUG" if debug else "INFO")),
         jwt_access_token_lifetime=timedelta(
@@ -330,6 +344,28 @@ def load_settings(
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOST_RE = _SUFFIX_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _LOOPBACK_NAMES = {"localhost"}
+
+
+def _database_settings(read: _Reader) -> dict[str, Any]:
+    pool_min = read.int("DATABASE_POOL_MIN", 1, maximum=100)
+    pool_max = read.int("DATABASE_POOL_MAX", 10, minimum=1, maximum=100)
+    if pool_min > pool_max:
+        raise SettingsError(
+            "DATABASE_POOL_MIN", f"must not exceed DATABASE_POOL_MAX ({pool_max}), got {pool_min}"
+        )
+    return {
+        "database_connect_timeout": read.float(
+            "DATABASE_CONNECT_TIMEOUT", 5.0, minimum=0.1, maximum=60.0
+        ),
+        "database_query_timeout": read.float(
+            "DATABASE_QUERY_TIMEOUT", 10.0, minimum=0.1, maximum=300.0
+        ),
+        "database_pool_timeout": read.float(
+            "DATABASE_POOL_TIMEOUT", 5.0, minimum=0.1, maximum=60.0
+        ),
+        "database_pool_min": pool_min,
+        "database_pool_max": pool_max,
+    }
 
 
 def _whois_settings(read: _Reader) -> dict[str, Any]:

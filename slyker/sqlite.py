@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from typing import Any
 
 from tortoise.backends.base.client import ConnectionWrapper, TransactionalDBClient
@@ -34,6 +35,7 @@ from tortoise.backends.sqlite.client import (
     SqliteTransactionWrapper,
 )
 from tortoise.connection import get_connections
+from tortoise.exceptions import TransactionManagementError
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,26 @@ class SqliteClient(TortoiseSqliteClient):
         return _ConnectionWrapper(self._lock, self)
 
     def _in_transaction(self) -> SqliteTransactionContext:
-        return _TransactionContext(SqliteTransactionWrapper(self), self._lock)
+        return _TransactionContext(_ImmediateTransactionWrapper(self), self._lock)
+
+
+class _ImmediateTransactionWrapper(SqliteTransactionWrapper):
+    """Transactions take SQLite's write lock when they begin (``BEGIN IMMEDIATE``).
+
+    Within a worker the client's lock already serialises transactions. Across workers (or a
+    CLI command next to the server) a plain ``BEGIN`` reads first and upgrades to writing
+    later, and an upgrade after another process wrote fails at once with "database is
+    locked" (the busy timeout does not apply to it). ``BEGIN IMMEDIATE`` instead waits for
+    the lock (up to the connection's busy timeout, 5 s), and what the transaction reads
+    (a cart's status, a coupon's count) cannot change under it before it commits.
+    """
+
+    async def begin(self) -> None:
+        try:
+            await self._connection.commit()
+            await self._connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise TransactionManagementError(exc) from exc
 
 
 class _ConnectionWrapper(ConnectionWrapper):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import http.client
 import ipaddress
 import json
@@ -623,6 +624,150 @@ class RedisProcess:
     def stop(self) -> None:
         if self.process is not None:
             stop_process(self.process)
+
+
+# --- a private PostgreSQL ------------------------------------------------------------------
+
+
+def postgres_bin_dir() -> Path | None:
+    """Debian's PostgreSQL binaries (``initdb``, ``postgres``), the newest version, if any."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: p.parent)
+    return found[-1].parent if found else None
+
+
+class PostgresProcess:
+    """A private PostgreSQL cluster (``initdb`` in a temporary directory, ``postgres`` on a
+    free loopback port, trust authentication), never the machine's own server.
+
+    ``pause()`` stops every process of the cluster with SIGSTOP (the postmaster and each
+    connection's backend, as a hung host or disk would), ``resume()`` continues them. As root
+    the cluster runs as the ``postgres`` user (``initdb`` refuses root)."""
+
+    def __init__(self) -> None:
+        import pwd
+        import tempfile
+
+        bin_dir = postgres_bin_dir()
+        if bin_dir is None:
+            raise RuntimeError("PostgreSQL binaries not found under /usr/lib/postgresql")
+        self.bin_dir = bin_dir
+        self.user: str | None = None
+        if os.geteuid() == 0:
+            self.user = "postgres"
+            pw = pwd.getpwnam(self.user)
+            self.uid, self.gid = pw.pw_uid, pw.pw_gid
+        self.root = Path(tempfile.mkdtemp(prefix="slyker-pg-"))
+        if self.user is not None:
+            os.chown(self.root, self.uid, self.gid)
+        self.data_dir = self.root / "data"
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.paused = False
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@{HOST}:{self.port}/postgres"
+
+    def _run(self, args: list[str]) -> None:
+        subprocess.run(
+            args,
+            user=self.user,
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+
+    def start(self) -> None:
+        if not self.data_dir.exists():
+            initdb = [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres"]
+            self._run([*initdb, "-A", "trust", "--no-sync", "-E", "UTF8"])
+        for attempt in range(1, START_ATTEMPTS + 1):
+            log_path = self.root / f"postgres-{attempt}.log"
+            with log_path.open("wb") as log_file:
+                if self.user is not None:
+                    os.chown(log_path, self.uid, self.gid)
+                args = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)]
+                args += ["-p", str(self.port), "-k", str(self.root), "-h", HOST]
+                args += ["-c", "fsync=off", "-c", "max_connections=100"]
+                self.process = subprocess.Popen(
+                    args,
+                    user=self.user,
+                    cwd=self.root,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            deadline = time.monotonic() + START_TIMEOUT
+            while time.monotonic() < deadline and self.process.poll() is None:
+                if self._accepts():
+                    return
+                time.sleep(0.1)
+            self.stop()
+            self.port = free_port()
+        raise RuntimeError(f"postgres did not start:\n{tail(log_path, 4000)}")
+
+    def _accepts(self) -> bool:
+        result = subprocess.run(
+            [str(self.bin_dir / "pg_isready"), "-h", HOST, "-p", str(self.port), "-t", "1"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        return result.returncode == 0
+
+    def _children(self) -> list[int]:
+        """The postmaster's processes (each backend calls setsid(): no shared group)."""
+        assert self.process is not None
+        children = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rpartition(")")[2].split()[1])
+            if parent == self.process.pid:
+                children.append(int(entry.name))
+        return children
+
+    def pause(self) -> None:
+        """SIGSTOP the postmaster first (it forks nothing more), then every backend."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+        self.paused = True
+        for pid in self._children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        for pid in self._children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        os.kill(self.process.pid, signal.SIGCONT)
+        self.paused = False
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        if self.paused:
+            self.resume()
+        self.process.send_signal(signal.SIGINT)  # fast shutdown
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=STOP_TIMEOUT)
+
+    def remove(self) -> None:
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # --- raw WebSocket handshakes --------------------------------------------------------------

@@ -119,6 +119,13 @@ BAD_SETTINGS = [
     _bad("PASSWORD_RESET_URL", valid(PASSWORD_RESET_URL="javascript:x"), "reset-url-js"),
     _bad("PASSWORD_RESET_URL", valid(PASSWORD_RESET_URL="https://s.example/{uid}"), "reset-uid"),
     _bad("PASSWORD_RESET_TOKEN_LIFETIME", valid(PASSWORD_RESET_TOKEN_LIFETIME=0), "reset-life"),
+    _bad("DATABASE_QUERY_TIMEOUT", valid(DATABASE_QUERY_TIMEOUT=0), "db-query-timeout-zero"),
+    _bad("DATABASE_CONNECT_TIMEOUT", valid(DATABASE_CONNECT_TIMEOUT="nan"), "db-connect-nan"),
+    _bad("DATABASE_POOL_TIMEOUT", valid(DATABASE_POOL_TIMEOUT="soon"), "db-pool-timeout-word"),
+    _bad("DATABASE_POOL_MAX", valid(DATABASE_POOL_MAX=0), "db-pool-max-zero"),
+    _bad("DATABASE_POOL_MIN", valid(DATABASE_POOL_MIN=5, DATABASE_POOL_MAX=2), "db-pool-min-max"),
+    _bad("PASSWORD_HASH_THREADS", valid(PASSWORD_HASH_THREADS=0), "hash-threads-zero"),
+    _bad("PASSWORD_HASH_MAX_WAITING", valid(PASSWORD_HASH_MAX_WAITING=-1), "hash-waiting-neg"),
 ]
 
 
@@ -575,3 +582,27 @@ def test_account_and_mail_defaults() -> None:
     production = load_settings({}, valid(CORS_ALLOWED_ORIGINS="https://slykertech.co.zw"))
     assert production.password_reset_url.startswith("https://slykertech.co.zw/reset-password?")
     assert not load_settings({}, valid(**{GRACE: 0})).jwt_refresh_reuse_grace  # disabled
+
+
+def test_database_timeouts_reach_the_postgres_client() -> None:
+    """DATABASE_* settings become asyncpg's connect/command timeouts, the server's
+    statement_timeout, the pool's size and its wait (options in the URL win)."""
+    from slyker.database import serving_config
+
+    settings = load_settings(
+        environ={},
+        overrides=valid(
+            DATABASE_URL="postgresql://u@db:5432/shop?maxsize=3",
+            DATABASE_CONNECT_TIMEOUT="1.5",
+            DATABASE_QUERY_TIMEOUT="4",
+            DATABASE_POOL_TIMEOUT="2",
+            DATABASE_POOL_MIN="0",
+        ),
+    )
+    connection = serving_config(settings.database_url, settings)["connections"]["default"]
+    assert connection["engine"] == "slyker.postgres"
+    credentials = connection["credentials"]
+    assert credentials["timeout"] == 1.5 and credentials["command_timeout"] == 4.0
+    assert credentials["server_settings"] == {"statement_timeout": "4000"}
+    assert (credentials["minsize"], credentials["maxsize"]) == (0, "3")
+    assert credentials["pool_timeout"] == 2.0

@@ -67,7 +67,7 @@ AWAIT_POINTS = (  # (a fragment of the awaiting source line, its name)
     ("PRAGMA", "pragma"),
     ("cursor.close", "pragma-cursor-close"),
     ("self._connection.commit()", "begin-commit"),
-    ('execute("BEGIN")', "begin"),
+    ('execute("BEGIN IMMEDIATE")', "begin"),  # slyker.sqlite: transactions take the write lock
     ("execute_insert(query", "insert"),
     ("execute_fetchall(query", "query"),
     ("lock.acquire", "lock"),

@@ -218,7 +218,7 @@ async def register(data: Registration) -> tuple[dict[str, Any], int]:
 async def obtain_token(data: Credentials) -> dict[str, str]:
     """Log in with e-mail and password: ``{access, refresh}``."""
     user = await User.get_or_none(email=normalise_email(data.email))
-    if not verify_password(user, data.password) or user is None or not user.is_active:
+    if not await verify_password(user, data.password) or user is None or not user.is_active:
         raise APIError(
             401, "No active account found with the given credentials.", code="invalid_credentials"
         )

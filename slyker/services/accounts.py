@@ -191,7 +191,7 @@ async def create_user(email: str, password: str, role: Role = Role.CLIENT, **det
     profile = clean_profile(details)
     if details.get("referral_code") is not None:
         profile["referral_code"] = clean_referral_code("referral_code", details["referral_code"])
-    password_hash = hash_password(password)
+    password_hash = await hash_password(password)
     try:
         async with in_transaction():
             user = await User.create(
@@ -233,7 +233,7 @@ async def update_user(
                 raise InvalidInput(
                     "current_password", "Enter your current password to change your e-mail."
                 )
-            if not verify_password(user, current_password):
+            if not await verify_password(user, current_password):
                 raise InvalidInput("current_password", "The password is not correct.")
             new_email = candidate
     try:
@@ -342,7 +342,7 @@ async def confirm_password_reset(uid: str, token: str, new_password: str) -> Use
     user = await User.get_or_none(id=user_id, is_active=True)
     if record is None or user is None or record.used_at is not None or record.expires_at <= now:
         raise invalid_reset_link()
-    password_hash = hash_password(new_password)
+    password_hash = await hash_password(new_password)
     async with in_transaction() as connection:
         # Conditional on "unused and unexpired": of two concurrent confirmations one wins.
         claimed = (

@@ -14,6 +14,7 @@ from quart import Quart
 from slyker.models.accounts import Role
 from slyker.models.billing import (
     Cart,
+    CartItem,
     CartStatus,
     HostingProduct,
     Invoice,
@@ -419,6 +420,46 @@ async def test_two_concurrent_checkouts_make_one_invoice(shop: Quart) -> None:
     assert len({reply.body["invoice_number"] for reply in replies}) == 1
     with db(shop):
         assert await Invoice.all().count() == 1
+
+
+async def test_items_added_during_a_checkout_land_on_the_invoice_or_get_409(
+    shop: Quart,
+) -> None:
+    """Adds, updates and removals racing a checkout: each acknowledged change is on the
+    invoice; one that came too late is a 409, never an item in a closed cart (57 of 66
+    acknowledged items once went onto no invoice)."""
+    for _round in range(3):
+        browser = API(shop)
+        token = await token_for(shop, browser, f"racer{secrets.token_hex(4)}@example.com")
+        cart = await current(browser, token=token)
+        path = f"{CARTS}/{cart['id']}"
+        first = await browser.post(f"{path}/add_item/", HOSTING, token=token)
+        second = await browser.post(f"{path}/add_item/", HOSTING, token=token)
+        to_update, to_remove = (reply.body["items"][-1]["id"] for reply in (first, second))
+        change = {"item_id": to_update, "quantity": 3}
+        calls = [browser.post(f"{path}/add_item/", HOSTING, token=token) for _ in range(10)]
+        calls.insert(3, browser.post(f"{path}/checkout/", CHECKOUT, token=token))
+        calls.insert(5, browser.call("PATCH", f"{path}/update_item/", change, token=token))
+        calls.insert(7, browser.call("DELETE", f"{path}/remove_item/", {"item_id": to_remove},
+                                     token=token))  # fmt: skip
+        replies = await asyncio.gather(*calls)
+        checkout, update, removal = replies[3], replies[5], replies[7]
+        adds = [reply for n, reply in enumerate(replies) if n not in (3, 5, 7)]
+        assert checkout.status == 201, checkout.body
+        for reply in [*adds, update, removal]:
+            assert reply.status in (200, 201, 409), reply.body
+            if reply.status == 409:
+                assert reply.body["code"] == "cart_closed", reply.body
+        with db(shop):
+            invoice = await Invoice.get(id=checkout.body["invoice_id"])
+            lines = await InvoiceItem.filter(invoice_id=invoice.id).order_by("id")
+            left_in_cart = await CartItem.filter(cart_id=cart["id"]).order_by("id")
+        acknowledged = 2 + sum(reply.status == 201 for reply in adds)
+        removed = removal.status == 200
+        assert len(lines) == acknowledged - removed, (len(lines), acknowledged, removed)
+        assert [item.quantity for item in left_in_cart] == [line.quantity for line in lines]
+        updated = lines[0].quantity == 3
+        assert updated == (update.status == 200)
 
 
 async def test_coupon_usage_limit_holds_under_concurrent_checkouts(shop: Quart) -> None:

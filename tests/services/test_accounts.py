@@ -285,14 +285,14 @@ async def test_confirm_password_reset_is_single_use_and_revokes_sessions(app: Qu
                 expires_at=datetime.now(UTC) + timedelta(days=1),
             )
         changed = await confirm_password_reset(make_uid(user.id), token, "New-passw0rd")
-        assert verify_password(changed, "New-passw0rd")
-        assert not verify_password(changed, PASSWORD)
+        assert await verify_password(changed, "New-passw0rd")
+        assert not await verify_password(changed, PASSWORD)
         assert changed.password_changed_at is not None
         assert await RefreshToken.filter(revoked_at__isnull=True).count() == 0
         with pytest.raises(InvalidInput) as caught:
             await confirm_password_reset(make_uid(user.id), token, "Newer-passw0rd")
         assert caught.value.code == "invalid_token"
-        assert verify_password(await User.get(id=user.id), "New-passw0rd")
+        assert await verify_password(await User.get(id=user.id), "New-passw0rd")
 
 
 async def test_confirm_password_reset_refuses_expired_and_foreign_links(app: Quart) -> None:

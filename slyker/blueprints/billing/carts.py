@@ -12,6 +12,8 @@ import json
 import logging
 import re
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -105,6 +107,11 @@ async def merge_anonymous_cart(token: str, into: Cart) -> None:
     if anonymous is None or not await CartItem.filter(cart_id=anonymous.id).exists():
         return
     async with in_transaction():
+        # The user's cart is locked as checkout locks it: moved items land on its invoice
+        # or stay in the anonymous cart, never in a cart checked out meanwhile.
+        target = await Cart.filter(id=into.id).select_for_update().get()
+        if target.status != CartStatus.ACTIVE:
+            return
         closed = await Cart.filter(id=anonymous.id, status=CartStatus.ACTIVE).update(
             status=CartStatus.MERGED, active_key=None, merged_into_id=into.id
         )
@@ -151,13 +158,33 @@ async def caller_cart(cart_id: int) -> Cart:
     raise APIError(404, "Cart not found.", code="cart_not_found")
 
 
+def cart_closed() -> APIError:
+    return APIError(409, "This cart is closed: it was checked out or merged.", code="cart_closed")
+
+
 async def open_cart(cart_id: int) -> Cart:
     cart = await caller_cart(cart_id)
     if cart.status != CartStatus.ACTIVE:
-        raise APIError(
-            409, "This cart is closed: it was checked out or merged.", code="cart_closed"
-        )
+        raise cart_closed()
     return cart
+
+
+@asynccontextmanager
+async def locked_open_cart(cart_id: int) -> AsyncIterator[Cart]:
+    """The caller's open cart, locked (with its lines) until the block ends.
+
+    Checkout locks the same row, so a change to the lines either lands before it (and on the
+    invoice) or finds the cart closed (409): never in a closed cart on no invoice, as 57 of
+    66 acknowledged items once did. PostgreSQL: ``SELECT ... FOR UPDATE``; SQLite: the
+    transaction holds the database's write lock from its start (``slyker.sqlite``) and the
+    status is read inside it.
+    """
+    cart = await caller_cart(cart_id)
+    async with in_transaction():
+        locked = await Cart.filter(id=cart.id).select_for_update().get()
+        if locked.status != CartStatus.ACTIVE:
+            raise cart_closed()
+        yield locked
 
 
 # --- JSON --------------------------------------------------------------------------------
@@ -354,20 +381,21 @@ async def priced_line(data: CartItemIn) -> tuple[PricedLine, dict[str, Any]]:
 async def add_item(cart_id: int, data: CartItemIn) -> Response:
     """Add a line. The price is the catalog's for the chosen billing cycle (domains: years,
     action and WHOIS privacy); a ``unit_price`` in the body is ignored. 201 with the cart."""
-    cart = await open_cart(cart_id)
+    await open_cart(cart_id)  # a closed cart is a 409 before any pricing
     line, product = await priced_line(data)
-    await CartItem.create(
-        cart=cart,
-        **product,
-        service_name=line.service_name,
-        service_category=line.service_category,
-        product_type=line.product_type,
-        service_metadata=line.service_metadata,
-        quantity=data.quantity,
-        billing_cycle=line.billing_cycle,
-        unit_price=line.unit_price,
-    )
-    await Cart.filter(id=cart.id).update(updated_at=datetime.now(UTC))
+    async with locked_open_cart(cart_id) as cart:
+        await CartItem.create(
+            cart=cart,
+            **product,
+            service_name=line.service_name,
+            service_category=line.service_category,
+            product_type=line.product_type,
+            service_metadata=line.service_metadata,
+            quantity=data.quantity,
+            billing_cycle=line.billing_cycle,
+            unit_price=line.unit_price,
+        )
+        await Cart.filter(id=cart.id).update(updated_at=datetime.now(UTC))
     return await cart_response(await Cart.get(id=cart.id), 201)
 
 
@@ -394,12 +422,15 @@ async def update_item(cart_id: int, data: ItemChange) -> Response:
     item = await _cart_item(cart, data.item_id)
     request_body = CartItemIn.of(item, data.quantity, data.billing_cycle)
     line, _ = await priced_line(request_body)
-    await CartItem.filter(id=item.id).update(
-        quantity=request_body.quantity,
-        billing_cycle=line.billing_cycle,
-        unit_price=line.unit_price,
-        service_metadata=line.service_metadata,
-    )
+    async with locked_open_cart(cart_id) as cart:
+        changed = await CartItem.filter(id=item.id, cart_id=cart.id).update(
+            quantity=request_body.quantity,
+            billing_cycle=line.billing_cycle,
+            unit_price=line.unit_price,
+            service_metadata=line.service_metadata,
+        )
+        if not changed:  # removed meanwhile
+            await _cart_item(cart, data.item_id)
     return await cart_response(await Cart.get(id=cart.id))
 
 
@@ -411,17 +442,17 @@ class ItemRef(BaseModel):
 @validate_request(ItemRef)
 async def remove_item(cart_id: int, data: ItemRef) -> Response:
     """Remove a line (JSON body ``{item_id}``)."""
-    cart = await open_cart(cart_id)
-    item = await _cart_item(cart, data.item_id)
-    await item.delete()
+    async with locked_open_cart(cart_id) as cart:
+        item = await _cart_item(cart, data.item_id)
+        await item.delete()
     return await cart_response(cart)
 
 
 @blueprint.post("/<int:cart_id>/clear/")
 async def clear_cart(cart_id: int) -> Response:
     """Remove every line (an applied coupon stays)."""
-    cart = await open_cart(cart_id)
-    await CartItem.filter(cart_id=cart.id).delete()
+    async with locked_open_cart(cart_id) as cart:
+        await CartItem.filter(cart_id=cart.id).delete()
     return await cart_response(cart)
 
 
