@@ -129,7 +129,7 @@ def postgres_run_database() -> Iterator[None]:
 
 # Modules that start real servers (Hypercorn, nginx, redis-server, PostgreSQL clusters,
 # Next.js) or drive Chromium. `./dev test --fast` leaves them out (-m "not live"); `./dev test`
-# and CI run everything. A new module of that kind belongs here.
+# and CI run everything. A new module of that kind ends in ``_live`` or belongs here.
 LIVE_MODULES = {
     "test_browser",
     "test_chat_live",
@@ -151,7 +151,7 @@ CONTRACT_MODULES = {"test_cors_contract"}
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        if module in LIVE_MODULES:
+        if module in LIVE_MODULES or module.endswith("_live"):
             item.add_marker(pytest.mark.live)
         if module in BROWSER_MODULES:
             item.add_marker(pytest.mark.browser)
