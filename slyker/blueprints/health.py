@@ -10,6 +10,7 @@ from quart import Blueprint
 from quart_schema import validate_response
 
 from slyker.database import database_is_ready
+from slyker.lifecycle import is_draining
 from slyker.redis_client import redis_is_ready
 
 blueprint = Blueprint("health", __name__)
@@ -46,11 +47,14 @@ async def health() -> Health:
 @validate_response(Readiness, 503)
 async def ready() -> tuple[Readiness, int]:
     """Readiness: the database answers and, when REDIS_URL is set, Redis does (``null`` when
-    Redis is not configured). 503 names the failing checks; the cause is only logged."""
+    Redis is not configured). 503 names the failing checks; the cause is only logged. While
+    the process is stopping (SIGTERM), 503 with status ``stopping``."""
     checks = ReadinessChecks(
         database=await _check("database", database_is_ready),
         redis=await _check("redis", redis_is_ready),
     )
+    if is_draining():
+        return Readiness(status="stopping", checks=checks), 503
     ok = checks.database and checks.redis is not False
     return Readiness(status="ready" if ok else "not_ready", checks=checks), 200 if ok else 503
 
