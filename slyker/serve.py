@@ -194,7 +194,6 @@ def run_worker(
     def on_sigterm() -> None:
         nonlocal terminated
         terminated = True
-        start_draining()
 
     async def serve_until_shutdown() -> None:
         # Hypercorn awaits this only after lifespan start-up, with its servers listening.
@@ -202,11 +201,13 @@ def run_worker(
         # A process-shared Event cannot be awaited: poll it, as Hypercorn's own worker does.
         while not (shutdown.is_set() or terminated) and os.getppid() == supervisor:  # noqa: ASYNC110
             await asyncio.sleep(WORKER_POLL_INTERVAL)
-        start_draining()  # /ready/ 503, chat sockets closed with 1001, new ones refused
         if terminated and not shutdown.is_set():
-            await asyncio.sleep(WORKER_POLL_INTERVAL * 2)  # a group SIGTERM: the supervisor too?
+            # A SIGTERM to the whole group reaches the supervisor too: then the service stops.
+            await asyncio.sleep(WORKER_POLL_INTERVAL * 2)
+        start_draining()  # /ready/ 503, chat sockets closed with 1001, new ones refused
         if shutdown.is_set():
             # The whole service stops: keep accepting a moment, answering /ready/ with 503.
+            # A worker stopped alone stops accepting at once: the others serve.
             await asyncio.sleep(getattr(config, "drain_delay", 0.0))
         log.info("Worker %d draining", os.getpid())
 
