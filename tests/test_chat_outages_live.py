@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import threading
 import time
 import uuid
 from collections import Counter
@@ -316,15 +317,25 @@ async def test_chat_with_redis_down_when_the_workers_start(tmp_path: Path) -> No
 class TCPProxy:
     """Forwards a loopback port to ``target_port`` (PostgreSQL) until ``cut()``: then every
     connection through it is closed and new ones are refused, as when the database host goes
-    away; ``restore()`` listens again on the same port."""
+    away; ``restore()`` listens again on the same port. It runs on an event loop in a thread
+    of its own: the deployment's set-up makes blocking requests from the test's loop."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = free_port()
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
 
-    async def start(self) -> None:
+    def _run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)
+
+    def start(self) -> None:
+        self._run(self._listen())
+
+    async def _listen(self) -> None:
         self.server = await asyncio.start_server(self._serve, HOST, self.port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -345,22 +356,26 @@ class TCPProxy:
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
         self.writers -= {writer, upstream_writer}
 
-    async def cut(self) -> None:
-        assert self.server is not None
+    def cut(self) -> None:
+        self._run(self._cut())
+
+    async def _cut(self) -> None:
+        if self.server is None:
+            return
         self.server.close()
         for writer in list(self.writers):
-            transport = writer.transport
-            transport.abort()
+            writer.transport.abort()
         self.writers.clear()
         await self.server.wait_closed()
         self.server = None
 
-    async def restore(self) -> None:
-        await self.start()
+    def restore(self) -> None:
+        self.start()
 
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.cut()
+    def stop(self) -> None:
+        self.cut()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
 
 
 @dataclass
@@ -382,7 +397,7 @@ class DatabaseFault:
 
     async def down(self) -> None:
         if self.proxy is not None:
-            await self.proxy.cut()
+            self.proxy.cut()
         else:
             assert self.sqlite_path is not None
             self.lock = sqlite3.connect(self.sqlite_path, timeout=1, isolation_level=None)
@@ -390,7 +405,7 @@ class DatabaseFault:
 
     async def up(self) -> None:
         if self.proxy is not None:
-            await self.proxy.restore()
+            self.proxy.restore()
         elif self.lock is not None:
             self.lock.execute("ROLLBACK")
             self.lock.close()
@@ -402,7 +417,7 @@ async def test_a_visitor_message_while_the_database_is_down_is_refused_not_dropp
 ) -> None:
     fault = DatabaseFault(proxy=TCPProxy(5432) if TEST_DATABASE == "postgres" else None)
     if fault.proxy is not None:
-        await fault.proxy.start()
+        fault.proxy.start()
     try:
         with deployment(
             tmp_path, ["A"], redis=True, supervised=True, server_env=fault.server_env
@@ -412,7 +427,7 @@ async def test_a_visitor_message_while_the_database_is_down_is_refused_not_dropp
         if fault.lock is not None:
             await fault.up()
         if fault.proxy is not None:
-            await fault.proxy.stop()
+            fault.proxy.stop()
 
 
 async def _database_down_conversation(live: Deployment, fault: DatabaseFault) -> None:
