@@ -8,7 +8,7 @@ from typing import Any
 from quart import Quart
 from quart_schema import QuartSchema
 
-from slyker import auth, cli, csrf, database
+from slyker import auth, cli, csrf, database, lifecycle
 from slyker.blueprints import accounts, chat, clients, health, subscriptions
 from slyker.blueprints.billing import carts, catalog, domains, invoices, paynow, promotions
 from slyker.chat.service import BROKER_KEY, make_broker
@@ -81,7 +81,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
         chat.blueprint,
     ):
         app.register_blueprint(blueprint)
-    chat.init_chat_shutdown(app)
+    lifecycle.init_draining(app)  # SIGTERM: /ready/ 503, chat sockets closed with 1001
     cli.register_commands(app, settings)
 
     # Outermost last: request id, then CORS (preflights and the last net), then the database.

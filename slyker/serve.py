@@ -17,9 +17,15 @@ each worker runs Hypercorn's own asyncio server (``worker_serve``). What differs
   lifespan start-up failed — is fatal while no worker has served yet: the others are stopped
   and the supervisor exits 1, logged. Later (the service was up) such failures are retried
   with a growing delay, and fatal after ``MAX_START_FAILURES`` in a row.
-* SIGTERM or SIGINT: every worker drains as under Hypercorn (stop accepting, finish in-flight
-  requests within ``graceful_timeout``), then exit 0. SIGTERM to the whole process group still
-  reaches each worker too, so chat sockets close with 1001 at once (``slyker.blueprints.chat``).
+* SIGTERM or SIGINT to the supervisor (or SIGTERM to the whole process group): every worker
+  drains. Draining (``slyker.lifecycle``): ``/ready/`` answers 503 and chat sockets close with
+  1001 at once (widgets reconnect elsewhere); the worker keeps accepting for ``--drain-delay``
+  seconds so that a load balancer sees the 503 first; then it stops accepting and in-flight
+  requests finish within ``graceful_timeout``. The supervisor closes its copy of the listening
+  sockets at once, so that once the workers stop accepting new connections are refused at once
+  instead of waiting unanswered in the kernel's backlog. Then exit 0.
+* SIGTERM to one worker: that worker drains the same way (without the delay: the others keep
+  serving), exits, and is replaced.
 * A worker whose supervisor has gone (SIGKILLed) shuts down instead of serving unsupervised.
 """
 
@@ -46,6 +52,7 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import load_application
 
+from slyker.lifecycle import start_draining
 from slyker.settings import SettingsError
 
 log = logging.getLogger("slyker.serve")
@@ -57,6 +64,7 @@ MAX_RESTART_DELAY = 10.0  # seconds between attempts to start a failing worker
 POLL_INTERVAL = 0.5  # seconds: how often the supervisor looks at its workers
 WORKER_POLL_INTERVAL = 0.1  # seconds: how often a worker looks for the shutdown signal
 STOP_MARGIN = 5.0  # seconds beyond graceful + shutdown timeouts before workers are killed
+DEFAULT_DRAIN_DELAY = 1.0  # seconds a stopping service keeps accepting with /ready/ 503
 
 EXIT_OK = 0
 EXIT_FATAL = 1  # a worker could not start, or the sockets could not be bound
@@ -82,6 +90,12 @@ def parse_config(argv: list[str]) -> Config:
     parser.add_argument("--access-logfile")
     parser.add_argument("--access-logformat")
     parser.add_argument("--error-logfile")
+    parser.add_argument(
+        "--drain-delay",
+        type=float,
+        default=DEFAULT_DRAIN_DELAY,
+        help="seconds a stopping service keeps accepting, answering /ready/ with 503",
+    )
     args = parser.parse_args(argv)
 
     if not Path(args.config).is_file():
@@ -105,6 +119,9 @@ def parse_config(argv: list[str]) -> Config:
         parser.error(f"workers must be at least 1, not {config.workers}")
     if config.worker_class not in LOOP_FACTORIES:
         parser.error(f"worker_class must be one of {sorted(LOOP_FACTORIES)}")
+    if not 0 <= args.drain_delay <= 60:
+        parser.error(f"--drain-delay must be between 0 and 60 seconds, not {args.drain_delay}")
+    config.drain_delay = args.drain_delay  # type: ignore[attr-defined]  # ours, not Hypercorn's
     return config
 
 
@@ -172,17 +189,35 @@ def run_worker(
         log.error("Worker %d cannot load the app: %s", os.getpid(), error)
         sys.exit(EXIT_FATAL)
 
+    terminated = False  # SIGTERM to this worker (alone, or with its process group)
+
+    def on_sigterm() -> None:
+        nonlocal terminated
+        terminated = True
+
     async def serve_until_shutdown() -> None:
         # Hypercorn awaits this only after lifespan start-up, with its servers listening.
         serving.set()
         # A process-shared Event cannot be awaited: poll it, as Hypercorn's own worker does.
-        while not shutdown.is_set() and os.getppid() == supervisor:  # noqa: ASYNC110
+        while not (shutdown.is_set() or terminated) and os.getppid() == supervisor:  # noqa: ASYNC110
             await asyncio.sleep(WORKER_POLL_INTERVAL)
+        if terminated and not shutdown.is_set():
+            # A SIGTERM to the whole group reaches the supervisor too: then the service stops.
+            await asyncio.sleep(WORKER_POLL_INTERVAL * 2)
+        start_draining()  # /ready/ 503, chat sockets closed with 1001, new ones refused
+        if shutdown.is_set():
+            # The whole service stops: keep accepting a moment, answering /ready/ with 503.
+            # A worker stopped alone stops accepting at once: the others serve.
+            await asyncio.sleep(getattr(config, "drain_delay", 0.0))
+        log.info("Worker %d draining", os.getpid())
 
     with asyncio.Runner(
         debug=config.debug, loop_factory=LOOP_FACTORIES[config.worker_class]
     ) as runner:
-        runner.get_loop().set_exception_handler(_ignore_tls_handshake_errors)
+        loop = runner.get_loop()
+        loop.set_exception_handler(_ignore_tls_handshake_errors)
+        # Before the app starts: the app's own SIGTERM watcher then stays out of the way.
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
         runner.run(
             worker_serve(app, config, sockets=sockets, shutdown_trigger=serve_until_shutdown)
         )
@@ -301,9 +336,11 @@ class Supervisor:
         how = worker.describe_exit()
         if worker.serving.is_set():
             self.start_failures = 0
-            log.error(
-                "Worker %d died (%s) %.0f s after it started; starting a replacement",
+            log.log(
+                logging.WARNING if worker.process.exitcode == 0 else logging.ERROR,
+                "Worker %d %s (%s) %.0f s after it started; starting a replacement",
                 worker.pid,
+                "stopped" if worker.process.exitcode == 0 else "died",
                 how,
                 time.monotonic() - worker.started,
             )
@@ -321,7 +358,12 @@ class Supervisor:
         """Tell every worker to drain and stop; kill what is still running after the
         graceful and shutdown timeouts (and a margin)."""
         self.shutdown.set()
+        # Once the workers stop accepting, new connections are refused instead of waiting in
+        # the backlog of a socket nobody accepts on any more.
+        for sock in [*self.sockets.secure_sockets, *self.sockets.insecure_sockets]:
+            sock.close()
         limit = self.config.graceful_timeout + self.config.shutdown_timeout + STOP_MARGIN
+        limit += getattr(self.config, "drain_delay", 0.0)
         deadline = time.monotonic() + limit
         for worker in self.workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))

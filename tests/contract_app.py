@@ -6,6 +6,7 @@ Used by the in-process contract matrix and served by a real Hypercorn in the liv
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,14 @@ def probe_blueprint(recorder: Recorder) -> Blueprint:
     async def pid() -> dict[str, int]:
         """Which worker process answered (tests/test_serve_live.py)."""
         return {"pid": os.getpid()}
+
+    @probe.get("/slow/")
+    async def slow() -> dict[str, Any]:
+        """An in-flight request for the shutdown tests: answers after ``?seconds=`` (at most
+        30), with the worker's pid."""
+        seconds = min(float(request.args.get("seconds", "1")), 30.0)
+        await asyncio.sleep(seconds)
+        return {"pid": os.getpid(), "slept": seconds}
 
     @probe.post("/items/")
     @validate_request(ProbeItem)

@@ -50,12 +50,14 @@ from tests.conftest import POSTGRES_URL, TEST_DATABASE, TEST_SECRET_KEY, postgre
 from tests.live_servers import (
     HOST,
     REPO_ROOT,
+    Hypercorn,
     LiveServer,
     RedisProcess,
     create_user,
     migrate,
     raw_handshake,
     slyker_env,
+    start_hypercorns,
     start_servers,
     stop_servers,
 )
@@ -166,15 +168,26 @@ def _login(server: LiveServer, email: str, password: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def deployment(base: Path, names: list[str], *, redis: bool) -> Iterator[Deployment]:
-    """``python -m slyker migrate``, a staff user by the CLI, then one Hypercorn per name,
-    all on the same database (and the same private Redis); everything stopped afterwards."""
+def deployment(
+    base: Path,
+    names: list[str],
+    *,
+    redis: bool,
+    supervised: bool = False,
+    server_env: Callable[[dict[str, str]], dict[str, str]] | None = None,
+) -> Iterator[Deployment]:
+    """``python -m slyker migrate``, a staff user by the CLI, then one Hypercorn per name
+    (with ``supervised``: ``python -m slyker serve``, as in production), all on the same
+    database (and the same private Redis); everything stopped afterwards. ``server_env``
+    changes the servers' environment (not the migration's): a database reached through a
+    test's proxy."""
     data_dir = base / "data"
     data_dir.mkdir(parents=True)
     settings = {"DATA_DIR": str(data_dir)}
     redis_process = RedisProcess(base) if redis else None
     postgres_name = None
     servers: list[LiveServer] = []
+    live: Deployment | None = None
     try:
         if redis_process is not None:
             redis_process.start()
@@ -188,14 +201,17 @@ def deployment(base: Path, names: list[str], *, redis: bool) -> Iterator[Deploym
                 )
             )
             settings["DATABASE_URL"] = POSTGRES_URL.rsplit("/", 1)[0] + f"/{postgres_name}"
-        elif len(names) > 1:  # one server alone uses DATA_DIR's default SQLite file
+        else:
             settings["DATABASE_URL"] = f"sqlite://{data_dir / 'shared.sqlite3'}"
         env = slyker_env(**_settings(**settings))
         migrate(env, base)
         create_user(
             env, base, STAFF_EMAIL, STAFF_PASSWORD, "staff", first_name="Rudo", last_name="Moyo"
         )
-        servers = start_servers(names, env, base)
+        served = env if server_env is None else server_env(dict(env))
+        servers = start_hypercorns(
+            [Hypercorn(name, served, supervised=supervised) for name in names], base
+        )
         live = Deployment(servers, env, redis_process)
         staff = _login(live.a, STAFF_EMAIL, STAFF_PASSWORD)
         live.tokens["staff"] = staff["access"]
@@ -205,6 +221,8 @@ def deployment(base: Path, names: list[str], *, redis: bool) -> Iterator[Deploym
         yield live
     finally:
         stop_servers(servers)
+        if live is not None:
+            stop_servers(live.servers)
         if redis_process is not None:
             redis_process.stop()
         if postgres_name is not None:

@@ -300,3 +300,175 @@ def test_workers_stop_when_the_supervisor_is_killed(
     finally:
         with contextlib.suppress(ProcessLookupError):  # whatever is left of its group
             os.killpg(server.process.pid, signal.SIGKILL)
+
+
+# --- 5. draining: in-flight requests, chat sockets, readiness ---------------------------------
+
+SLOW_SECONDS = 3.0  # each in-flight request takes this long
+IN_FLIGHT = 4
+SLOW_PATH = f"/_probe/slow/?seconds={SLOW_SECONDS}"
+
+
+@dataclass
+class Answer:
+    status: int | None
+    body: dict[str, object] | None
+    error: str | None
+    seconds: float
+
+
+def timed_get(port: int, path: str, timeout: float = 30.0) -> Answer:
+    started = time.monotonic()
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        raw = response.read()
+        body = json.loads(raw) if raw.startswith(b"{") else None
+        return Answer(response.status, body, None, time.monotonic() - started)
+    except (OSError, http.client.HTTPException) as error:
+        return Answer(None, None, repr(error), time.monotonic() - started)
+    finally:
+        connection.close()
+
+
+async def open_chat(port: int) -> object:
+    ws = await connect(
+        f"ws://{HOST}:{port}/ws/chat/sales/", origin=Origin(ORIGIN), proxy=None, open_timeout=5
+    )
+    frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert frame["type"] == "connection_established", frame
+    return ws
+
+
+async def close_code(ws: object, within: float) -> int | None:
+    """The close code the server sent within ``within`` seconds (None: none)."""
+    with contextlib.suppress(ConnectionClosed, TimeoutError):
+        async with asyncio.timeout(within):
+            while True:
+                await ws.recv()  # type: ignore[attr-defined]
+    received = ws.protocol.close_rcvd  # type: ignore[attr-defined]
+    return None if received is None else int(received.code)
+
+
+async def test_sigterm_to_one_worker_drains_it_and_the_supervisor_replaces_it(
+    tmp_path: Path, serve_env: dict[str, str]
+) -> None:
+    """The worker stops accepting at once (the other serves every new request and chat
+    socket), closes its chat sockets with 1001, finishes its in-flight requests, exits and is
+    replaced. It used to keep serving HTTP and refuse new chat sockets with 503 for minutes."""
+    server = start_serve(tmp_path / "one", serve_env)
+    try:
+        victim, survivor = server.started_workers()
+        # Everything below lands on the victim: the survivor accepts nothing while stopped.
+        os.kill(survivor, signal.SIGSTOP)
+        try:
+            chats = [await open_chat(server.port) for _ in range(2)]
+            slow = [
+                asyncio.create_task(
+                    asyncio.to_thread(
+                        timed_get, server.port, f"/_probe/slow/?seconds={SLOW_SECONDS}"
+                    )
+                )
+                for _ in range(IN_FLIGHT)
+            ]
+            await asyncio.sleep(0.5)
+        finally:
+            os.kill(survivor, signal.SIGCONT)
+        terminated_at = time.monotonic()
+        os.kill(victim, signal.SIGTERM)
+        codes = await asyncio.gather(*(close_code(ws, 3.0) for ws in chats))
+        # New work during the drain: every request and chat socket is served.
+        during: list[Answer] = []
+        late_victim_answers = 0  # the victim stops accepting within a fraction of a second
+        refused_chats = 0
+        while time.monotonic() - terminated_at < SLOW_SECONDS + 1:
+            during.append(await asyncio.to_thread(timed_get, server.port, "/_probe/pid/"))
+            if during[-1].body and during[-1].body["pid"] == victim:
+                late_victim_answers += time.monotonic() - terminated_at > 1.0
+            try:
+                ws = await open_chat(server.port)
+                await ws.close()  # type: ignore[attr-defined]
+            except Exception:
+                refused_chats += 1
+            await asyncio.sleep(0.2)
+        in_flight = await asyncio.gather(*slow)
+        deadline = time.monotonic() + RECOVERY_TIMEOUT
+        while len(server.started_workers()) < 3 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        replaced_after = time.monotonic() - terminated_at
+        log = server.log(200_000)
+        print(
+            f"\nSIGTERM to one worker: chat closes {codes}; in-flight "
+            f"{[(a.status, a.error) for a in in_flight]}; during the drain "
+            f"{sum(a.status == 200 for a in during)}/{len(during)} requests answered, "
+            f"{refused_chats} chat sockets refused; replaced after {replaced_after:.1f} s"
+        )
+        assert codes == [1001, 1001], log
+        assert [(a.status, a.body and a.body["pid"]) for a in in_flight] == [
+            (200, victim)
+        ] * IN_FLIGHT, (in_flight, log)
+        assert all(a.status == 200 for a in during), (during, log)
+        assert late_victim_answers == 0, (during, log)
+        assert refused_chats == 0, log
+        assert len(server.started_workers()) == 3, log
+        assert not alive(victim), log
+        assert re.search(rf"Worker {victim} stopped \(exit code 0\)", log), log
+        replacement = server.started_workers()[-1]
+        answered = {
+            (await asyncio.to_thread(timed_get, server.port, "/_probe/pid/")).body["pid"]  # type: ignore[index]
+            for _ in range(20)
+        }
+        assert answered <= {survivor, replacement}, answered
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("whom", ["supervisor", "group"])
+async def test_sigterm_drains_the_service(
+    tmp_path: Path, serve_env: dict[str, str], whom: str
+) -> None:
+    """SIGTERM to the supervisor (or to the whole group): /ready/ answers 503 at once (while
+    the workers still accept, --drain-delay), chat sockets close with 1001 at once, in-flight
+    requests all finish, new connections afterwards are refused rather than left hanging, and
+    the supervisor exits 0 long before the graceful timeout. It used to hold in-flight
+    requests and chat sockets for the whole graceful timeout (20 s), then close chat with 1011."""
+    server = start_serve(tmp_path / whom, serve_env)
+    try:
+        chats = [await open_chat(server.port) for _ in range(4)]
+        slow = [
+            asyncio.create_task(asyncio.to_thread(timed_get, server.port, SLOW_PATH))
+            for _ in range(IN_FLIGHT)
+        ]
+        await asyncio.sleep(0.5)
+        terminated_at = time.monotonic()
+        if whom == "group":
+            os.killpg(server.process.pid, signal.SIGTERM)
+        else:
+            server.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        ready = await asyncio.to_thread(timed_get, server.port, "/ready/", 5.0)
+        codes = await asyncio.gather(*(close_code(ws, 3.0) for ws in chats))
+        closed_after = time.monotonic() - terminated_at
+        await asyncio.sleep(max(0.0, 1.5 - (time.monotonic() - terminated_at)))
+        late = await asyncio.to_thread(timed_get, server.port, "/_probe/pid/", 30.0)
+        in_flight = await asyncio.gather(*slow)
+        exit_code = await asyncio.to_thread(server.process.wait, EXIT_TIMEOUT)
+        stopped_after = time.monotonic() - terminated_at
+        log = server.log(200_000)
+        print(
+            f"\nSIGTERM to the {whom}: /ready/ {ready.status}; chat closes {codes} after "
+            f"{closed_after:.2f} s; in-flight {[(a.status, a.error) for a in in_flight]}; a "
+            f"request 1.5 s later: {late.status or late.error} after {late.seconds:.2f} s; "
+            f"exit {exit_code} after {stopped_after:.1f} s"
+        )
+        assert ready.status == 503 and ready.body is not None, (ready, log)
+        assert ready.body["status"] == "stopping", (ready, log)
+        assert codes == [1001] * 4, log
+        assert closed_after < 3, log
+        assert [a.status for a in in_flight] == [200] * IN_FLIGHT, (in_flight, log)
+        assert late.seconds < 2, (late, log)  # answered or refused, never left hanging
+        assert exit_code == 0, log
+        assert stopped_after < SLOW_SECONDS + 5, log
+    finally:
+        server.stop()

@@ -14,25 +14,25 @@ post to it, and only in its own department.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
-import signal
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
-from quart import Blueprint, Quart, abort, current_app, request, websocket
+from quart import Blueprint, abort, current_app, request, websocket
 from quart_cors import cors_exempt
 from quart_schema import validate_request
+from tortoise.expressions import Q
 from werkzeug.http import dump_cookie
 
 from slyker.auth import ACCESS, authenticated_user, decode_token, staff_required
-from slyker.chat.broker import RESYNC, Event, Subscription
+from slyker.chat.broker import RESYNC_TYPE, Event, Subscription
 from slyker.chat.limits import FrameLimits, TypingCoalescer, client_key
 from slyker.chat.service import (
     VISITOR_KEY_COOKIE,
@@ -54,6 +54,7 @@ from slyker.chat.service import (
     visitor_key_hash,
 )
 from slyker.errors import APIError
+from slyker.lifecycle import DRAINING_KEY
 from slyker.models.accounts import User
 from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
 from slyker.origins import LOOPBACK_HOSTS, OriginPolicy
@@ -70,14 +71,18 @@ CLOSE_TRY_AGAIN_LATER = 1013  # too slow a reader, or too many sockets from one 
 CLOSE_POLICY_VIOLATION = 1008  # kept flooding after being told
 CLOSE_TOO_BIG = 1009
 CLOSE_GOING_AWAY = 1001  # the server is stopping: reconnect (to another worker)
-STOPPING_KEY = "slyker.chat.stopping"
 PRESENCE_RENEW_SECONDS = 10
 VISITOR_MESSAGE_TYPES = {None, "message", "chat_message"}
 # Events that carry a stored message's id, and so are delivered at most once per socket.
 MESSAGE_EVENT_TYPES = {"message", "system", "agent_message"}
 # Events from different workers may arrive slightly out of id order; a resync looks back
-# this many ids behind the newest one seen (duplicates are dropped by id anyway).
+# this many ids behind the newest one seen, and at everything stored since the broker says
+# events may have been missed (duplicates are dropped by id anyway).
 RESYNC_LOOKBACK = 100
+RESYNC_RETRY_SECONDS = 2.0  # a resync that failed (the database is down) is tried again
+# Put in a socket's outbox where a resync is due: live events after it wait for the replay.
+RESYNC_MARK: Event = {"type": RESYNC_TYPE}
+MAX_CLIENT_ID_LENGTH = 64
 SEEN_IDS_KEPT = 5000
 MAX_MESSAGE_ID = 2**31 - 1  # ids are 32-bit integers in the database
 MAX_ECHOED_NUMBER = 2**53  # a pong echoes a timestamp only if JavaScript can read it back
@@ -97,6 +102,21 @@ INVALID_AFTER = error_event(
     "after must be the id of the last message received (a whole number)", "invalid_after"
 )
 INVALID_TEXT = error_event("Message contains characters that cannot be sent", "invalid_text")
+NOT_SENT = error_event(
+    "Your message was not sent (the service is having trouble); please send it again",
+    "not_sent",
+)
+
+
+def client_id_of(frame: dict[str, Any] | None) -> str | int | None:
+    """The ``client_id`` a client put in a frame to match our answer (an ``ack`` or an
+    ``error``) to it: short text or a whole number JavaScript can read back."""
+    value = (frame or {}).get("client_id")
+    if isinstance(value, str) and 0 < len(value) <= MAX_CLIENT_ID_LENGTH and value.isprintable():
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_ECHOED_NUMBER:
+        return value
+    return None
 
 
 # --- the handshake -----------------------------------------------------------------------
@@ -141,6 +161,10 @@ async def socket_identity() -> tuple[Identity | None, bool]:
     if user is None:
         return None, True
     return Identity(user, float(claims["exp"])), False
+
+
+def moment(epoch_seconds: float) -> datetime:
+    return datetime.fromtimestamp(epoch_seconds, UTC)
 
 
 def parse_uuid(value: object) -> uuid.UUID | None:
@@ -208,7 +232,9 @@ class ChatSocket:
         self.seen: set[int] = set()
         self.seen_order: deque[int] = deque()
         self.resync_queued = False
+        self.resync_since: float | None = None  # the earliest "missed since" of queued resyncs
         self.held: list[Event] | None = None  # live events held back during a replay
+        self.client_id: str | int | None = None  # of the frame being handled
         self.subscriptions: list[Subscription] = []
         self.limits = FrameLimits(settings, agent=agent)
         self.identity: Identity | None = None
@@ -221,13 +247,39 @@ class ChatSocket:
         return max(self.floor, self.last_id - RESYNC_LOOKBACK)
 
     def offer(self, event: Event) -> None:
-        if event is RESYNC:  # one per subscribed channel: one replay is enough
-            if self.resync_queued:
-                return
-            self.resync_queued = True
-        elif self.held is not None:
-            self.held.append(event)
+        """Queue ``event`` for the client (held back while a replay is being prepared)."""
+        if event.get("type") == RESYNC_TYPE:
+            self.request_resync(event.get("since"))
             return
+        if event.get("type") == "error" and self.client_id is not None:
+            event = {**event, "client_id": self.client_id}
+        if self.held is not None:
+            self.held.append(event)
+            if len(self.held) > self.outbox.maxsize:
+                self.overflowed.set()
+            return
+        self.enqueue(event)
+
+    def request_resync(self, since: object) -> None:
+        """Replay from the database what may have been missed since ``since`` (epoch seconds;
+        None: only the RESYNC_LOOKBACK). One replay covers every request queued before it."""
+        if isinstance(since, int | float) and not isinstance(since, bool):
+            earliest = self.resync_since
+            self.resync_since = float(since) if earliest is None else min(earliest, float(since))
+        if self.resync_queued:
+            return
+        self.resync_queued = True
+        if self.held is None:
+            self.held = []  # live events from now on follow the replay, in id order
+        self.enqueue(RESYNC_MARK)
+
+    def release_held(self) -> None:
+        held, self.held = self.held, None
+        for event in held or ():
+            self.enqueue(event)
+
+    def enqueue(self, event: Event) -> None:
+        """Into the outbox, unless it is a message this socket has delivered already."""
         message_id = event.get("id")
         if isinstance(message_id, int) and event.get("type") in MESSAGE_EVENT_TYPES:
             if message_id <= self.floor or message_id in self.seen:
@@ -243,7 +295,7 @@ class ChatSocket:
 
     def replay(self, messages: list[ChatMessage], conversation: Conversation) -> None:
         for message in messages:
-            self.offer(message_event(message, conversation))
+            self.enqueue(message_event(message, conversation))
 
     def close_soon(self, code: int, reason: str) -> None:
         if self.close_with is None:
@@ -261,19 +313,37 @@ class ChatSocket:
     async def pump(self) -> None:
         while True:
             event = await self.outbox.get()
-            if event is RESYNC:
-                self.resync_queued = False
-                await self.on_resync()
+            if event is RESYNC_MARK:
+                await self.resync()
                 continue
             await websocket.send(json.dumps(event))
+
+    async def resync(self) -> None:
+        self.resync_queued = False
+        since, self.resync_since = self.resync_since, None
+        try:
+            await self.on_resync(since)
+        except Exception:  # the database is down: live events go on, the replay is tried again
+            log.warning("Chat resync failed on %s; trying again", websocket.path, exc_info=True)
+            retry_since = time.time() - RESYNC_RETRY_SECONDS if since is None else since
+            asyncio.get_running_loop().call_later(
+                RESYNC_RETRY_SECONDS, self.request_resync, retry_since
+            )
+        finally:
+            self.release_held()
 
     async def ping(self) -> None:
         while True:
             await asyncio.sleep(self.settings.chat_ping_interval)
             self.offer({"type": "ping", "timestamp": int(time.time() * 1000)})
 
-    async def on_resync(self) -> None:
-        """The broker reconnected: events may have been missed; subclasses replay them."""
+    async def on_resync(self, since: float | None) -> None:
+        """Events may have been missed (since ``since``): subclasses replay them."""
+
+    def acknowledge(self, message: ChatMessage) -> None:
+        """The client's message is stored (and will be delivered): tell it, if it asked."""
+        if self.client_id is not None:
+            self.offer({"type": "ack", "id": message.id, "client_id": self.client_id})
 
     # --- identity, re-checked --------------------------------------------------------------
 
@@ -325,22 +395,31 @@ class ChatSocket:
                 return
             frame = parse_frame(raw) if size <= limit else None
             kind = self.frame_kind(frame_type(frame)) if frame is not None else "invalid"
-            verdict = self.limits.check(kind)
-            if verdict.abusive:
-                log.warning("Chat client flooding on %s: closed with 1008", websocket.path)
-                self.close_soon(CLOSE_POLICY_VIOLATION, "Too many frames")
+            self.client_id = client_id_of(frame)
+            try:
+                await self.handle_frame(frame, kind, size)
+            finally:
+                self.client_id = None
+            if self.close_with is not None:
                 return
-            if not verdict.allowed:
-                if verdict.warn:
-                    text = "Too many messages" if kind == "message" else f"Too many {kind} frames"
-                    self.error(text, "rate_limited")
-                continue
-            if size > limit:
-                self.error("Message too large", "too_large")
-            elif frame is None:
-                self.error("Invalid message format", "invalid_format")
-            else:
-                await self.dispatch(frame)
+
+    async def handle_frame(self, frame: dict[str, Any] | None, kind: str, size: int) -> None:
+        verdict = self.limits.check(kind)
+        if verdict.abusive:
+            log.warning("Chat client flooding on %s: closed with 1008", websocket.path)
+            self.close_soon(CLOSE_POLICY_VIOLATION, "Too many frames")
+            return
+        if not verdict.allowed:
+            if verdict.warn:
+                text = "Too many messages" if kind == "message" else f"Too many {kind} frames"
+                self.error(text, "rate_limited")
+            return
+        if size > self.settings.chat_max_message_bytes:
+            self.error("Message too large", "too_large")
+        elif frame is None:
+            self.error("Invalid message format", "invalid_format")
+        else:
+            await self.dispatch(frame)
 
     async def dispatch(self, frame: dict[str, Any]) -> None:
         kind = frame_type(frame)
@@ -349,13 +428,16 @@ class ChatSocket:
             return
         if kind == "pong":
             return
-        if not await self.still_authorised():
-            return
         try:
+            if not await self.still_authorised():
+                return
             await self.handle(frame)
         except Exception:  # a bug or an outage, not the client's input: tell it, keep going
             log.exception("Chat frame failed on %s", websocket.path)
-            self.error("Something went wrong; please try again", "server_error")
+            if self.frame_kind(kind) == "message":
+                self.offer(NOT_SENT)  # nothing was stored: handle() stores last
+            else:
+                self.error("Something went wrong; please try again", "server_error")
 
     def error(self, message: str, code: str) -> None:
         self.offer(error_event(message, code))
@@ -365,7 +447,7 @@ class ChatSocket:
 
     async def serve(self) -> None:
         """Run until the client leaves, overflows, floods, loses access or the server stops."""
-        stopping = current_app.extensions[STOPPING_KEY]
+        stopping = current_app.extensions[DRAINING_KEY]
         tasks = [
             asyncio.create_task(self.receive_frames()),
             asyncio.create_task(self.pump()),
@@ -531,24 +613,39 @@ class VisitorSocket(ChatSocket):
             self.conversation = conversation
             await self.replay_missed(conversation, after)
 
-    async def replay_missed(self, conversation: Conversation, after: int) -> None:
-        """What the visitor missed after ``after``; live events wait until it is queued."""
-        self.held = []
+    async def replay_missed(
+        self, conversation: Conversation, after: int, since: float | None = None
+    ) -> None:
+        """What the visitor missed after ``after`` (the client's word: nothing before it is
+        sent again) or, for a resync, also what was stored since ``since``; live events wait
+        until it is queued."""
+        holding = self.held is None
+        if holding:
+            self.held = []
         try:
-            self.floor = max(self.floor, after)
+            if since is None:
+                self.floor = max(self.floor, after)
+                newer = Q(id__gt=after)
+            else:
+                newer = Q(id__gt=self.floor) & (Q(id__gt=after) | Q(created_at__gte=moment(since)))
             missed = await ChatMessage.filter(
+                newer,
                 conversation_id=conversation.id,
-                id__gt=after,
                 sender_type__in=[SenderType.AGENT, SenderType.SYSTEM],
             ).order_by("id")
             self.replay(list(missed), conversation)
         finally:
-            held, self.held = self.held, None
-            for event in held:
-                self.offer(event)
+            if holding:
+                self.release_held()
 
-    async def on_resync(self) -> None:
-        await self.resume(self.session_id, self.resync_after())
+    async def on_resync(self, since: float | None) -> None:
+        conversation = self.conversation
+        if conversation is None:
+            conversation = await Conversation.get_or_none(session_id=self.session_id)
+            if conversation is None or not self.allowed(conversation):
+                return
+            self.conversation = conversation
+        await self.replay_missed(conversation, self.resync_after(), since)
 
     # --- client frames ----------------------------------------------------------------------
 
@@ -665,6 +762,8 @@ class VisitorSocket(ChatSocket):
         message = await store_message(
             conversation, SenderType.USER, conversation.visitor_name, text.strip()
         )
+        # Stored: from here on nothing may report the message as not sent.
+        self.acknowledge(message)
         channel = department_channel(self.department)
         if created:
             await broker.publish(
@@ -675,7 +774,10 @@ class VisitorSocket(ChatSocket):
             channel,
             {**message_event(message, conversation), "visitor_name": conversation.visitor_name},
         )
-        await self.auto_reply(conversation)
+        try:
+            await self.auto_reply(conversation)
+        except Exception:
+            log.exception("Chat automatic reply failed on %s", websocket.path)
 
     async def auto_reply(self, conversation: Conversation) -> None:
         """One automatic reply per conversation when no agent of the department is online."""
@@ -748,10 +850,14 @@ class AgentSocket(ChatSocket):
         for typing in self.typing.values():
             await typing.stop()
 
-    async def on_resync(self) -> None:
+    async def on_resync(self, since: float | None) -> None:
+        """As a visitor's: back RESYNC_LOOKBACK ids and to ``since``, never before the floor."""
+        newer = Q(id__gt=self.resync_after())
+        if since is not None:
+            newer |= Q(created_at__gte=moment(since))
         missed = (
             await ChatMessage.filter(
-                id__gt=self.last_id, conversation__department__in=self.departments
+                newer, id__gt=self.floor, conversation__department__in=self.departments
             )
             .order_by("id")
             .prefetch_related("conversation")
@@ -760,7 +866,7 @@ class AgentSocket(ChatSocket):
             event = message_event(message, message.conversation)
             if message.sender_type == SenderType.AGENT:
                 event["type"] = "agent_message"
-            self.offer(event)
+            self.enqueue(event)
 
     async def conversation(self, frame: dict[str, Any]) -> Conversation | None:
         session_id = parse_uuid(frame.get("session_id"))
@@ -791,7 +897,7 @@ class AgentSocket(ChatSocket):
             if not storable_text(text):
                 self.offer(INVALID_TEXT)
                 return
-            await post_agent_reply(conversation, self.agent, text.strip())
+            self.acknowledge(await post_agent_reply(conversation, self.agent, text.strip()))
         elif kind == "typing":
             self.typing_towards(conversation).update(bool(frame.get("is_typing")))
         else:
@@ -820,35 +926,6 @@ class AgentSocket(ChatSocket):
         return typing
 
 
-# --- shutdown ------------------------------------------------------------------------------
-
-
-def init_chat_shutdown(app: Quart) -> None:
-    """Close every chat socket with 1001 when the worker is told to stop (SIGTERM), instead of
-    leaving them to Hypercorn, which cancels them after its graceful timeout (close 1011).
-
-    A Hypercorn worker process (``workers >= 1``) gets SIGTERM when the whole process group is
-    signalled (systemd's default, or the container's init with TINI_KILL_PROCESS_GROUP=1, as in
-    docker/compose.yaml); Hypercorn's main process then stops the worker as usual. With
-    ``workers = 0`` Hypercorn owns the SIGTERM handler and this stays out of its way.
-    """
-    stopping = asyncio.Event()
-    app.extensions[STOPPING_KEY] = stopping
-
-    @app.before_serving
-    async def watch_for_sigterm() -> None:
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return  # someone (Hypercorn with workers = 0) handles it already
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-
-    @app.after_serving
-    async def stop_sockets() -> None:
-        stopping.set()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
-
-
 # --- routes --------------------------------------------------------------------------------
 
 
@@ -857,7 +934,7 @@ async def run_visitor_socket(department: str) -> None:
     if department not in settings.chat_departments:
         abort(404)
     check_origin(settings)
-    if current_app.extensions[STOPPING_KEY].is_set():
+    if current_app.extensions[DRAINING_KEY].is_set():
         abort(503)
     socket = VisitorSocket(settings, department)
     await websocket.accept(headers=socket.accept_headers())
@@ -907,7 +984,7 @@ async def agents_socket() -> None:
     """Staff: every conversation of their departments (``?departments=sales,support``)."""
     settings = current_settings()
     check_origin(settings)
-    if current_app.extensions[STOPPING_KEY].is_set():
+    if current_app.extensions[DRAINING_KEY].is_set():
         abort(503)
     await websocket.accept()
     identity, bad_token = await socket_identity()

@@ -12,6 +12,7 @@ from quart_schema import validate_response
 
 from slyker.database import database_is_ready
 from slyker.errors import describe_exception
+from slyker.lifecycle import is_draining
 from slyker.redis_client import redis_is_ready
 
 blueprint = Blueprint("health", __name__)
@@ -55,11 +56,14 @@ async def health() -> Health:
 async def ready() -> tuple[Readiness, int]:
     """Readiness: the database answers and, when REDIS_URL is set, Redis does (``null`` when
     Redis is not configured), each within 2 seconds (the checks run at once, so the answer
-    comes within about 2 s). 503 names the failing checks; the cause is only logged."""
+    comes within about 2 s). 503 names the failing checks; the cause is only logged. While
+    the process is stopping (SIGTERM), 503 with status ``stopping``."""
     database, redis = await asyncio.gather(
         _check("database", database_is_ready), _check("redis", redis_is_ready)
     )
     checks = ReadinessChecks(database=bool(database), redis=redis)
+    if is_draining():
+        return Readiness(status="stopping", checks=checks), 503
     ok = checks.database and checks.redis is not False
     return Readiness(status="ready" if ok else "not_ready", checks=checks), 200 if ok else 503
 

@@ -3,7 +3,12 @@
 Two implementations of one interface: :class:`InProcessBroker` (the embedded default: one
 worker) and :class:`RedisBroker` (``REDIS_URL``: any number of workers and hosts). Events are
 published only after they are stored, so losing a broker message never loses a chat message:
-when a Redis subscriber reconnects, every subscription is told to resync from the database.
+a socket that may have missed events is told to resync from the database (a ``_resync`` event
+carrying the time since when it may have missed them).
+
+Redis never decides whether a message is accepted: events reach the sockets of the same worker
+directly, publishing to the other workers happens in the background, and while Redis is
+unavailable a circuit breaker skips every Redis call at once instead of retrying each one.
 """
 
 from __future__ import annotations
@@ -13,31 +18,47 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from abc import ABC, abstractmethod
-from collections import defaultdict
-from collections.abc import Callable
-from typing import Any
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Event = dict[str, Any]
 Deliver = Callable[[Event], None]  # must not block: sockets queue what they receive
-RESYNC = {"type": "_resync"}  # delivered to every subscription after a broker reconnect
+RESYNC_TYPE = "_resync"  # an event telling a socket to replay what it missed from the database
 PRESENCE_TTL_SECONDS = 30
 # A socket's slot in its client's count expires unless renewed (every PRESENCE_RENEW_SECONDS by
 # the socket), so slots held by a worker that crashed free themselves.
 SOCKET_SLOT_TTL_SECONDS = 30
 NEW_CONVERSATION_WINDOW_SECONDS = 60
-# A limit check waits this long for Redis at most, then lets the client through: a slow
-# Redis must not hold every handshake (there is no fan-out without it anyway).
-LIMIT_CHECK_TIMEOUT_SECONDS = 1.0
+# Any Redis call waits this long at most; a call that fails or times out opens the circuit
+# (every later call is skipped at once) until the listener has reconnected. A limit check
+# that cannot ask Redis lets the client through.
+COMMAND_TIMEOUT_SECONDS = 1.0
+LISTEN_POLL_SECONDS = 1.0  # the listener looks this often whether a command tripped the circuit
+MAX_RECONNECT_DELAY_SECONDS = 2.0
+HEALTH_CHECK_SECONDS = 5  # an idle connection is PINGed before use after this long
+MAX_UNPUBLISHED = 10_000  # events waiting for Redis; beyond that Redis is too slow: trip
+STOP_FLUSH_SECONDS = 1.0  # on stop, events still waiting get this long to go out
+# Resyncs look back this much further than the moment events may have been missed: message
+# times come from the clock of the worker that stored them.
+CLOCK_MARGIN_SECONDS = 30.0
+
+
+def resync_event(since: float) -> Event:
+    """Tell a socket to replay from the database what was stored since ``since`` (epoch s)."""
+    return {"type": RESYNC_TYPE, "since": since}
 
 
 class Subscription:
@@ -60,8 +81,10 @@ class Broker(ABC):
     async def stop(self) -> None:  # noqa: B027 - optional hook
         pass
 
-    @abstractmethod
-    async def publish(self, channel: str, event: Event) -> None: ...
+    async def publish(self, channel: str, event: Event) -> None:
+        """Deliver ``event`` to the subscribers of ``channel``: at once on this worker; the
+        other workers get it through the broker. Never raises, never waits for Redis."""
+        self._dispatch(channel, event)
 
     async def subscribe(self, channel: str, deliver: Deliver) -> Subscription:
         subscription = Subscription(self, channel, deliver)
@@ -133,9 +156,6 @@ class InProcessBroker(Broker):
         self._socket_slots: dict[str, set[str]] = defaultdict(set)
         self._new_conversations: dict[str, tuple[int, int]] = {}  # client: (window, count)
 
-    async def publish(self, channel: str, event: Event) -> None:
-        self._dispatch(channel, event)
-
     async def set_present(self, department: str, member: str) -> None:
         self._presence[department][member] = time.monotonic() + PRESENCE_TTL_SECONDS
 
@@ -179,126 +199,275 @@ class InProcessBroker(Broker):
 
 
 class RedisBroker(Broker):
-    """Redis pub/sub for events, a sorted set per department for presence.
+    """Redis pub/sub for events between workers, a sorted set per department for presence.
 
-    One pub/sub connection per process, listened to by one task that reconnects by itself
-    (with backoff) and then tells every subscription to resync from the database.
+    One pub/sub connection per process, read by one task that reconnects by itself (with
+    backoff). The circuit is closed (Redis calls are made) only while that connection is
+    subscribed; a failed or slow call, or the connection's loss, opens it. When the listener
+    is subscribed again every socket of this worker resyncs from the database, the first
+    connection included (events may have been missed before it, too), and if this worker
+    could not publish some events it tells the other workers to resync as well.
     """
 
     PREFIX = "slyker:chat:"
+    RESYNC_CHANNEL = "_resync"  # a worker back on Redis asks the others to resync
 
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
+        self.origin = uuid.uuid4().hex  # this worker's own events come back from Redis: skipped
         self._redis: Redis | None = None
-        self._listener: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._pubsub: Any = None
-        self._connected = asyncio.Event()
+        self._available = False  # the circuit: closed only while the listener is subscribed
+        self._connected = asyncio.Event()  # the same, to wait for
+        self._broken = asyncio.Event()  # a call failed: the listener must reconnect
+        self._unreceived_since: float | None = time.time()  # events from others may be missed
+        self._unpublished_since: float | None = None  # this worker's events may not have gone out
+        self._unpublished: deque[tuple[str, str, float]] = deque()  # (channel, payload, when)
+        self._unpublished_ready = asyncio.Event()
+        self._local_presence: dict[str, set[str]] = defaultdict(set)
+        self._reported_down = False
+
+    @property
+    def available(self) -> bool:
+        return self._available
 
     def _redis_client(self) -> Redis:
         if self._redis is None:
-            # After a Redis restart the pooled connections are dead: the first command on one
-            # fails, so retry on a fresh connection instead of dropping the event.
+            # No retries: a call that fails opens the circuit instead of waiting.
             self._redis = Redis.from_url(
                 self.url,
-                socket_connect_timeout=2,
-                socket_timeout=5,
-                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                socket_connect_timeout=COMMAND_TIMEOUT_SECONDS,
+                socket_timeout=COMMAND_TIMEOUT_SECONDS * 5,
+                health_check_interval=HEALTH_CHECK_SECONDS,
+                retry=Retry(NoBackoff(), 0),
             )
         return self._redis
 
+    def _key(self, channel: str) -> str:
+        return self.PREFIX + channel
+
     async def start(self) -> None:
-        self._listener = asyncio.create_task(self._listen_forever(), name="chat-redis-listener")
+        self._tasks = [
+            asyncio.create_task(self._listen_forever(), name="chat-redis-listener"),
+            asyncio.create_task(self._publish_forever(), name="chat-redis-publisher"),
+        ]
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
+        if self._available and self._unpublished:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_FLUSH_SECONDS):
+                    while self._unpublished and self._available:  # noqa: ASYNC110 - bounded, once
+                        await asyncio.sleep(0.01)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+                await task
         if self._redis is not None:
             await self._redis.aclose()
 
-    async def publish(self, channel: str, event: Event) -> None:
+    # --- the circuit ---------------------------------------------------------------------------
+
+    def _trip(self, what: str, error: BaseException | str) -> None:
+        """Redis failed: skip it until the listener is subscribed again."""
+        now = time.time()
+        if self._available:
+            log.warning(
+                "Chat broker: Redis unavailable (%s: %s); this worker delivers to its own sockets "
+                "only until it is back, then every socket resyncs",
+                what,
+                str(error) or type(error).__name__,
+            )
+        self._available = False
+        self._connected.clear()
+        if self._unreceived_since is None:
+            self._unreceived_since = now
+        self._broken.set()
+
+    def _not_published(self, since: float) -> None:
+        if self._unpublished_since is None or since < self._unpublished_since:
+            self._unpublished_since = since
+
+    async def _call(self, what: str, operation: Callable[[], Awaitable[T]], fallback: T) -> T:
+        """``operation()`` if the circuit is closed, bounded; else, or if it fails, ``fallback``."""
+        if not self._available:
+            return fallback
         try:
-            await self._redis_client().publish(self.PREFIX + channel, json.dumps(event))
-        except RedisError as error:
-            # Stored already: receivers resync from the database when Redis is back.
-            log.warning("Chat event on %s not published (Redis: %s)", channel, error)
+            return await asyncio.wait_for(operation(), COMMAND_TIMEOUT_SECONDS)
+        except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as error:
+            self._trip(what, error)
+        except RedisError as error:  # an answer, not an outage: the circuit stays closed
+            log.warning("Chat broker: Redis %s failed: %s", what, error)
+        return fallback
+
+    # --- events ------------------------------------------------------------------------------
+
+    async def publish(self, channel: str, event: Event) -> None:
+        self._dispatch(channel, event)
+        now = time.time()
+        if not self._available:
+            self._not_published(now)  # the others resync when this worker is back on Redis
+            return
+        if len(self._unpublished) >= MAX_UNPUBLISHED:
+            self._trip("publish", f"{len(self._unpublished)} events waiting")
+            self._not_published(now)
+            return
+        payload = json.dumps({"origin": self.origin, "event": event})
+        self._unpublished.append((channel, payload, now))
+        self._unpublished_ready.set()
+
+    async def _publish_forever(self) -> None:
+        """Send waiting events in order; while the circuit is open they are dropped (stored
+        already: the other workers resync when this one is back)."""
+        while True:
+            await self._unpublished_ready.wait()
+            self._unpublished_ready.clear()
+            while self._unpublished:
+                channel, payload, when = self._unpublished[0]
+                if not self._available:
+                    self._not_published(when)
+                    self._unpublished.clear()
+                    break
+                try:
+                    await asyncio.wait_for(
+                        self._redis_client().publish(self._key(channel), payload),
+                        COMMAND_TIMEOUT_SECONDS,
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except (RedisError, TimeoutError, OSError) as error:
+                    self._trip("publish", error)
+                    self._not_published(when)
+                    self._unpublished.clear()
+                    break
+                self._unpublished.popleft()
 
     async def _listen(self, channel: str) -> None:
-        if self._pubsub is not None and self._connected.is_set():
-            with contextlib.suppress(RedisError):
-                await self._pubsub.subscribe(self.PREFIX + channel)
+        if self._pubsub is not None:
+            await self._call("subscribe", lambda: self._pubsub.subscribe(self._key(channel)), None)
 
     async def _unlisten(self, channel: str) -> None:
-        if self._pubsub is not None and self._connected.is_set():
-            with contextlib.suppress(RedisError):
-                await self._pubsub.unsubscribe(self.PREFIX + channel)
+        if self._pubsub is not None:
+            await self._call(
+                "unsubscribe", lambda: self._pubsub.unsubscribe(self._key(channel)), None
+            )
 
     async def _listen_forever(self) -> None:
         delay = 0.2
-        first = True
         while True:
             pubsub = self._redis_client().pubsub(ignore_subscribe_messages=True)
             try:
-                # A placeholder channel keeps the connection in subscribed mode.
-                await pubsub.subscribe(self.PREFIX + "_")
+                await asyncio.wait_for(
+                    pubsub.subscribe(self._key(self.RESYNC_CHANNEL)), COMMAND_TIMEOUT_SECONDS
+                )
                 self._pubsub = pubsub
-                self._connected.set()
-                # Every channel wanted now, including those added while connecting (their
-                # _listen found no connection): subscribing twice is harmless.
+                # Every channel wanted now; one added meanwhile subscribes itself (twice is
+                # harmless).
                 if self._subscriptions:
-                    await pubsub.subscribe(*(self.PREFIX + c for c in self._subscriptions))
-                if not first:
-                    log.warning("Chat broker reconnected to Redis; clients resync")
-                    for channel in list(self._subscriptions):
-                        self._dispatch(channel, RESYNC)
-                first, delay = False, 0.2
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    channel = message["channel"].decode()[len(self.PREFIX) :]
-                    try:
-                        event = json.loads(message["data"])
-                    except ValueError:
-                        log.warning("Undecodable chat event on %s", channel)
-                        continue
-                    self._dispatch(channel, event)
+                    channels = [self._key(channel) for channel in self._subscriptions]
+                    await asyncio.wait_for(pubsub.subscribe(*channels), COMMAND_TIMEOUT_SECONDS)
+                self._broken.clear()
+                self._reported_down = False
+                await self._on_connected()
+                delay = 0.2
+                while not self._broken.is_set():
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=LISTEN_POLL_SECONDS
+                    )
+                    if message is not None and message.get("type") == "message":
+                        self._receive(message["channel"].decode(), message["data"])
             except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as error:
-                log.warning("Chat broker lost Redis (%s); reconnecting in %.1f s", error, delay)
-            finally:
+                self._available = False
                 self._connected.clear()
                 self._pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+                raise
+            except (RedisError, OSError, TimeoutError) as error:
+                if not self._reported_down:
+                    log.warning("Chat broker cannot reach Redis (%s); reconnecting", error)
+                    self._reported_down = True
+            self._pubsub = None
+            self._trip("listen", "connection lost")
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, MAX_RECONNECT_DELAY_SECONDS)
+
+    async def _on_connected(self) -> None:
+        """Subscribed: close the circuit, then resync whatever may have been missed."""
+        with contextlib.suppress(Exception):  # pooled connections from before an outage
+            await self._redis_client().connection_pool.disconnect(inuse_connections=False)
+        self._available = True
+        self._connected.set()
+        unpublished, self._unpublished_since = self._unpublished_since, None
+        if unpublished is not None:
+            log.warning("Chat broker back on Redis; other workers resync what they missed")
+            control = {"origin": self.origin, "resync_since": unpublished}
+            self._unpublished.appendleft((self.RESYNC_CHANNEL, json.dumps(control), unpublished))
+            self._unpublished_ready.set()
+        unreceived, self._unreceived_since = self._unreceived_since, None
+        if unreceived is not None:
+            if self._subscriptions:
+                log.warning("Chat broker connected to Redis; this worker's sockets resync")
+            self._resync_all(unreceived)
+        for department, members in self._local_presence.items():
+            for member in list(members):  # Redis may have come back empty
+                await self._call(
+                    "presence", lambda d=department, m=member: self._mark_present(d, m), None
+                )
+
+    def _resync_all(self, since: float) -> None:
+        event = resync_event(since - CLOCK_MARGIN_SECONDS)
+        for channel in list(self._subscriptions):
+            self._dispatch(channel, event)
+
+    def _receive(self, key: str, data: bytes) -> None:
+        channel = key[len(self.PREFIX) :]
+        try:
+            envelope = json.loads(data)
+            origin = envelope["origin"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("Undecodable chat event on %s", channel)
+            return
+        if origin == self.origin:
+            return  # delivered on this worker already
+        if channel == self.RESYNC_CHANNEL:
+            since = envelope.get("resync_since")
+            if isinstance(since, int | float):
+                self._resync_all(float(since))
+            return
+        event = envelope.get("event")
+        if isinstance(event, dict):
+            self._dispatch(channel, event)
 
     def _presence_key(self, department: str) -> str:
         return f"{self.PREFIX}presence:{department}"
 
+    async def _mark_present(self, department: str, member: str) -> None:
+        await self._redis_client().zadd(
+            self._presence_key(department), {member: time.time() + PRESENCE_TTL_SECONDS}
+        )
+
     async def set_present(self, department: str, member: str) -> None:
-        with contextlib.suppress(RedisError):
-            await self._redis_client().zadd(
-                self._presence_key(department), {member: time.time() + PRESENCE_TTL_SECONDS}
-            )
+        self._local_presence[department].add(member)
+        await self._call("presence", lambda: self._mark_present(department, member), None)
 
     async def set_absent(self, department: str, member: str) -> None:
-        with contextlib.suppress(RedisError):
-            await self._redis_client().zrem(self._presence_key(department), member)
+        self._local_presence[department].discard(member)
+        key = self._presence_key(department)
+        await self._call("presence", lambda: self._redis_client().zrem(key, member), None)
 
     async def agents_online(self, department: str) -> int:
-        try:
-            return int(
-                await self._redis_client().zcount(
-                    self._presence_key(department), time.time(), "+inf"
-                )
-            )
-        except RedisError:
-            return 0  # unknown: the visitor gets the automatic reply rather than silence
+        key = self._presence_key(department)
+        count = await self._call(
+            "presence", lambda: self._redis_client().zcount(key, time.time(), "+inf"), None
+        )
+        # Without Redis only this worker's agents are known; with none, the visitor gets the
+        # automatic reply rather than silence.
+        return len(self._local_presence[department]) if count is None else int(count)
 
     # A sorted set per client address: member = socket slot, score = its expiry time. Expired
     # members (a crashed worker's) are dropped before counting; the key itself expires too.
@@ -315,50 +484,46 @@ class RedisBroker(Broker):
 
     async def take_socket_slot(self, client: str, slot: str, limit: int) -> bool:
         now = time.time()
-        try:
-            taken = await asyncio.wait_for(
-                self._redis_client().eval(
-                    self._TAKE_SLOT,
-                    1,
-                    self._slots_key(client),
-                    now,
-                    limit,
-                    now + SOCKET_SLOT_TTL_SECONDS,
-                    slot,
-                    SOCKET_SLOT_TTL_SECONDS,
-                ),
-                LIMIT_CHECK_TIMEOUT_SECONDS,
-            )
-        except (RedisError, TimeoutError) as error:
-            # Without Redis there is no chat fan-out either; do not lock everyone out.
-            log.warning("Chat socket limit not checked (Redis: %s)", error)
-            return True
+        taken = await self._call(
+            "socket limit",
+            lambda: self._redis_client().eval(
+                self._TAKE_SLOT,
+                1,
+                self._slots_key(client),
+                now,
+                limit,
+                now + SOCKET_SLOT_TTL_SECONDS,
+                slot,
+                SOCKET_SLOT_TTL_SECONDS,
+            ),
+            1,  # without Redis: not checked rather than everyone locked out
+        )
         return bool(taken)
 
     async def renew_socket_slot(self, client: str, slot: str) -> None:
         key = self._slots_key(client)
-        with contextlib.suppress(RedisError):
+
+        async def renew() -> None:
             async with self._redis_client().pipeline(transaction=True) as pipe:
                 pipe.zadd(key, {slot: time.time() + SOCKET_SLOT_TTL_SECONDS})
                 pipe.expire(key, SOCKET_SLOT_TTL_SECONDS)
                 await pipe.execute()
 
+        await self._call("socket limit", renew, None)
+
     async def release_socket_slot(self, client: str, slot: str) -> None:
-        with contextlib.suppress(RedisError, TimeoutError):
-            # bounded: it runs when the socket ends; if it fails, the slot expires by itself
-            await asyncio.wait_for(
-                self._redis_client().zrem(self._slots_key(client), slot),
-                LIMIT_CHECK_TIMEOUT_SECONDS,
-            )
+        # If it fails, the slot expires by itself.
+        key = self._slots_key(client)
+        await self._call("socket limit", lambda: self._redis_client().zrem(key, slot), None)
 
     async def take_new_conversation(self, client: str, per_minute: int) -> bool:
         key = f"{self.PREFIX}new-conversations:{client}:{_window()}"
-        try:
+
+        async def count() -> int:
             async with self._redis_client().pipeline(transaction=True) as pipe:
                 pipe.incr(key)
                 pipe.expire(key, 2 * NEW_CONVERSATION_WINDOW_SECONDS)
-                count, _ = await asyncio.wait_for(pipe.execute(), LIMIT_CHECK_TIMEOUT_SECONDS)
-        except (RedisError, TimeoutError) as error:
-            log.warning("Chat conversation limit not checked (Redis: %s)", error)
-            return True
-        return int(count) <= per_minute
+                counted, _ = await pipe.execute()
+            return int(counted)
+
+        return await self._call("conversation limit", count, 0) <= per_minute

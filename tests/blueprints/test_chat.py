@@ -1321,15 +1321,22 @@ async def redis_outage_conversation(
             await check(app, visitor, agent, session_id, seen_by_agent)
 
 
-async def test_redis_restart_the_visitor_resyncs_what_it_missed(
+async def test_redis_restart_the_visitor_gets_the_reply_once(
     app_factory: Callable[..., Quart], redis_proxy: RedisProxy
 ) -> None:
+    """Redis down: a reply stored on the visitor's own worker reaches it at once (delivered
+    locally, whatever Redis does), and the resync after Redis is back does not repeat it."""
+
     async def check(
         app: Quart, visitor: ChatClient, agent: ChatClient, session_id: str, seen: list[Frame]
     ) -> None:
         missed = await visitor.receive(within=8)
         conversation, messages = await stored(app, session_id)
-        assert missed == message_frame(messages[-1], conversation, sender_type="agent")
+        assert without(missed, "agent_id") == message_frame(
+            messages[-1], conversation, sender_type="agent"
+        )
+        await broker_listening(app)
+        await asyncio.sleep(0.5)  # the resync, had it repeated the reply
         assert missed["message"] == "Two"
         await visitor.expect_silence()
 
