@@ -110,10 +110,13 @@ class MemoryStore(AtomicStore):
         return None
 
 
-# KEYS: one per limit; ARGV[1]: now (epoch seconds); ARGV[2i], ARGV[2i+1]: period, inverse.
+# KEYS: one per limit; ARGV[2i], ARGV[2i+1]: period, inverse (ARGV[1] is unused).
 # The same GCRA as gcra(); each key expires once its TAT has passed (nothing left to remember).
+# "Now" is Redis's own clock, read inside the script: concurrent requests reach Redis in an
+# order of their own, and a caller's earlier timestamp arriving later would be refused early.
 _ACQUIRE_SCRIPT = """
-local now = tonumber(ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local tats = {}
 for i, key in ipairs(KEYS) do
     local period = tonumber(ARGV[2 * i])
