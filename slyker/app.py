@@ -16,7 +16,9 @@ from slyker.blueprints.billing import carts, catalog, domains, invoices, paynow,
 from slyker.chat.service import BROKER_KEY, make_broker
 from slyker.cors import CORSMiddleware, init_cors
 from slyker.errors import register_error_handlers
-from slyker.proxy import TrustedProxyMiddleware
+from slyker.headers import SecurityHeadersMiddleware
+from slyker.hosts import AllowedHostsMiddleware, announce_allowed_hosts
+from slyker.proxy import H2CUpgradeGuard, TrustedProxyMiddleware
 from slyker.redis_client import init_redis
 from slyker.request_id import RequestIDMiddleware, configure_logging
 from slyker.services.mail import announce_mail_mode
@@ -35,6 +37,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     settings = load_settings(overrides=overrides)
     configure_logging(settings.log_level)
     announce_mail_mode(settings)
+    announce_allowed_hosts(settings.allowed_hosts)
 
     app = Quart("slyker", static_folder=None)
     app.request_class = APIRequest
@@ -82,9 +85,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     chat.init_chat_shutdown(app)
     cli.register_commands(app, settings)
 
-    # Outermost last: request id, then CORS (preflights and the last net), then the database.
+    # Outermost last: request id, nosniff, then CORS (preflights and the last net), the Host check
+    # (before routing; its 400 gets CORS headers), then the database.
     app.asgi_app = database.DatabaseContextMiddleware(app.asgi_app, app)  # type: ignore[method-assign]
+    app.asgi_app = AllowedHostsMiddleware(app.asgi_app, settings.allowed_hosts)  # type: ignore[method-assign]
     app.asgi_app = CORSMiddleware(app.asgi_app, cors_config)  # type: ignore[method-assign]
+    app.asgi_app = SecurityHeadersMiddleware(app.asgi_app)  # type: ignore[method-assign]
     app.asgi_app = RequestIDMiddleware(app.asgi_app)  # type: ignore[method-assign]
     if settings.trusted_proxy_hops:
         # Behind nginx: the client address, scheme (ws/wss for a WebSocket) and host come
@@ -93,4 +99,6 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
         app.asgi_app = TrustedProxyMiddleware(  # type: ignore[method-assign]
             app.asgi_app, trusted_hops=settings.trusted_proxy_hops
         )
+        # Outermost: it needs the connection's own peer address, not the forwarded one.
+        app.asgi_app = H2CUpgradeGuard(app.asgi_app)  # type: ignore[method-assign]
     return app
