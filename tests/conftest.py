@@ -152,7 +152,12 @@ def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def settings_env(tmp_path: Path) -> dict[str, Any]:
     """Minimal valid production-like settings for one test."""
-    return {"SECRET_KEY": TEST_SECRET_KEY, **database_settings(tmp_path)}
+    # The test client's Host is "localhost" (tests pick their client addresses, not loopback).
+    return {
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "ALLOWED_HOSTS": "localhost",
+        **database_settings(tmp_path),
+    }
 
 
 @pytest.fixture

@@ -74,12 +74,14 @@ async def test_known_or_non_browser_unsafe_request_goes_through(
 
 
 async def test_own_origin_needs_the_host_in_allowed_hosts(app: Quart) -> None:
+    """A Host outside ALLOWED_HOSTS is refused before anything else (slyker/hosts.py)."""
     response = await app.test_client().post(
         "/_probe/items/",
         headers={**JSON, "Origin": "https://attacker.example", "Host": "attacker.example"},
         data=BODY,
     )
-    assert response.status_code == 403
+    assert response.status_code == 400
+    assert (await response.get_json())["code"] == "host_not_allowed"
     assert writes(app) == 0
 
 
