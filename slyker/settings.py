@@ -169,6 +169,7 @@ class Settings:
     chat_max_sockets_per_client: int
     chat_new_conversations_per_minute: int
     chat_auth_recheck_seconds: int
+    chat_auth_frame_timeout: float
     ws_allow_missing_origin: bool
     trusted_proxy_hops: int
     # Domain availability: per-suffix overrides of the built-in tables ("" removes a suffix).
@@ -518,6 +519,11 @@ def _chat_settings(read: _Reader) -> dict[str, Any]:
             "CHAT_NEW_CONVERSATIONS_PER_MINUTE", 30, minimum=1
         ),
         "chat_auth_recheck_seconds": read.int("CHAT_AUTH_RECHECK_SECONDS", 30, minimum=1),
+        # A socket that needs a user and got no token at the handshake waits this long for
+        # its {"type": "auth", "token": ...} frame.
+        "chat_auth_frame_timeout": read.float(
+            "CHAT_AUTH_FRAME_TIMEOUT", 5.0, minimum=0.1, maximum=60.0
+        ),
     }
 
 

@@ -72,6 +72,7 @@ SETTING_NAMES = (
     "CHAT_MAX_SOCKETS_PER_CLIENT",
     "CHAT_NEW_CONVERSATIONS_PER_MINUTE",
     "CHAT_AUTH_RECHECK_SECONDS",
+    "CHAT_AUTH_FRAME_TIMEOUT",
     "WS_ALLOW_MISSING_ORIGIN",
     "TRUSTED_PROXY_HOPS",
     "WHOIS_RDAP_SERVERS",
@@ -156,6 +157,7 @@ def settings_env(tmp_path: Path) -> dict[str, Any]:
     return {
         "SECRET_KEY": TEST_SECRET_KEY,
         "ALLOWED_HOSTS": "localhost",
+        "CHAT_AUTH_FRAME_TIMEOUT": "1",  # a socket without a token is closed within the waits
         **database_settings(tmp_path),
     }
 
