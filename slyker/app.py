@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +39,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     configure_logging(settings.log_level)
     announce_mail_mode(settings)
     announce_allowed_hosts(settings.allowed_hosts)
+    if settings.secret_key_generated:
+        logging.getLogger("slyker").warning(
+            "SECRET_KEY is not set: signing with a random key made for this process (DEBUG); "
+            "tokens, cart tokens and reset links stop working when it restarts. Set "
+            "SECRET_KEY in .env (./dev run writes one)"
+        )
 
     app = Quart("slyker", static_folder=None)
     app.request_class = APIRequest
@@ -64,7 +71,15 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     app.before_request(auth.load_identity)
     RateLimiter(app, store=RedisStore(settings.redis_url) if settings.redis_url else None)
     register_error_handlers(app)
-    QuartSchema(app, info={"title": "slyker API", "version": "1.0"})
+    docs = settings.api_docs  # off by default without DEBUG: the pages load CDN scripts
+    QuartSchema(
+        app,
+        info={"title": "slyker API", "version": "1.0"},
+        openapi_path="/openapi.json" if docs else None,
+        redoc_ui_path="/redocs" if docs else None,
+        scalar_ui_path="/scalar" if docs else None,
+        swagger_ui_path="/docs" if docs else None,
+    )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # after QuartSchema's provider
 
     for blueprint in (

@@ -201,7 +201,7 @@ def h2c_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         direct.stop()
 
 
-H2C_STREAMS = [H2Request("/openapi.json"), H2Request("/health/", {"x-forwarded-for": "9.9.9.9"})]
+H2C_STREAMS = [H2Request("/ready/"), H2Request("/health/", {"x-forwarded-for": "9.9.9.9"})]
 
 
 @pytest.mark.parametrize("pipelined", [False, True], ids=["after-101", "pipelined"])
