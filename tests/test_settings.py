@@ -189,10 +189,10 @@ async def test_a_token_signed_with_the_old_development_key_is_refused(
     in the source worked."""
     from slyker.models.accounts import Role
     from tests.api import make_user
-    from tests.conftest import prepare_database
+    from tests.conftest import database_settings, prepare_database
 
     with caplog.at_level(logging.WARNING, logger="slyker"):
-        app = create_app({"DEBUG": True, "DATA_DIR": str(tmp_path / "data")})
+        app = create_app({"DEBUG": True, **database_settings(tmp_path)})
     async with app.test_app():
         await prepare_database(app)
         admin = await make_user(app, "admin@example.com", Role.ADMIN)
