@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +15,9 @@ from slyker.blueprints.billing import carts, catalog, domains, invoices, paynow,
 from slyker.chat.service import BROKER_KEY, make_broker
 from slyker.cors import CORSMiddleware, init_cors
 from slyker.errors import register_error_handlers
-from slyker.proxy import TrustedProxyMiddleware
+from slyker.headers import SecurityHeadersMiddleware
+from slyker.hosts import AllowedHostsMiddleware, announce_allowed_hosts
+from slyker.proxy import H2CUpgradeGuard, TrustedProxyMiddleware
 from slyker.ratelimit import RateLimiter, make_store
 from slyker.redis_client import init_redis
 from slyker.request_id import RequestIDMiddleware, configure_logging
@@ -34,6 +37,13 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     settings = load_settings(overrides=overrides)
     configure_logging(settings.log_level)
     announce_mail_mode(settings)
+    announce_allowed_hosts(settings.allowed_hosts)
+    if settings.secret_key_generated:
+        logging.getLogger("slyker").warning(
+            "SECRET_KEY is not set: signing with a random key made for this process (DEBUG); "
+            "tokens, cart tokens and reset links stop working when it restarts. Set "
+            "SECRET_KEY in .env (./dev run writes one)"
+        )
 
     app = Quart("slyker", static_folder=None)
     app.request_class = APIRequest
@@ -62,7 +72,15 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     # Shared through Redis with REDIS_URL (per process while it is away), atomic either way.
     RateLimiter(make_store(settings.redis_url)).init_app(app)
     register_error_handlers(app)
-    QuartSchema(app, info={"title": "slyker API", "version": "1.0"})
+    docs = settings.api_docs  # off by default without DEBUG: the pages load CDN scripts
+    QuartSchema(
+        app,
+        info={"title": "slyker API", "version": "1.0"},
+        openapi_path="/openapi.json" if docs else None,
+        redoc_ui_path="/redocs" if docs else None,
+        scalar_ui_path="/scalar" if docs else None,
+        swagger_ui_path="/docs" if docs else None,
+    )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # after QuartSchema's provider
 
     for blueprint in (
@@ -84,9 +102,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     lifecycle.init_draining(app)  # SIGTERM: /ready/ 503, chat sockets closed with 1001
     cli.register_commands(app, settings)
 
-    # Outermost last: request id, then CORS (preflights and the last net), then the database.
+    # Outermost last: request id, nosniff, then CORS (preflights and the last net), the Host check
+    # (before routing; its 400 gets CORS headers), then the database.
     app.asgi_app = database.DatabaseContextMiddleware(app.asgi_app, app)  # type: ignore[method-assign]
+    app.asgi_app = AllowedHostsMiddleware(app.asgi_app, settings.allowed_hosts)  # type: ignore[method-assign]
     app.asgi_app = CORSMiddleware(app.asgi_app, cors_config)  # type: ignore[method-assign]
+    app.asgi_app = SecurityHeadersMiddleware(app.asgi_app)  # type: ignore[method-assign]
     app.asgi_app = RequestIDMiddleware(app.asgi_app)  # type: ignore[method-assign]
     if settings.trusted_proxy_hops:
         # Behind nginx: the client address, scheme (ws/wss for a WebSocket) and host come
@@ -95,4 +116,6 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
         app.asgi_app = TrustedProxyMiddleware(  # type: ignore[method-assign]
             app.asgi_app, trusted_hops=settings.trusted_proxy_hops
         )
+        # Outermost: it needs the connection's own peer address, not the forwarded one.
+        app.asgi_app = H2CUpgradeGuard(app.asgi_app)  # type: ignore[method-assign]
     return app

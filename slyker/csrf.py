@@ -30,21 +30,26 @@ def _referer_origin(referer: str) -> str:
 async def check_request_origin() -> None:
     if request.method not in UNSAFE_METHODS:
         return
-    origin = request.headers.get("Origin")
-    if origin is None and request.headers.get("Referer"):
-        origin = _referer_origin(request.headers["Referer"])
-    if origin is None:
+    origins = request.headers.getlist("Origin")
+    referers = [referer for referer in request.headers.getlist("Referer") if referer]
+    if not origins and not referers:
         return  # not sent by a browser page: nothing to protect against
     settings = current_settings()
+    # Exactly one value: with two, a check of the first could pass what the browser sent second.
+    single = len(origins) == 1 or (not origins and len(referers) == 1)
+    origin = origins[0] if origins else _referer_origin(referers[0])
     parsed = parse_origin(origin)
-    if (
+    if single and (
         settings.origin_policy.is_allowed(origin)
         or (parsed is not None and parsed.serialise() in settings.csrf_trusted_origins)
         or OriginPolicy.is_same_host(origin, request.headers.get("Host"), settings.allowed_hosts)
     ):
         return
     log.warning(
-        "CSRF check refused %s %s from origin %s", request.method, request.path, repr(origin)[:300]
+        "CSRF check refused %s %s from origin %s",
+        request.method,
+        request.path,
+        repr(", ".join(origins or referers))[:300],
     )
     await request.discard_body()
     raise APIError(403, "Cross-site request refused: origin not allowed.", code="csrf_failed")

@@ -105,6 +105,30 @@ def error_body_bytes(status: int, message: str | None = None) -> bytes:
     return json.dumps(error_body(status, message)).encode()
 
 
+async def send_asgi_error(
+    scope: Any, send: Any, status: int, message: str, code: str | None = None
+) -> None:
+    """An error answered by an ASGI layer below Quart: a JSON error response, or for a
+    WebSocket handshake the same JSON as its denial response (a close where the server does
+    not support denial responses)."""
+    body = json.dumps(error_body(status, message, code=code)).encode()
+    headers = [
+        (b"content-type", JSON_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        if scope.get("method") == "HEAD":
+            body = b""
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+    elif "websocket.http.response" in (scope.get("extensions") or {}):
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
 def error_response(
     status: int,
     message: str | None = None,

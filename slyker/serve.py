@@ -36,11 +36,12 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from multiprocessing.context import SpawnContext, SpawnProcess
@@ -152,7 +153,22 @@ def main(argv: list[str]) -> int:
         print(f"python -m slyker serve: {error}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(config)
+    if _debug_without_secret_key(os.environ):
+        # One random key for every worker (inherited), not one each: a token issued by one
+        # worker must be valid on the others. Never a key from the source.
+        os.environ["SECRET_KEY"] = secrets.token_urlsafe(48)
+        log.warning("DEBUG without SECRET_KEY: the workers share a random key made at start-up")
     return Supervisor(config).run()
+
+
+def _debug_without_secret_key(environ: Mapping[str, str]) -> bool:
+    from slyker.settings import SettingsError, _Reader
+
+    read = _Reader(environ)
+    try:
+        return read.bool("DEBUG", False) and not read.raw("SECRET_KEY")
+    except SettingsError:
+        return False  # the workers report the bad DEBUG value
 
 
 # --- a worker process --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -121,6 +122,7 @@ class PaynowSettings:
 class Settings:
     debug: bool
     secret_key: str
+    secret_key_generated: bool  # DEBUG without SECRET_KEY: random, for this process only
     allowed_hosts: tuple[str, ...]
     cors_allowed_origins: tuple[str, ...]
     cors_allowed_origin_regexes: tuple[re.Pattern[str], ...]
@@ -180,8 +182,10 @@ class Settings:
     chat_max_sockets_per_client: int
     chat_new_conversations_per_minute: int
     chat_auth_recheck_seconds: int
+    chat_auth_frame_timeout: float
     ws_allow_missing_origin: bool
     trusted_proxy_hops: int
+    api_docs: bool  # /openapi.json, /docs, /redocs, /scalar
     # Domain availability: per-suffix overrides of the built-in tables ("" removes a suffix).
     whois_rdap_servers: dict[str, str]
     whois_servers: dict[str, str]
@@ -265,10 +269,15 @@ def load_settings(
 
     debug = read.bool("DEBUG", False)
     secret_key = read.raw("SECRET_KEY") or ""
+    secret_key_generated = False
     if not secret_key:
         if not debug:
             raise SettingsError("SECRET_KEY", "required when DEBUG is false")
-        secret_key = "insecure-development-key-DEBUG-only"
+        # Never a key from the source (anyone could sign an admin token with it): a random
+        # one for this process, announced at start-up. Tokens die with the process, and
+        # workers would each have their own: `python -m slyker serve` makes one for all.
+        secret_key = secrets.token_urlsafe(48)
+        secret_key_generated = True
     elif not debug and len(secret_key) < 32:
         raise SettingsError("SECRET_KEY", "must be at least 32 characters when DEBUG is false")
 
@@ -291,6 +300,9 @@ def load_settings(
     return Settings(
         debug=debug,
         secret_key=secret_key,
+        secret_key_generated=secret_key_generated,
+        # The docs pages load unpinned scripts from a CDN: served only when asked for.
+        api_docs=read.bool("API_DOCS", debug),
         allowed_hosts=tuple(
             host.lower() for host in read.list("ALLOWED_HOSTS", DEV_HOSTS if debug else ())
         ),
@@ -554,6 +566,11 @@ def _chat_settings(read: _Reader) -> dict[str, Any]:
             "CHAT_NEW_CONVERSATIONS_PER_MINUTE", 30, minimum=1
         ),
         "chat_auth_recheck_seconds": read.int("CHAT_AUTH_RECHECK_SECONDS", 30, minimum=1),
+        # A socket that needs a user and got no token at the handshake waits this long for
+        # its {"type": "auth", "token": ...} frame.
+        "chat_auth_frame_timeout": read.float(
+            "CHAT_AUTH_FRAME_TIMEOUT", 5.0, minimum=0.1, maximum=60.0
+        ),
     }
 
 

@@ -114,10 +114,12 @@ class RecordingWebsocketConnection(TestWebsocketConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.accept_headers: list[tuple[bytes, bytes]] = []
+        self.accept_subprotocol: str | None = None
 
     async def _asgi_send(self, message: Any) -> None:
         if message["type"] == "websocket.accept":
             self.accept_headers = list(message.get("headers") or [])
+            self.accept_subprotocol = message.get("subprotocol")
         await super()._asgi_send(message)
 
 
@@ -145,6 +147,7 @@ async def chat_socket(
     headers: dict[str, str] | None = None,
     stalled: bool = False,
     address: str = CLIENT_ADDRESS,
+    subprotocols: list[str] | None = None,
 ) -> AsyncIterator[ChatClient]:
     """A socket to ``path`` (query string included) from ``origin`` (None: no Origin), from
     the client ``address``."""
@@ -154,7 +157,12 @@ async def chat_socket(
     client.websocket_connection_class = (  # type: ignore[assignment]
         StalledWebsocketConnection if stalled else RecordingWebsocketConnection
     )
-    scope = {"client": (address, 50000)}
+    scope: dict[str, Any] = {"client": (address, 50000)}
+    if subprotocols is not None:
+        # Sec-WebSocket-Protocol as the server parses it (Quart's test client drops its own
+        # ``subprotocols`` argument).
+        scope["subprotocols"] = subprotocols
+        request_headers["Sec-WebSocket-Protocol"] = ", ".join(subprotocols)
     async with client.websocket(path, headers=request_headers, scope_base=scope) as connection:
         yield ChatClient(connection)
 

@@ -79,8 +79,10 @@ SETTING_NAMES = (
     "CHAT_MAX_SOCKETS_PER_CLIENT",
     "CHAT_NEW_CONVERSATIONS_PER_MINUTE",
     "CHAT_AUTH_RECHECK_SECONDS",
+    "CHAT_AUTH_FRAME_TIMEOUT",
     "WS_ALLOW_MISSING_ORIGIN",
     "TRUSTED_PROXY_HOPS",
+    "API_DOCS",
     "WHOIS_RDAP_SERVERS",
     "WHOIS_SERVERS",
     "WHOIS_TIMEOUT",
@@ -191,7 +193,13 @@ def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def settings_env(tmp_path: Path) -> dict[str, Any]:
     """Minimal valid production-like settings for one test."""
-    return {"SECRET_KEY": TEST_SECRET_KEY, **database_settings(tmp_path)}
+    # The test client's Host is "localhost" (tests pick their client addresses, not loopback).
+    return {
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "ALLOWED_HOSTS": "localhost",
+        "CHAT_AUTH_FRAME_TIMEOUT": "1",  # a socket without a token is closed within the waits
+        **database_settings(tmp_path),
+    }
 
 
 @pytest.fixture

@@ -69,7 +69,8 @@ def slyker_env(**settings: str) -> dict[str, str]:
     """:func:`child_env` with the test SECRET_KEY (``settings`` may replace it)."""
     from tests.conftest import TEST_SECRET_KEY
 
-    return child_env(**{"SECRET_KEY": TEST_SECRET_KEY, **settings})
+    # A socket without a token is closed within the tests' waits (default 5 s).
+    return child_env(**{"SECRET_KEY": TEST_SECRET_KEY, "CHAT_AUTH_FRAME_TIMEOUT": "1", **settings})
 
 
 def venv_tool(name: str, module: str) -> list[str]:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from quart import Quart
+from werkzeug.datastructures import Headers
 
 from tests.contract_app import ALLOWED_ORIGIN, create_contract_app
 
@@ -74,12 +75,14 @@ async def test_known_or_non_browser_unsafe_request_goes_through(
 
 
 async def test_own_origin_needs_the_host_in_allowed_hosts(app: Quart) -> None:
+    """A Host outside ALLOWED_HOSTS is refused before anything else (slyker/hosts.py)."""
     response = await app.test_client().post(
         "/_probe/items/",
         headers={**JSON, "Origin": "https://attacker.example", "Host": "attacker.example"},
         data=BODY,
     )
-    assert response.status_code == 403
+    assert response.status_code == 400
+    assert (await response.get_json())["code"] == "host_not_allowed"
     assert writes(app) == 0
 
 
@@ -93,4 +96,25 @@ async def test_json_endpoints_refuse_simple_request_bodies(
     response = await app.test_client().post("/_probe/raw-json/", headers=headers, data=BODY)
     assert response.status_code == 415
     assert (await response.get_json())["error"] == "Content-Type must be application/json."
+    assert writes(app) == 0
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("Origin", ALLOWED_ORIGIN), ("Origin", "https://evil.example")],
+        [("Origin", "https://evil.example"), ("Origin", ALLOWED_ORIGIN)],
+        [("Origin", ALLOWED_ORIGIN), ("Origin", ALLOWED_ORIGIN)],
+        [("Referer", f"{ALLOWED_ORIGIN}/cart/"), ("Referer", "https://evil.example/")],
+    ],
+    ids=["allowed-first", "allowed-second", "same-twice", "two-referers"],
+)
+async def test_two_origin_headers_are_refused(app: Quart, pairs: list[tuple[str, str]]) -> None:
+    """Which of two values would a check read? Whichever it is, the other may be the
+    browser's: exactly one is required."""
+    response = await app.test_client().post(
+        "/_probe/items/", headers=Headers([*JSON.items(), *pairs]), data=BODY
+    )
+    assert response.status_code == 403
+    assert (await response.get_json())["code"] == "csrf_failed"
     assert writes(app) == 0

@@ -24,6 +24,10 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import re
+import socket
+import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +42,14 @@ from websockets.typing import Origin
 from slyker.errors import SERVER_ERROR_MESSAGE
 from tests.contract_app import ALLOWED_ORIGIN, SECRET_MARKER
 from tests.cors_contract import ALLOWED_CLASSES, ORIGIN_CLASSES
+from tests.h2c_client import H2Request, h2c_upgrade
 from tests.live_nginx import (
     API_PROBE_PREFIX,
     HOST,
     PRODUCTION_PROXY_SETTINGS,
     Nginx,
     SilentUpstream,
+    blocks,
     committed_config,
     free_port,
     make_certificate,
@@ -473,3 +479,112 @@ async def test_websocket_from_a_foreign_origin_is_refused_through_the_proxy(
     response = refused.value.response
     assert response.status_code == 403, proxy.log()
     assert "Access-Control-Allow-Origin" not in response.headers, proxy.log()
+
+
+# --- 4. the edge: no h2c tunnel, no foreign Host, no secret in the access log -------------------
+
+
+def tls_socket(proxy: Nginx) -> ssl.SSLSocket:
+    sock = socket.create_connection((HOST, proxy.ports.tls), timeout=FRAME_TIMEOUT)
+    return unverified_context().wrap_socket(sock, server_hostname="localhost")
+
+
+def proxy_header_lines(location_body: str) -> dict[str, str]:
+    return dict(re.findall(r"proxy_set_header\s+(\S+)\s+([^;]+);", location_body))
+
+
+def test_only_the_websocket_location_forwards_upgrade_and_only_websocket() -> None:
+    text = committed_config()
+    (server,) = [body for body in blocks(text, "server") if "listen 443" in body]
+    server_level = proxy_header_lines(re.sub(r"location[^{]*\{[^}]*\}", "", server))
+    assert "Upgrade" not in server_level
+    assert server_level["Connection"] == '""'
+    (websocket,) = blocks(text, "location ~ ^/(ws|livechat/ws)(/|$)")
+    in_websocket = proxy_header_lines(websocket)
+    # A location with its own proxy_set_header loses the server's: it repeats every one.
+    assert in_websocket == {
+        **server_level,
+        "Upgrade": "$slyker_websocket_upgrade",
+        "Connection": "$slyker_websocket_connection",
+    }
+    assert nginx_map(text, "$http_upgrade", "$slyker_websocket_upgrade") == {
+        "default": "",
+        "~*^websocket$": "websocket",
+    }
+    for location, body in (("api", blocks(text, "location ~ ^/(api|health|ready)(/|$)")[0]),):
+        assert "proxy_set_header" not in body, location
+
+
+@pytest.mark.parametrize("path", ["/health/", f"{API_PROBE_PREFIX}/ok/", "/ws/chat/sales/"])
+def test_an_h2c_upgrade_is_not_relayed(proxy: Nginx, path: str) -> None:
+    """The attack: ``Upgrade: h2c`` made Hypercorn answer 101 and nginx a raw tunnel, through
+    which /openapi.json (blocked by nginx) answered. Now nginx never forwards it."""
+    with tls_socket(proxy) as sock:
+        result = h2c_upgrade(
+            sock, API_HOST, path, then=[H2Request("/openapi.json"), H2Request("/docs")]
+        )
+    assert result.upgrade_status != 101, f"{result.upgrade_head!r}\n{proxy.log()}"
+    assert result.responses == {}, proxy.log()
+    for blocked in ("/openapi.json", "/docs", "/redocs"):
+        response = fetch(proxy, "GET", blocked, None)
+        assert_nginx_error(response, 404, "not_found", proxy)
+
+
+def login_attempt(proxy: Nginx, email: str, password: str, forwarded_for: str) -> int:
+    """The attacker's login attempt: through an h2c tunnel if nginx relays one (the app then
+    trusts the client's own X-Forwarded-For), else as a plain request through nginx."""
+    body = json.dumps({"email": email, "password": password}).encode()
+    headers = {"Content-Type": "application/json", "X-Forwarded-For": forwarded_for}
+    with tls_socket(proxy) as sock:
+        tunnel = h2c_upgrade(
+            sock, API_HOST, "/health/", then=[H2Request("/api/token/", headers, "POST", body)]
+        )
+    if tunnel.upgrade_status == 101:
+        return tunnel.responses[3].status
+    return fetch(proxy, "POST", "/api/token/", None, headers, body).status
+
+
+def test_forwarded_for_from_the_client_does_not_defeat_the_login_limit(proxy: Nginx) -> None:
+    """15 wrong passwords, each with a new X-Forwarded-For: the limit (10 a minute per
+    address) applies to nginx's peer address, and the right password afterwards is refused
+    too. Through the old h2c tunnel every attempt counted for a new address: no 429, then 200."""
+    email, password = "edge-login@example.com", "Tunnel-proof-passw0rd"
+    registered = fetch(
+        proxy,
+        "POST",
+        "/api/accounts/register/",
+        None,
+        {"Content-Type": "application/json"},
+        json.dumps({"email": email, "password": password}).encode(),
+    )
+    assert registered.status == 201, describe(registered, proxy)
+    statuses = [
+        login_attempt(proxy, email, f"wrong-{attempt}", f"198.51.100.{attempt + 1}")
+        for attempt in range(15)
+    ]
+    assert statuses[-1] == 429, f"{statuses}\n{proxy.log()}"
+    assert login_attempt(proxy, email, password, "192.0.2.200") == 429, proxy.log()
+
+
+@pytest.mark.parametrize("path", ["/health", f"{API_PROBE_PREFIX}/ok/", "/api/billing/services/"])
+def test_a_foreign_host_is_refused_through_the_proxy(proxy: Nginx, path: str) -> None:
+    response = fetch(proxy, "GET", path, ALLOWED, {"Host": "evil.example"})
+    assert response.status == 400, describe(response, proxy)
+    assert response.json()["code"] == "host_not_allowed", describe(response, proxy)
+    assert not response.values("Location"), describe(response, proxy)
+    assert b"evil.example" not in response.body, describe(response, proxy)
+    assert_contract(response, "allowed-exact", proxy)
+
+
+def test_the_access_log_has_the_path_without_the_query(proxy: Nginx) -> None:
+    secret = "staff-token-that-must-not-be-logged"
+    fetch(proxy, "GET", f"/ws/chat/agents/?token={secret}", None)
+    fetch(proxy, "GET", f"{API_PROBE_PREFIX}/ok/?token={secret}", None)
+    deadline = time.monotonic() + FRAME_TIMEOUT
+    access = proxy.directory / "access.log"
+    while time.monotonic() < deadline and f"{API_PROBE_PREFIX}/ok/ " not in access.read_text():
+        time.sleep(0.05)
+    text = access.read_text()
+    assert f'"GET {API_PROBE_PREFIX}/ok/ HTTP/1.1"' in text, proxy.log()
+    assert '"GET /ws/chat/agents/ HTTP/1.1"' in text, proxy.log()
+    assert secret not in text, proxy.log()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -175,9 +177,55 @@ def test_create_app_starts_with_valid_settings(tmp_path: Path) -> None:
 
 
 def test_secret_key_may_be_missing_when_debug() -> None:
+    """Then a random key of this process: never one from the source, which anyone could
+    sign an admin token with."""
     settings = load_settings(environ={}, overrides={"DEBUG": "true"})
+    again = load_settings(environ={}, overrides={"DEBUG": "true"})
     assert settings.debug is True
-    assert settings.secret_key  # a development-only placeholder, never empty
+    assert settings.secret_key_generated is True
+    assert len(settings.secret_key) >= 64
+    assert settings.secret_key != again.secret_key
+    assert "insecure" not in settings.secret_key
+    assert load_settings(environ={}, overrides=valid()).secret_key_generated is False
+
+
+async def test_a_token_signed_with_the_old_development_key_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The attack: DEBUG=true, SECRET_KEY empty; an admin token signed with the key that was
+    in the source worked."""
+    from slyker.models.accounts import Role
+    from tests.api import make_user
+    from tests.conftest import database_settings, prepare_database
+
+    with caplog.at_level(logging.WARNING, logger="slyker"):
+        app = create_app({"DEBUG": True, **database_settings(tmp_path)})
+    async with app.test_app():
+        await prepare_database(app)
+        admin = await make_user(app, "admin@example.com", Role.ADMIN)
+        response = await app.test_client().get(
+            "/api/accounts/users/me/", headers={"Authorization": f"Bearer {forged(admin.id)}"}
+        )
+    assert response.status_code == 401
+    assert "SECRET_KEY is not set: signing with a random key" in caplog.text
+
+
+def forged(user_id: int) -> str:
+    import jwt
+
+    now = datetime.now(UTC)
+    return jwt.encode(
+        {
+            "sub": str(user_id),
+            "iat": now,
+            "exp": now + timedelta(minutes=5),
+            "jti": "x",
+            "type": "access",
+            "role": "admin",
+        },
+        "insecure-development-key-DEBUG-only",
+        algorithm="HS256",
+    )
 
 
 def test_short_secret_key_is_accepted_when_debug() -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, EmailStr, Field, ValidationInfo, field_validator
-from quart import Blueprint, current_app, request
+from quart import Blueprint, Response, current_app, request
 from quart_rate_limiter import RateLimit, rate_limit
 from quart_schema import validate_request, validate_response
 
@@ -37,6 +37,15 @@ from slyker.settings import current_settings
 __all__ = ["blueprint", "create_user"]  # create_user: tests and the CLI import it from here
 
 blueprint = Blueprint("accounts", __name__)
+
+
+@blueprint.after_request
+async def never_cached(response: Response) -> Response:
+    """Tokens, profiles and reset answers are for this client only: no cache (a shared proxy,
+    the browser's back/forward cache) may keep them."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
 
 RESET_REQUESTED = (
     "If an account with this e-mail address exists, we have sent it a link to reset the password."

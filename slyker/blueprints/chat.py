@@ -123,8 +123,15 @@ def client_id_of(frame: dict[str, Any] | None) -> str | int | None:
 
 
 def check_origin(settings: Settings) -> None:
-    """Before accept: an allowed CORS origin, or the same-host rule; else HTTP 403."""
-    origin = websocket.headers.get("Origin")
+    """Before accept: an allowed CORS origin, or the same-host rule; else HTTP 403. Exactly
+    one Origin header: with two, a check of the first could pass what a browser sent second."""
+    origins = websocket.headers.getlist("Origin")
+    if len(origins) > 1:
+        log.warning(
+            "WebSocket origin rejected: %d Origin headers on %s", len(origins), websocket.path
+        )
+        abort(403)
+    origin = origins[0] if origins else None
     if origin is None:
         if settings.ws_allow_missing_origin:
             return
@@ -148,9 +155,46 @@ class Identity:
     staff: bool = False  # the socket is for staff only
 
 
-async def socket_identity() -> tuple[Identity | None, bool]:
-    """The identity of ``?token=``; (None, False) without a token; (None, True) for a bad one."""
-    token = websocket.args.get("token")
+BEARER_PROTOCOL = "bearer"
+MAX_TOKEN_LENGTH = 2048
+
+
+def offered_token() -> tuple[str | None, str | None]:
+    """The handshake's access token and the subprotocol to answer with.
+
+    ``Sec-WebSocket-Protocol: bearer, <token>`` (the answer names only ``bearer``), else
+    ``?token=`` (older clients; a query string ends up in proxies' logs, see docker/README.md).
+    Without either, a socket that needs a user waits for an ``auth`` frame
+    (:func:`auth_frame_token`)."""
+    protocols = [protocol.strip() for protocol in websocket.requested_subprotocols]
+    if protocols and protocols[0].lower() == BEARER_PROTOCOL:
+        token = protocols[1] if len(protocols) == 2 else None
+        return token or None, BEARER_PROTOCOL
+    return websocket.args.get("token") or None, None
+
+
+async def auth_frame_token(settings: Settings) -> str | None:
+    """The token of the first frame, ``{"type": "auth", "token": "..."}``, sent within
+    CHAT_AUTH_FRAME_TIMEOUT of the accept; None for anything else (or nothing)."""
+    try:
+        async with asyncio.timeout(settings.chat_auth_frame_timeout):
+            raw = await websocket.receive()
+    except TimeoutError:
+        return None
+    if isinstance(raw, bytes) or len(raw) > MAX_TOKEN_LENGTH + 100:
+        return None
+    try:
+        frame = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(frame, dict) or frame.get("type") != "auth":
+        return None
+    token = frame.get("token")
+    return token if isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_LENGTH else None
+
+
+async def socket_identity(token: str | None) -> tuple[Identity | None, bool]:
+    """The identity of ``token``; (None, False) without a token; (None, True) for a bad one."""
     if not token:
         return None, False
     try:
@@ -937,14 +981,17 @@ async def run_visitor_socket(department: str) -> None:
     if current_app.extensions[DRAINING_KEY].is_set():
         abort(503)
     socket = VisitorSocket(settings, department)
-    await websocket.accept(headers=socket.accept_headers())
+    token, subprotocol = offered_token()
+    await websocket.accept(headers=socket.accept_headers(), subprotocol=subprotocol)
     # Refused after accept, so that the browser sees why (a refused handshake is only "1006").
     if not await socket.take_slot():
         log.warning("Chat sockets per client exceeded by %s", socket.client)
         await websocket.close(CLOSE_TRY_AGAIN_LATER, "Too many connections from your address")
         return
     try:
-        identity, bad_token = await socket_identity()
+        if token is None and department in settings.chat_staff_departments:
+            token = await auth_frame_token(settings)
+        identity, bad_token = await socket_identity(token)
         if bad_token:
             await websocket.close(CLOSE_NOT_AUTHENTICATED, "Invalid or expired token")
             return
@@ -981,13 +1028,19 @@ async def livechat_socket(department: str) -> None:
 @blueprint.websocket("/ws/chat/agents/")
 @cors_exempt  # the handshake's Origin is checked by check_origin, before accept
 async def agents_socket() -> None:
-    """Staff: every conversation of their departments (``?departments=sales,support``)."""
+    """Staff: every conversation of their departments (``?departments=sales,support``).
+
+    The access token: ``Sec-WebSocket-Protocol: bearer, <token>``, or a first frame
+    ``{"type": "auth", "token": ...}`` within 5 s (else close 4001), or ``?token=``."""
     settings = current_settings()
     check_origin(settings)
     if current_app.extensions[DRAINING_KEY].is_set():
         abort(503)
-    await websocket.accept()
-    identity, bad_token = await socket_identity()
+    token, subprotocol = offered_token()
+    await websocket.accept(subprotocol=subprotocol)
+    if token is None:
+        token = await auth_frame_token(settings)
+    identity, bad_token = await socket_identity(token)
     if identity is None:
         reason = "Invalid or expired token" if bad_token else "Authentication required"
         await websocket.close(CLOSE_NOT_AUTHENTICATED, reason)

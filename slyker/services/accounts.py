@@ -33,6 +33,7 @@ from tortoise.transactions import in_transaction
 
 from slyker.auth import hash_password, revoke_user_refresh_tokens, verify_password
 from slyker.models.accounts import ClientProfile, PasswordResetToken, Role, User
+from slyker.passwords import password_problem
 from slyker.services.errors import Conflict, InvalidInput
 from slyker.services.mail import build_message, send_message
 from slyker.settings import Settings
@@ -147,6 +148,9 @@ def check_password(field: str, password: Any) -> str:
         raise InvalidInput(field, f"String should have at least {PASSWORD_MIN_LENGTH} characters")
     if len(password) > PASSWORD_MAX_LENGTH:
         raise InvalidInput(field, f"String should have at most {PASSWORD_MAX_LENGTH} characters")
+    problem = password_problem(password)
+    if problem is not None:
+        raise InvalidInput(field, problem)
     return password
 
 

@@ -138,7 +138,7 @@ async def test_register_creates_a_client_with_profile_and_tokens(app: Quart) -> 
 
 
 async def test_register_needs_only_email_and_password(app: Quart) -> None:
-    reply = await API(app).post(REGISTER, {"email": "min@example.com", "password": "12345678"})
+    reply = await API(app).post(REGISTER, {"email": "min@example.com", "password": "k9#mQ2vL"})
     assert reply.status == 201, reply.body
     user = reply.body["user"]
     assert (user["first_name"], user["last_name"], user["company"]) == ("", "", "")
@@ -163,7 +163,7 @@ async def test_register_duplicate_email_in_any_case_is_409(app: Quart) -> None:
 
 async def test_concurrent_duplicate_registrations_one_wins(app: Quart) -> None:
     api = API(app)
-    body = {"email": "race@example.com", "password": "12345678"}
+    body = {"email": "race@example.com", "password": "k9#mQ2vL"}
     replies = await asyncio.gather(api.post(REGISTER, body), api.post(REGISTER, body))
     assert sorted(r.status for r in replies) == [201, 409], [r.body for r in replies]
     with db(app):
@@ -174,13 +174,13 @@ async def test_concurrent_duplicate_registrations_one_wins(app: Quart) -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"email": "not-an-email", "password": "12345678"}, "email"),
-        ({"email": "", "password": "12345678"}, "email"),
-        ({"password": "12345678"}, "email"),
+        ({"email": "not-an-email", "password": "k9#mQ2vL"}, "email"),
+        ({"email": "", "password": "k9#mQ2vL"}, "email"),
+        ({"password": "k9#mQ2vL"}, "email"),
         ({"email": "a@example.com", "password": "1234567"}, "password"),
         ({"email": "a@example.com"}, "password"),
         ({"email": "a@example.com", "password": "x" * 129}, "password"),
-        ({"email": "a@example.com", "password": "12345678", "first_name": "x" * 151}, "first_name"),
+        ({"email": "a@example.com", "password": "k9#mQ2vL", "first_name": "x" * 151}, "first_name"),
     ],
 )
 async def test_register_invalid_input_is_400_naming_the_field(
@@ -212,7 +212,7 @@ async def test_password_is_stored_hashed_with_argon2(app: Quart) -> None:
     ("data", "content_type"),
     [
         ("email=a%40example.com&password=12345678", "application/x-www-form-urlencoded"),
-        ('{"email": "a@example.com", "password": "12345678"}', "text/plain"),
+        ('{"email": "a@example.com", "password": "k9#mQ2vL"}', "text/plain"),
     ],
 )
 async def test_non_json_body_is_415(app: Quart, data: str, content_type: str) -> None:
@@ -604,7 +604,7 @@ async def test_token_endpoints_accept_a_stale_bearer_header(app: Quart, path: st
     stale = sign({**claims, "iat": past - timedelta(hours=2), "exp": past})
     bodies = {
         TOKEN: {"email": CLIENT_EMAIL, "password": PASSWORD},
-        REGISTER: {"email": "second@example.com", "password": "12345678"},
+        REGISTER: {"email": "second@example.com", "password": "k9#mQ2vL"},
     }
     reply = await api.post(path, bodies.get(path, {"refresh": pair["refresh"]}), token=stale)
     assert reply.status == (201 if path == REGISTER else 200), reply.body
@@ -798,10 +798,10 @@ async def test_register_allows_five_a_minute_per_address(app: Quart) -> None:
     for number in range(4):
         body = {"email": f"user{number}@example.com", "password": "short"}
         assert_error(await api.post(REGISTER, body), 400, "invalid")
-    fifth = await api.post(REGISTER, {"email": "user4@example.com", "password": "12345678"})
+    fifth = await api.post(REGISTER, {"email": "user4@example.com", "password": "k9#mQ2vL"})
     assert fifth.status == 201, fifth.body
 
-    sixth = {"email": "user5@example.com", "password": "12345678"}
+    sixth = {"email": "user5@example.com", "password": "k9#mQ2vL"}
     assert_rate_limited(await api.post(REGISTER, sixth))
     # X-Forwarded-For is written by the client: it does not buy a new allowance.
     spoofed = await api.post(REGISTER, sixth, headers={"X-Forwarded-For": "198.51.100.9"})
@@ -811,7 +811,7 @@ async def test_register_allows_five_a_minute_per_address(app: Quart) -> None:
 
     # Another peer address has its own allowance; logging in is limited separately.
     assert (await post_from(api, REGISTER, sixth, "203.0.113.7")).status == 201
-    login = await api.post(TOKEN, {"email": "user4@example.com", "password": "12345678"})
+    login = await api.post(TOKEN, {"email": "user4@example.com", "password": "k9#mQ2vL"})
     assert login.status == 200, login.body
 
 
@@ -913,7 +913,7 @@ async def test_cli_create_user_duplicate_email_fails_clearly(app: Quart) -> None
 
 async def test_cli_create_user_rejects_an_unknown_role(app: Quart) -> None:
     result = await invoke_cli(
-        app, ["create-user", "x@example.com", "--role", "root", "--password", "12345678"]
+        app, ["create-user", "x@example.com", "--role", "root", "--password", "k9#mQ2vL"]
     )
     assert result.exit_code == 2, result.output
     assert "root" in result.output
@@ -1050,7 +1050,7 @@ async def test_signup_fields_are_validated(app: Quart, changes: dict[str, Any], 
 async def test_lenient_phone_formats_are_kept_as_typed(app: Quart) -> None:
     api = API(app)
     for number, phone in enumerate(["(077) 123-4567", "+1 415.555.0100", "0771234567"]):
-        body = {"email": f"p{number}@example.com", "password": "12345678", "mobile_number": phone}
+        body = {"email": f"p{number}@example.com", "password": "k9#mQ2vL", "mobile_number": phone}
         reply = await api.post(REGISTER, body)
         assert reply.status == 201, reply.body
         assert reply.body["user"]["mobile_number"] == phone
@@ -1440,6 +1440,11 @@ async def test_using_one_link_uses_up_the_others(mail_app: Quart, smtp: SMTPServ
     [
         ({"new_password": "short"}, "invalid", "new_password"),
         ({"new_password": "x" * 129}, "invalid", "new_password"),
+        ({"new_password": " " * 8, "new_password2": " " * 8}, "invalid", "new_password"),
+        ({"new_password": "\x00" * 8, "new_password2": "\x00" * 8}, "invalid", "new_password"),
+        ({"new_password": "password", "new_password2": "password"}, "invalid", "new_password"),
+        ({"new_password": "12345678", "new_password2": "12345678"}, "invalid", "new_password"),
+        ({"new_password": "Tab\there1", "new_password2": "Tab\there1"}, "invalid", "new_password"),
         ({"new_password2": "Different-passw0rd"}, "invalid", "new_password2"),
         ({"token": "not-the-token"}, "invalid_token", "token"),
         ({"token": ""}, "invalid", "token"),
@@ -1524,3 +1529,34 @@ async def test_reset_confirmations_are_limited_per_client_address(app: Quart) ->
         reply = await post_from(api, PASSWORD_RESET_CONFIRM, body, "198.51.100.5")
         assert_error(reply, 400, "invalid_token")
     assert_rate_limited(await post_from(api, PASSWORD_RESET_CONFIRM, body, "198.51.100.5"))
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        (" " * 8, "only spaces"),
+        ("\u3000" * 8, "only spaces"),  # ideographic spaces
+        ("\x00" * 8, "control characters"),
+        ("good-pass\x00word", "control characters"),
+        ("line\nbreak-pass", "control characters"),
+        ("password", "too common"),
+        ("PASSWORD", "too common"),
+        ("12345678", "too common"),
+        ("Password1", "too common"),
+        ("qwerty123", "too common"),
+        ("iloveyou", "too common"),
+    ],
+)
+async def test_register_refuses_weak_passwords(app: Quart, password: str, reason: str) -> None:
+    reply = await API(app).post(REGISTER, {"email": "weak@example.com", "password": password})
+    assert_error(reply, 400, "invalid", starts="password: ")
+    assert reason in reply.error
+    with db(app):
+        assert await User.filter(email="weak@example.com").count() == 0
+
+
+async def test_a_long_unusual_password_with_spaces_is_fine(app: Quart) -> None:
+    reply = await API(app).post(
+        REGISTER, {"email": "ok@example.com", "password": "  correct horse battery staple  "}
+    )
+    assert reply.status == 201, reply.body

@@ -24,14 +24,15 @@ from typing import Any
 import jwt
 import pytest
 from quart import Quart
-from quart.testing.connections import WebsocketDisconnectError
+from quart.testing.connections import WebsocketDisconnectError, WebsocketResponseError
 from redis.asyncio import Redis
+from werkzeug.datastructures import Headers
 
 from slyker.chat.broker import Broker
 from slyker.chat.service import BROKER_KEY
 from slyker.models.accounts import Role, User
 from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
-from tests.api import API, Reply, db, make_user
+from tests.api import API, FRONTEND_ORIGIN, Reply, db, make_user
 from tests.chat_client import ChatClient, Frame, chat_socket, open_agent, open_visitor
 from tests.conftest import REDIS_URL, TEST_SECRET_KEY, prepare_database
 
@@ -314,23 +315,24 @@ async def test_the_same_host_rule_accepts_the_api_host_itself(
 
 
 @pytest.mark.parametrize(
-    ("allowed_hosts", "origin", "host"),
+    ("allowed_hosts", "origin", "host", "status"),
     [
-        ("", f"https://{API_HOST}", API_HOST),  # the host is not in ALLOWED_HOSTS
-        (API_HOST, f"http://{API_HOST}", API_HOST),  # plain http from a non-loopback host
-        (API_HOST, f"https://{API_HOST}", "other.example"),  # another Host
-        (API_HOST, f"https://{API_HOST}:8443", API_HOST),  # another port
-        (API_HOST, f"https://{API_HOST}/", API_HOST),  # not one serialised origin
+        # A Host outside ALLOWED_HOSTS is refused before the origin rule (slyker/hosts.py).
+        ("", f"https://{API_HOST}", API_HOST, 400),
+        (API_HOST, f"http://{API_HOST}", API_HOST, 403),  # plain http from a non-loopback host
+        (API_HOST, f"https://{API_HOST}", "other.example", 400),  # another Host
+        (API_HOST, f"https://{API_HOST}:8443", API_HOST, 403),  # another port
+        (API_HOST, f"https://{API_HOST}/", API_HOST, 403),  # not one serialised origin
     ],
 )
 async def test_the_same_host_rule_refuses_near_misses(
-    app_factory: Callable[..., Quart], allowed_hosts: str, origin: str, host: str
+    app_factory: Callable[..., Quart], allowed_hosts: str, origin: str, host: str, status: int
 ) -> None:
     async with (
         started(app_factory, ALLOWED_HOSTS=allowed_hosts) as app,
         chat_socket(app, "/ws/chat/sales/", origin=origin, headers={"Host": host}) as socket,
     ):
-        assert await socket.expect_refused() == 403
+        assert await socket.expect_refused() == status
 
 
 @pytest.mark.parametrize("path", ["/ws/chat/marketing/", "/livechat/ws/Sales/"])
@@ -398,6 +400,85 @@ async def test_the_agents_socket_is_for_staff_only(app: Quart) -> None:
         assert await anonymous.expect_close() == 4001
     async with chat_socket(app, f"{AGENTS_PATH}?token={client_token}") as client:
         assert await client.expect_close() == 4003
+
+
+# --- the staff token off the URL (a query string lands in proxies' access logs) -----------------
+
+
+async def expect_agent_opening(agent: Any) -> None:
+    established, active = await agent.receive_many(2)
+    assert established["type"] == "connection_established", established
+    assert active["type"] == "active_conversations", active
+
+
+async def test_the_agent_token_in_the_websocket_protocol_header(app: Quart) -> None:
+    """``Sec-WebSocket-Protocol: bearer, <token>``; the answer names only ``bearer`` (never
+    echoes the token)."""
+    _, token = await staff_login(app)
+    async with chat_socket(app, AGENTS_PATH, subprotocols=["bearer", token]) as agent:
+        await expect_agent_opening(agent)
+        assert agent.connection.accept_subprotocol == "bearer"  # type: ignore[attr-defined]
+    async with chat_socket(app, AGENTS_PATH, subprotocols=["bearer", "not-a-jwt"]) as bad:
+        assert await bad.expect_close() == 4001
+
+
+async def test_the_agent_token_in_the_first_frame(app: Quart) -> None:
+    _, token = await staff_login(app)
+    async with chat_socket(app, AGENTS_PATH) as agent:
+        await agent.send({"type": "auth", "token": token})
+        await expect_agent_opening(agent)
+    async with chat_socket(app, "/ws/chat/management/") as staff:
+        await staff.send({"type": "auth", "token": token})
+        established, _greeting = await staff.receive_many(2)
+        assert established["room"] == "management"
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "auth", "token": "not-a-jwt"},
+        {"type": "auth", "token": 42},
+        {"type": "auth"},
+        {"type": "message", "message": "hello"},
+        "not json",
+        None,  # nothing at all: closed after CHAT_AUTH_FRAME_TIMEOUT
+    ],
+    ids=["bad-token", "number", "no-token", "other-frame", "garbage", "silence"],
+)
+async def test_no_auth_frame_closes_the_agent_socket_4001(app: Quart, frame: Any) -> None:
+    await staff_login(app)
+    async with chat_socket(app, AGENTS_PATH) as agent:
+        if frame is not None:
+            await agent.send(frame)
+        assert await agent.expect_close() == 4001
+
+
+async def test_the_agent_token_in_the_query_still_works(app: Quart) -> None:
+    """The current staff UI's ``?token=``."""
+    _, token = await staff_login(app)
+    async with open_agent(app, token) as agent:
+        assert agent.opening[0]["type"] == "connection_established"
+
+
+@pytest.mark.parametrize("path", [AGENTS_PATH, "/ws/chat/sales/"])
+@pytest.mark.parametrize(
+    "origins",
+    [
+        [FRONTEND_ORIGIN, "https://evil.example"],
+        ["https://evil.example", FRONTEND_ORIGIN],
+        [FRONTEND_ORIGIN, FRONTEND_ORIGIN],
+    ],
+    ids=["allowed-first", "allowed-second", "same-twice"],
+)
+async def test_two_origin_headers_are_refused_at_the_handshake(
+    app: Quart, path: str, origins: list[str]
+) -> None:
+    headers = Headers([("Origin", origin) for origin in origins])
+    client = app.test_client()
+    with pytest.raises(WebsocketResponseError) as refused:
+        async with client.websocket(path, headers=headers) as socket:
+            await socket.receive()
+    assert refused.value.response.status_code == 403
 
 
 async def test_a_logged_in_visitor_is_named_and_linked(app: Quart) -> None:

@@ -188,6 +188,10 @@ async def test_create_user_stores_every_profile_field(app: Quart) -> None:
     [
         ("short", {}, "password"),
         ("x" * 129, {}, "password"),
+        ("        ", {}, "password"),
+        ("\x00" * 8, {}, "password"),
+        ("password", {}, "password"),
+        ("12345678", {}, "password"),
         ("long-enough", {"company": "A", "company_name": "B"}, "company_name"),
         ("long-enough", {"referral_code": "no spaces"}, "referral_code"),
         ("long-enough", {"first_name": "x" * 151}, "first_name"),
