@@ -534,3 +534,68 @@ async def test_forgotten_password_is_reset_from_the_mailed_link(
     except BaseException:
         print(f"transcript:\n{shopper.transcript}\n{stack.logs()}")
         raise
+
+
+async def test_staff_mark_a_bank_transfer_paid_and_the_client_gets_the_service(
+    stack: Stack, shopper: Shopper
+) -> None:
+    """A client checks out by bank transfer (through the API, as the storefront does); staff
+    sign in to the admin pages, see the invoice with its client, mark it paid, and the client's
+    subscription exists."""
+    say = shopper.transcript.step
+    email = "bank-client@example.co.zw"
+    status, body = stack.api.request(
+        "POST",
+        "/api/accounts/register/",
+        {"email": email, "password": SHOPPER["password"], "company_name": "Chipo Farms"},
+    )
+    assert status == 201, body
+    client_token = body["access"]
+    status, cart = stack.api.request("GET", "/api/billing/carts/current/", token=client_token)
+    assert status == 200, cart
+    item = {"hosting_product": 1, "quantity": 1, "billing_cycle": "monthly"}
+    item["service_metadata"] = {"type": "shared", "region": "Africa", "domain": "chipo.co.zw"}
+    status, body = stack.api.request(
+        "POST", f"/api/billing/carts/{cart['id']}/add_item/", item, token=client_token
+    )
+    assert status == 201, body
+    checkout = {"billing_info": {"full_name": "Chipo", "email": email}, "payment_method": "bank"}
+    status, invoice = stack.api.request(
+        "POST", f"/api/billing/carts/{cart['id']}/checkout/", checkout, token=client_token
+    )
+    assert status == 201, invoice
+    number = invoice["invoice_number"]
+    try:
+        page = await shopper.new_tab()
+        await shopper.open(page, "/admin/login")
+        await page.get_by_placeholder("admin@slykertech.co.zw").fill(STAFF_EMAIL)
+        await page.locator("input[placeholder='••••••••']").fill(STAFF_PASSWORD)
+        await page.locator("button[type=submit]").click()
+        await page.wait_for_url(re.compile(r"/admin$|/admin/?$"))
+        await shopper.open(page, "/admin/invoices", settled="load")
+        row = page.locator("tr", has_text=number)
+        await row.wait_for()
+        say("admin invoices", re.sub(r"\s+", " ", await row.inner_text()))
+        assert "Chipo Farms" in await row.inner_text()
+        await row.get_by_title("Mark Paid").click()
+        await page.locator("tr", has_text=number).get_by_text(re.compile("^paid$", re.I)).wait_for()
+        say(
+            "marked paid",
+            re.sub(r"\s+", " ", await page.locator("tr", has_text=number).inner_text()),
+        )
+
+        status, subscriptions = stack.api.request(
+            "GET", "/api/services/subscriptions/", token=client_token
+        )
+        say(
+            "client's subscriptions",
+            f"{status} {[s['service_name'] for s in subscriptions['results']]}",
+        )
+        assert status == 200
+        assert [(s["service_name"], s["status"]) for s in subscriptions["results"]] == [
+            ("Starter Shared", "active")
+        ]
+        assert not shopper.failures, shopper.failures
+    except BaseException:
+        print(f"transcript:\n{shopper.transcript}\n{stack.logs()}")
+        raise
