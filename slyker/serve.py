@@ -277,11 +277,17 @@ class Supervisor:
     def run(self) -> int:
         if self.config.pid_path is not None:
             Path(self.config.pid_path).write_text(str(os.getpid()))
+        # The workers inherit these sockets, so they need no SO_REUSEPORT, which Hypercorn sets
+        # when workers > 1 and which would let a second, forgotten server bind the same port
+        # and silently take part of the connections: create them as for one worker.
+        workers, self.config.workers = self.config.workers, 1
         try:
             self.sockets = self.config.create_sockets()
         except OSError as error:
             log.critical("Cannot listen on %s: %s", self.config.bind, error)
             return EXIT_FATAL
+        finally:
+            self.config.workers = workers
         for name in ("SIGTERM", "SIGINT"):
             signal.signal(getattr(signal, name), self._request_stop)
         log.info(

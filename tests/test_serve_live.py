@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import http.client
 import itertools
 import json
@@ -225,6 +226,24 @@ def test_the_port_already_taken_is_fatal(tmp_path: Path, serve_env: dict[str, st
             stop_process(process)
     assert code == 1, tail(log_path)
     assert f"Cannot listen on ['{HOST}:{port}']" in tail(log_path)
+
+
+def test_a_second_server_cannot_bind_the_port_of_a_running_one(
+    tmp_path: Path, serve_env: dict[str, str]
+) -> None:
+    """The supervisor's sockets carry no SO_REUSEPORT: a forgotten second server (here a
+    socket that asks for SO_REUSEPORT, as Hypercorn's own with workers > 1) cannot bind the
+    same port and silently take part of the traffic."""
+    server = start_serve(tmp_path / "first", serve_env, workers=2)
+    try:
+        with socket.socket() as second:
+            second.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            second.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            with pytest.raises(OSError) as refused:
+                second.bind((HOST, server.port))
+        assert refused.value.errno == errno.EADDRINUSE
+    finally:
+        server.stop()
 
 
 def test_a_bad_command_line_is_a_usage_error(tmp_path: Path, serve_env: dict[str, str]) -> None:
