@@ -6,23 +6,37 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+from pydantic import BaseModel, Field
 from quart import request
 from tortoise.queryset import QuerySet
 
 from slyker.errors import APIError
+from slyker.validation import MAX_INT, whole_number
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 M = TypeVar("M")
 
 
+class PageQuery(BaseModel):
+    """``?page=`` and ``?page_size=`` of a list, for its OpenAPI description
+    (``document_querystring``); :func:`paginate` reads them."""
+
+    page: int | None = Field(default=None, ge=1, le=MAX_INT)
+    page_size: int | None = Field(
+        default=None, ge=1, le=MAX_INT, description=f"at most {MAX_PAGE_SIZE} are returned"
+    )
+
+
 def _positive_int(name: str, default: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
-        raise APIError(400, f"{name}: must be a positive whole number.", errors={name: ["invalid"]})
-    return int(raw)
+    number = whole_number(raw)  # ASCII digits up to MAX_INT: an OFFSET both databases take
+    if number is None or number < 1:
+        message = f"must be a whole number from 1 to {MAX_INT}."
+        raise APIError(400, f"{name}: {message}", errors={name: [message]})
+    return number
 
 
 def _page_url(page: int) -> str:

@@ -1,32 +1,183 @@
-"""Request field pieces shared by blueprints: values the databases can store.
+"""What a request may carry: values the databases can store, checked once for every endpoint.
 
-``Annotated[str, Field(max_length=200), NO_NUL]``: text without NUL characters;
-``Annotated[int, Field(ge=0, le=MAX_INT)]``: a whole number an INTEGER column holds.
+- JSON bodies are parsed here (:func:`parse_json_body`, called by the request class): strict
+  UTF-8, bounded nesting, no ``NaN``/``Infinity``, and no string (key or value) with NUL or a
+  lone surrogate, which PostgreSQL cannot store (SQLite would, and then the other database's
+  tests disagree). A bad body is a 400 naming the field, before any view runs.
+- Query strings and path segments get the same text check (:func:`refuse_unstorable_query`,
+  a ``before_request`` hook).
+- Whole numbers: ``Annotated[int, Field(ge=0, le=MAX_INT)]`` (or :data:`Id`) in request
+  models; ``tests/test_validation.py`` checks that every ``int`` field of every request model
+  is bounded so, and ``<int:...>`` routes stop at MAX_INT (:class:`RowIdConverter`).
+- Money: :data:`MAX_MONEY`, what a ``numeric(12, 2)`` column holds.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+import re
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
+from quart import request
 from werkzeug.routing import IntegerConverter
+
+from slyker.errors import invalid
 
 # PostgreSQL's INTEGER; a bigger number is a 400, never a database error.
 MAX_INT = 2**31 - 1
+# numeric(12, 2): the biggest amount a money column (prices, lines, invoice totals) holds.
+MAX_MONEY = Decimal("9999999999.99")
+# Request bodies are shallow (the deepest, a cart line's service_metadata, is 3 levels);
+# a deeper one is refused before parsing, so the parser never recurses far.
+MAX_JSON_DEPTH = 32
+# Python's int() refuses more than 4300 digits (ValueError); nothing slyker takes is close.
+MAX_DIGITS = 18
+
+# NUL: PostgreSQL refuses it in text and jsonb. Lone surrogates (U+D800..U+DFFF, from a JSON
+# "\ud800" escape): not encodable as UTF-8, so no driver can send them.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
+_ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL refuses NUL in text; SQLite would store it. Refuse it on both alike.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text, or None."""
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "must not contain NUL characters"
+    return "must not contain unpaired surrogate characters"
+
+
+def _no_unstorable(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
-NO_NUL = AfterValidator(_no_nul)
+# For strings that reach a model another way than a JSON body (a form, a stored value).
+NO_NUL = AfterValidator(_no_unstorable)
 
 # A row id in a request body: a bigger number cannot name a row (and would be a database
 # error on PostgreSQL).
 Id = Annotated[int, Field(ge=1, le=MAX_INT)]
+# A count or size a request sets (an INTEGER column, or used in arithmetic with one).
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+
+
+def whole_number(raw: object, *, maximum: int = MAX_INT) -> int | None:
+    """``raw`` (an int, or a string of ASCII digits) as an int in 0..maximum, else None.
+
+    Never ``int()`` on a client's string directly: it accepts Unicode digits (``"٣"``), and
+    ``"²".isdigit()`` is true but ``int("²")`` raises, as does a number of 4300+ digits.
+    """
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw if 0 <= raw <= maximum else None
+    if not isinstance(raw, str):
+        return None
+    raw = raw.strip()
+    if not _ASCII_DIGITS.fullmatch(raw) or len(raw) > MAX_DIGITS:
+        return None
+    number = int(raw)
+    return number if number <= maximum else None
+
+
+# --- JSON bodies ---------------------------------------------------------------------------
+
+
+class BadJSON(Exception):
+    """The body cannot be parsed as JSON slyker accepts; the message says why."""
+
+
+def _too_deep(text: str) -> bool:
+    depth = 0
+    for bracket in _BRACKETS.finditer(_JSON_STRING.sub("", text)):
+        if bracket.group() in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BadJSON(f"{name} is not a JSON number.")
+
+
+def parse_json_body(data: bytes) -> Any:
+    """Parse a request body; :class:`BadJSON` for anything but UTF-8 JSON of bounded depth."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadJSON("Request body is not UTF-8 encoded JSON.") from None
+    if _too_deep(text):
+        raise BadJSON(f"Request body is nested more than {MAX_JSON_DEPTH} levels deep.")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except BadJSON:
+        raise
+    except RecursionError:  # unreachable after the depth check; never a 500 all the same
+        raise BadJSON(f"Request body is nested more than {MAX_JSON_DEPTH} levels deep.") from None
+    except ValueError as error:  # JSONDecodeError, or an integer of more than 4300 digits
+        if isinstance(error, json.JSONDecodeError):
+            raise BadJSON("Request body is not valid JSON.") from None
+        raise BadJSON("Request body has a number too long to read.") from None
+
+
+def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in a parsed JSON value (keys too), with its dotted field path."""
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            yield where, item
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                child_path = f"{where}.{key}" if where else str(key)
+                yield child_path, key
+                stack.append((child_path, child))
+        elif isinstance(item, list):
+            stack.extend(
+                (f"{where}.{index}" if where else str(index), child)
+                for index, child in enumerate(item)
+            )
+
+
+def refuse_unstorable_json(value: Any) -> None:
+    """A 400 naming the first field whose text (or key) the database cannot store."""
+    for where, text in _strings(value):
+        problem = text_problem(text)
+        if problem is not None:
+            raise invalid(_printable(where) or "non_field_errors", problem)
+
+
+def _printable(field: str) -> str:
+    # The field name is echoed in the error: without the characters that made it bad.
+    return _UNSTORABLE.sub("\ufffd", field)
+
+
+# --- query strings and paths --------------------------------------------------------------
+
+
+async def refuse_unstorable_query() -> None:
+    """``before_request``: query parameters (names and values) and path segments must be
+    text the database can store, like every JSON string; otherwise a 400 naming them."""
+    for name, value in request.args.items(multi=True):
+        problem = text_problem(name) or text_problem(value)
+        if problem is not None:
+            raise invalid(_printable(name), problem)
+    problem = text_problem(request.path)
+    if problem is not None:
+        raise invalid("path", problem)
 
 
 class RowIdConverter(IntegerConverter):

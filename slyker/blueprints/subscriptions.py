@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 from quart import Blueprint, request
-from quart_schema import validate_request
+from quart_schema import document_querystring, validate_request
 from tortoise.models import Model
 
 from slyker.auth import authenticated_user, login_required, staff_required
@@ -23,7 +23,7 @@ from slyker.models.services import (
     SubscriptionStatus,
 )
 from slyker.money import as_string, cents
-from slyker.pagination import paginate
+from slyker.pagination import PageQuery, paginate
 from slyker.services.clients import client_summary
 from slyker.validation import NO_NUL
 
@@ -112,7 +112,16 @@ async def _subscription(subscription_id: int) -> Subscription:
     return subscription  # type: ignore[no-any-return]
 
 
+class SubscriptionQuery(PageQuery):
+    status: SubscriptionStatus | None = None
+
+
+class DomainRegistrationQuery(PageQuery):
+    status: DomainStatus | None = None
+
+
 @subscriptions.get("/")
+@document_querystring(SubscriptionQuery)
 @login_required
 async def list_subscriptions() -> dict[str, Any]:
     """The caller's hosting subscriptions (staff: everyone's), newest first; ``?status=``."""
@@ -155,6 +164,7 @@ async def update_subscription(subscription_id: int, data: SubscriptionChange) ->
 
 
 @domain_registrations.get("/")
+@document_querystring(DomainRegistrationQuery)
 @login_required
 async def list_domain_registrations() -> dict[str, Any]:
     """The caller's domains (staff: everyone's), newest first; ``?status=``."""

@@ -49,6 +49,7 @@ from slyker.pricing import (
     price_service,
     promotion_problem,
     subtotal,
+    too_large,
 )
 from slyker.services import paynow as paynow_service
 from slyker.services.errors import UpstreamError
@@ -182,6 +183,14 @@ def item_json(item: CartItem) -> dict[str, Any]:
 
 def lines_of(items: list[CartItem]) -> list[Line]:
     return [Line(item.product_type, item.unit_price, item.quantity) for item in items]
+
+
+def refuse_too_large(lines: list[Line]) -> None:
+    """A 400 (on ``quantity``) when the cart would no longer fit an invoice's money columns,
+    so it is refused here, never as a database error at checkout."""
+    problem = too_large(lines, current_settings().tax_rate)
+    if problem is not None:
+        raise invalid("quantity", f"too large: {problem}")
 
 
 async def cart_json(cart: Cart) -> dict[str, Any]:
@@ -356,6 +365,8 @@ async def add_item(cart_id: int, data: CartItemIn) -> Response:
     action and WHOIS privacy); a ``unit_price`` in the body is ignored. 201 with the cart."""
     cart = await open_cart(cart_id)
     line, product = await priced_line(data)
+    others = lines_of(await CartItem.filter(cart_id=cart.id))
+    refuse_too_large([*others, Line(line.product_type, line.unit_price, data.quantity)])
     await CartItem.create(
         cart=cart,
         **product,
@@ -394,6 +405,8 @@ async def update_item(cart_id: int, data: ItemChange) -> Response:
     item = await _cart_item(cart, data.item_id)
     request_body = CartItemIn.of(item, data.quantity, data.billing_cycle)
     line, _ = await priced_line(request_body)
+    others = lines_of(await CartItem.filter(cart_id=cart.id).exclude(id=item.id))
+    refuse_too_large([*others, Line(line.product_type, line.unit_price, request_body.quantity)])
     await CartItem.filter(id=item.id).update(
         quantity=request_body.quantity,
         billing_cycle=line.billing_cycle,
@@ -540,10 +553,18 @@ async def _repriced(items: list[CartItem]) -> list[tuple[CartItem, PricedLine]]:
             line, _ = await priced_line(CartItemIn.of(item))
         except APIError as error:
             raise invalid("items", f"{item.service_name}: {error.description}") from None
+        priced.append((item, line))
+    # Prices may have risen, or a merged cart added lines, since each line was checked.
+    problem = too_large(
+        [Line(item.product_type, line.unit_price, item.quantity) for item, line in priced],
+        current_settings().tax_rate,
+    )
+    if problem is not None:
+        raise invalid("items", f"too large: {problem}")
+    for item, line in priced:
         if line.unit_price != item.unit_price:
             item.unit_price = line.unit_price
             await CartItem.filter(id=item.id).update(unit_price=line.unit_price)
-        priced.append((item, line))
     return priced
 
 

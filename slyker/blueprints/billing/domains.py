@@ -15,6 +15,7 @@ from slyker.blueprints.accounts import client_address
 from slyker.redis_client import current_redis
 from slyker.services.whois import AnswerCache, DomainChecker, MemoryCache, RedisCache
 from slyker.settings import current_settings
+from slyker.validation import MAX_INT
 
 blueprint = Blueprint("domains", __name__, url_prefix="/api/services")
 MEMORY_CACHE_KEY = "slyker.whois_cache"
@@ -46,7 +47,7 @@ class DomainCheckRequest(BaseModel):
     domains: list[str]
     parallel: bool = True
     # Capped by WHOIS_MAX_PARALLEL; the storefront sends 5.
-    max_workers: int | None = Field(default=None, ge=1)
+    max_workers: int | None = Field(default=None, ge=1, le=MAX_INT)
 
 
 class DomainAvailability(BaseModel):

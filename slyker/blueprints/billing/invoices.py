@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, request
-from quart_schema import validate_request
+from quart_schema import document_querystring, validate_request
 from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
@@ -16,7 +16,7 @@ from slyker.auth import authenticated_user, login_required, staff_required
 from slyker.errors import APIError, invalid
 from slyker.models.billing import Invoice, InvoiceItem, InvoiceStatus, Payment, PaymentStatus
 from slyker.money import ZERO, as_number, as_string, cents
-from slyker.pagination import paginate
+from slyker.pagination import PageQuery, paginate
 from slyker.services.clients import client_summary
 from slyker.services.invoicing import (
     DraftLine,
@@ -107,7 +107,12 @@ async def _invoice(invoice_id: int) -> Invoice:
     return invoice
 
 
+class InvoiceQuery(PageQuery):
+    status: InvoiceStatus | None = None
+
+
 @invoices.get("/")
+@document_querystring(InvoiceQuery)
 @login_required
 async def list_invoices() -> dict[str, Any]:
     """The caller's invoices (staff: everyone's), newest first; ``?status=`` filters."""
@@ -243,6 +248,7 @@ def _visible_payments() -> Any:
 
 
 @payments.get("/")
+@document_querystring(PageQuery)
 @login_required
 async def list_payments() -> dict[str, Any]:
     """The caller's payments (staff: all), newest first."""

@@ -17,7 +17,7 @@ from pydantic import (
     field_validator,
 )
 from quart import Blueprint, request
-from quart_schema import RequestSchemaValidationError, validate_request
+from quart_schema import RequestSchemaValidationError, document_querystring, validate_request
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
@@ -25,7 +25,7 @@ from slyker.auth import staff_required
 from slyker.errors import APIError, invalid
 from slyker.models.billing import DiscountType, Promotion
 from slyker.money import as_string
-from slyker.pagination import paginate
+from slyker.pagination import PageQuery, paginate
 from slyker.pricing import promotion_problem
 from slyker.validation import MAX_INT, NO_NUL
 
@@ -134,6 +134,7 @@ async def validate_code(data: CodeIn) -> dict[str, Any]:
 
 
 @blueprint.get("/")
+@document_querystring(PageQuery)
 @staff_required
 async def list_promotions() -> dict[str, Any]:
     """Staff: every promotion, paginated."""
