@@ -22,7 +22,7 @@ from slyker.request_id import RequestIDMiddleware, configure_logging
 from slyker.services.mail import announce_mail_mode
 from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
 from slyker.settings import load_settings
-from slyker.validation import RowIdConverter, refuse_unstorable_query
+from slyker.validation import BoundedOpenAPIProvider, RowIdConverter, refuse_unstorable_query
 from slyker.wrappers import APIRequest
 
 
@@ -62,7 +62,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     app.before_request(refuse_unstorable_query)
     RateLimiter(app, store=RedisStore(settings.redis_url) if settings.redis_url else None)
     register_error_handlers(app)
-    QuartSchema(app, info={"title": "slyker API", "version": "1.0"})
+    QuartSchema(
+        app,
+        info={"title": "slyker API", "version": "1.0"},
+        openapi_provider_class=BoundedOpenAPIProvider,
+    )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # after QuartSchema's provider
 
     for blueprint in (

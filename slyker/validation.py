@@ -18,11 +18,12 @@ import json
 import re
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, Field
-from quart import request
-from werkzeug.routing import IntegerConverter
+from quart import current_app, request
+from quart_schema import OpenAPIProvider
+from werkzeug.routing import BaseConverter, IntegerConverter
 
 from slyker.errors import invalid
 
@@ -35,6 +36,7 @@ MAX_MONEY = Decimal("9999999999.99")
 MAX_JSON_DEPTH = 32
 # Python's int() refuses more than 4300 digits (ValueError); nothing slyker takes is close.
 MAX_DIGITS = 18
+F = TypeVar("F")
 
 # NUL: PostgreSQL refuses it in text and jsonb. Lone surrogates (U+D800..U+DFFF, from a JSON
 # "\ud800" escape): not encodable as UTF-8, so no driver can send them.
@@ -83,7 +85,6 @@ def whole_number(raw: object, *, maximum: int = MAX_INT) -> int | None:
         return raw if 0 <= raw <= maximum else None
     if not isinstance(raw, str):
         return None
-    raw = raw.strip()
     if not _ASCII_DIGITS.fullmatch(raw) or len(raw) > MAX_DIGITS:
         return None
     number = int(raw)
@@ -110,15 +111,20 @@ def _too_deep(text: str) -> bool:
 
 
 def _refuse_constant(name: str) -> Any:
-    raise BadJSON(f"{name} is not a JSON number.")
+    raise BadJSON(f"Request body has {name}, which is not a JSON number.")
 
 
 def parse_json_body(data: bytes) -> Any:
     """Parse a request body; :class:`BadJSON` for anything but UTF-8 JSON of bounded depth."""
+    not_utf8 = BadJSON("Request body is not UTF-8 encoded JSON.")
+    # A raw NUL byte is never in JSON text (in a string it is escaped, \u0000); in UTF-16 or
+    # UTF-32 every ASCII character has one, and such a body is valid UTF-8 all the same.
+    if b"\x00" in data:
+        raise not_utf8
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadJSON("Request body is not UTF-8 encoded JSON.") from None
+        raise not_utf8 from None
     if _too_deep(text):
         raise BadJSON(f"Request body is nested more than {MAX_JSON_DEPTH} levels deep.")
     try:
@@ -150,6 +156,22 @@ def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
                 (f"{where}.{index}" if where else str(index), child)
                 for index, child in enumerate(item)
             )
+
+
+_CHECKS_OWN_TEXT = "_slyker_checks_own_text"
+
+
+def checks_own_text(func: F) -> F:
+    """For an endpoint that stores none of its body's text and checks every string itself,
+    with better answers (the domain search names each bad name, all at once): its body's
+    strings are not refused here. Put it right under the route decorator."""
+    setattr(func, _CHECKS_OWN_TEXT, True)
+    return func
+
+
+def view_checks_own_text() -> bool:
+    view = current_app.view_functions.get(request.endpoint or "")
+    return bool(getattr(view, _CHECKS_OWN_TEXT, False))
 
 
 def refuse_unstorable_json(value: Any) -> None:
@@ -187,3 +209,19 @@ class RowIdConverter(IntegerConverter):
     def __init__(self, map: object, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("max", MAX_INT)
         super().__init__(map, *args, **kwargs)  # type: ignore[arg-type]
+
+
+class BoundedOpenAPIProvider(OpenAPIProvider):
+    """/openapi.json says what ``<int:...>`` takes (1..MAX_INT for a row id), so clients and
+    the fuzz test know the bounds a path id has, like a body's."""
+
+    def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
+        parameter = super().build_path_parameter(name, converter)
+        if isinstance(converter, IntegerConverter):
+            if converter.min is not None:
+                parameter["schema"]["minimum"] = converter.min
+            elif not converter.signed:
+                parameter["schema"]["minimum"] = 0
+            if converter.max is not None:
+                parameter["schema"]["maximum"] = converter.max
+        return parameter

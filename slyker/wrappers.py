@@ -9,7 +9,12 @@ from quart import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from slyker.errors import APIError
-from slyker.validation import BadJSON, parse_json_body, refuse_unstorable_json
+from slyker.validation import (
+    BadJSON,
+    parse_json_body,
+    refuse_unstorable_json,
+    view_checks_own_text,
+)
 
 
 class APIRequest(Request):
@@ -33,7 +38,8 @@ class APIRequest(Request):
         data = await self.get_data(cache=cache, as_text=False)
         try:
             result = parse_json_body(data)
-            refuse_unstorable_json(result)
+            if not view_checks_own_text():
+                refuse_unstorable_json(result)
         except (BadJSON, APIError) as error:
             if not silent:
                 raise self._json_error(error) from None

@@ -171,3 +171,9 @@ async def app(app_factory: Callable[..., Quart]) -> AsyncIterator[Quart]:
     async with application.test_app():
         await prepare_database(application)
         yield application
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "fuzz: property-based fuzzing of the OpenAPI operations (schemathesis)"
+    )
