@@ -15,7 +15,7 @@ from slyker.blueprints.accounts import client_address
 from slyker.redis_client import current_redis
 from slyker.services.whois import AnswerCache, DomainChecker, MemoryCache, RedisCache
 from slyker.settings import current_settings
-from slyker.validation import MAX_INT, checks_own_text
+from slyker.validation import checks_own_text
 
 blueprint = Blueprint("domains", __name__, url_prefix="/api/services")
 MEMORY_CACHE_KEY = "slyker.whois_cache"
@@ -47,7 +47,7 @@ class DomainCheckRequest(BaseModel):
     domains: list[str]
     parallel: bool = True
     # Capped by WHOIS_MAX_PARALLEL; the storefront sends 5.
-    max_workers: int | None = Field(default=None, ge=1, le=MAX_INT)
+    max_workers: int | None = Field(default=None, ge=1)
 
 
 class DomainAvailability(BaseModel):
