@@ -26,6 +26,9 @@ DOMAIN_YEARS = (1, 2, 3, 5, 10)
 MAX_DOMAIN_YEARS = 100  # beyond any registry's; only DOMAIN_YEARS are priced
 DOMAIN_ACTIONS = ("registration", "transfer", "renewal")
 MAX_QUANTITY = 100
+# CartItem.service_name and InvoiceItem.description: "Domain registration: " and a domain
+# name of 253 characters do not fit; the whole name stays in the line's service_metadata.
+SERVICE_NAME_LENGTH = 255
 _DOMAIN_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}")
 
 
@@ -37,6 +40,11 @@ def domain_registration_price(product: DomainProduct, years: int) -> Decimal | N
     if years not in DOMAIN_YEARS:
         return None
     return getattr(product, f"registration_price_{years}yr")  # type: ignore[no-any-return]
+
+
+def fit(text: str, length: int) -> str:
+    """``text`` cut to ``length`` characters, with an ellipsis when it was cut."""
+    return text if len(text) <= length else text[: length - 1] + "\u2026"
 
 
 @dataclass
@@ -115,7 +123,7 @@ def price_domain(
     unit = base + (product.whois_privacy_price * years if privacy else ZERO)
     return PricedLine(
         unit_price=cents(unit),
-        service_name=f"Domain {action}: {name}",
+        service_name=fit(f"Domain {action}: {name}", SERVICE_NAME_LENGTH),
         service_category="domain",
         product_type="domain",
         billing_cycle="annual" if years == 1 else f"{years}yr",

@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, AwareDatetime, Field
 from quart import current_app, request
 from quart_schema import OpenAPIProvider
 from werkzeug.routing import BaseConverter, IntegerConverter
@@ -65,6 +66,27 @@ def _no_unstorable(value: str) -> str:
 
 # For strings that reach a model another way than a JSON body (a form, a stored value).
 NO_NUL = AfterValidator(_no_unstorable)
+
+# Dates a client sets (invoice dates, a promotion's start and end): a date near year 1 or
+# 9999 overflows once a day is added or an offset removed (OverflowError, or PostgreSQL's
+# "date out of range"); nothing slyker bills is outside these.
+EARLIEST_DAY = date(1900, 1, 1)
+LATEST_DAY = date(2999, 12, 31)
+
+
+def _storable_day(value: date) -> date:
+    if not EARLIEST_DAY <= value <= LATEST_DAY:
+        raise ValueError(f"must be between {EARLIEST_DAY} and {LATEST_DAY}")
+    return value
+
+
+def _storable_moment(value: datetime) -> datetime:
+    _storable_day(value.date())  # as given: its UTC offset moves it by less than a day
+    return value
+
+
+Day = Annotated[date, AfterValidator(_storable_day)]
+Moment = Annotated[AwareDatetime, AfterValidator(_storable_moment)]
 
 # A row id in a request body: a bigger number cannot name a row (and would be a database
 # error on PostgreSQL).

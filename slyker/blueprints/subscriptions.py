@@ -4,7 +4,6 @@ and may adjust a subscription."""
 
 from __future__ import annotations
 
-from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -25,7 +24,7 @@ from slyker.models.services import (
 from slyker.money import as_string, cents
 from slyker.pagination import PageQuery, paginate
 from slyker.services.clients import client_summary
-from slyker.validation import NO_NUL
+from slyker.validation import NO_NUL, Day
 
 subscriptions = Blueprint("subscriptions", __name__, url_prefix="/api/services/subscriptions")
 domain_registrations = Blueprint(
@@ -140,7 +139,7 @@ class SubscriptionChange(BaseModel):
     status: SubscriptionStatus | None = None
     billing_cycle: BillingCycle | None = None
     price: Decimal | None = Field(default=None, ge=0, max_digits=12, decimal_places=2)
-    next_due_date: date | None = None
+    next_due_date: Day | None = None
     provisioning_completed: bool | None = None
     notes: Annotated[str, Field(max_length=10_000), NO_NUL] | None = None
 

@@ -401,3 +401,72 @@ async def test_a_price_rise_past_numeric_12_2_is_a_400_at_checkout(shop: Quart) 
         assert (await Cart.get(id=cart)).status == CartStatus.ACTIVE
     await set_price(shop, 1, "2.99")
     assert (await browser.post(f"{CARTS}/{cart}/checkout/", CHECKOUT, token=token)).status == 201
+
+
+# --- text a column cannot hold, made from valid input ---------------------------------------
+
+
+async def test_the_longest_domain_name_fits_a_cart_line_and_an_invoice(shop: Quart) -> None:
+    """ "Domain registration: " and a 253-character name made a 274-character line name
+    (tortoise refuses it on both databases: a 500)."""
+    browser = API(shop)
+    await make_user(shop, "client@example.com")
+    token = await browser.login("client@example.com")
+    cart = await cart_of(browser, token)
+    name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 57]) + ".com"
+    metadata = {"action": "registration", "domain_name": name}
+    reply = await browser.post(
+        f"{CARTS}/{cart}/add_item/",
+        {"domain_product": 1, "service_metadata": metadata},
+        token=token,
+    )
+    assert reply.status == 201, reply.body
+    line = reply.body["items"][0]
+    assert len(line["service_name"]) == 255
+    assert line["service_name"].startswith("Domain registration: aaa")
+    assert line["service_name"].endswith("\u2026")
+    assert line["service_metadata"]["domain_name"] == name  # the whole name is kept
+    checkout = await browser.post(f"{CARTS}/{cart}/checkout/", CHECKOUT, token=token)
+    assert checkout.status == 201, checkout.body
+
+
+# --- dates at the ends of the calendar --------------------------------------------------------
+
+DATE_RANGE = "must be between 1900-01-01 and 2999-12-31"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        (
+            "POST",
+            "/api/billing/promotions/",
+            {"start_date": "0001-01-01T00:00:00+14:00"},
+            "start_date",
+        ),
+        ("POST", "/api/billing/promotions/", {"end_date": "9999-12-31T23:59:59-14:00"}, "end_date"),
+        ("PATCH", "/api/billing/promotions/1/", {"end_date": "9999-12-31"}, "end_date"),
+        ("PATCH", "/api/billing/promotions/1/", {"start_date": "1899-12-31"}, "start_date"),
+        (
+            "POST",
+            "/api/billing/invoices/",
+            {"issue_date": "9999-12-31"},  # + INVOICE_DUE_DAYS overflowed
+            "issue_date",
+        ),
+        ("POST", "/api/billing/invoices/", {"due_date": "0001-01-01"}, "due_date"),
+    ],
+)
+async def test_dates_outside_the_billing_range_are_a_400(
+    shop: Quart, method: str, path: str, body: dict[str, Any], field: str
+) -> None:
+    api = API(shop)
+    await make_user(shop, "client@example.com")
+    staff = await token_for(shop, api, "staff@example.com", Role.STAFF)
+    if path == "/api/billing/promotions/":
+        body = {"name": "Far", "code": "FAR", "discount_type": "fixed", "discount_value": 1, **body}
+    elif path == "/api/billing/invoices/":
+        body = {"user": 1, "items": [{"description": "x", "unit_price": "1.00"}], **body}
+    reply = await api.call(method, path, body, token=staff)
+    assert_field_error(reply, field, DATE_RANGE)
+    with db(shop):
+        assert await Invoice.all().count() == 0

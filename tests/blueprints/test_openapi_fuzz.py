@@ -35,7 +35,11 @@ from tests.api import API, make_user, seed_catalog
 from tests.conftest import TEST_SECRET_KEY, database_settings, prepare_database
 from tests.fake_registries import closed_port
 
-pytestmark = pytest.mark.fuzz
+pytestmark = [
+    pytest.mark.fuzz,
+    # schemathesis' own strategies use `random`; nothing this test can change.
+    pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning"),
+]
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
 CART_TOKEN = "X-Cart-Token"

@@ -27,7 +27,7 @@ from slyker.services.invoicing import (
 )
 from slyker.services.settlement import mark_invoice_paid, settle_if_covered
 from slyker.settings import current_settings
-from slyker.validation import MAX_INT, NO_NUL, Id
+from slyker.validation import MAX_INT, NO_NUL, Day, Id
 
 MAX_INVOICE_LINES = 200
 MAX_LINE_QUANTITY = 100_000
@@ -326,8 +326,8 @@ class InvoiceIn(BaseModel):
 
     client: int | None = Field(default=None, ge=1, le=MAX_INT)
     user: int | None = Field(default=None, ge=1, le=MAX_INT)
-    issue_date: date | None = None
-    due_date: date | None = None
+    issue_date: Day | None = None
+    due_date: Day | None = None
     items: list[InvoiceLineIn] = Field(min_length=1, max_length=MAX_INVOICE_LINES)
     tax_rate: TaxRate | None = None
     discount_amount: Discount = Decimal("0")
@@ -343,8 +343,8 @@ class InvoiceChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["draft"] | None = None
-    issue_date: date | None = None
-    due_date: date | None = None
+    issue_date: Day | None = None
+    due_date: Day | None = None
     items: list[InvoiceLineIn] | None = Field(
         default=None, min_length=1, max_length=MAX_INVOICE_LINES
     )

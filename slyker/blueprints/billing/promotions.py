@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     Field,
@@ -27,7 +26,7 @@ from slyker.models.billing import DiscountType, Promotion
 from slyker.money import as_string
 from slyker.pagination import PageQuery, paginate
 from slyker.pricing import promotion_problem
-from slyker.validation import MAX_INT, NO_NUL
+from slyker.validation import MAX_INT, NO_NUL, Moment
 
 blueprint = Blueprint("promotions", __name__, url_prefix="/api/billing/promotions")
 
@@ -73,8 +72,8 @@ class PromotionIn(BaseModel):
     description: Annotated[str, Field(max_length=10_000), NO_NUL] = ""
     discount_type: DiscountType
     discount_value: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
-    start_date: Annotated[AwareDatetime, BeforeValidator(_day_start)] | None = None
-    end_date: Annotated[AwareDatetime, BeforeValidator(_day_end)] | None = None
+    start_date: Annotated[Moment, BeforeValidator(_day_start)] | None = None
+    end_date: Annotated[Moment, BeforeValidator(_day_end)] | None = None
     is_active: bool = True
     usage_limit: int | None = Field(default=None, ge=1, le=MAX_INT)
     minimum_order_amount: Decimal = Field(
