@@ -119,6 +119,9 @@ BAD_SETTINGS = [
     _bad("PASSWORD_RESET_URL", valid(PASSWORD_RESET_URL="javascript:x"), "reset-url-js"),
     _bad("PASSWORD_RESET_URL", valid(PASSWORD_RESET_URL="https://s.example/{uid}"), "reset-uid"),
     _bad("PASSWORD_RESET_TOKEN_LIFETIME", valid(PASSWORD_RESET_TOKEN_LIFETIME=0), "reset-life"),
+    # issue date + due days must stay a date (an issue date of 2999 plus a million days was
+    # an OverflowError on every invoice)
+    _bad("INVOICE_DUE_DAYS", valid(INVOICE_DUE_DAYS=3651), "invoice-due-days"),
 ]
 
 
