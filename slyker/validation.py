@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
+from itertools import repeat
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, Field
@@ -44,6 +44,7 @@ F = TypeVar("F")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS = re.compile(r"[\[\]{}]")
+_RISKY_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
 _ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
 
 
@@ -136,8 +137,9 @@ def _refuse_constant(name: str) -> Any:
     raise BadJSON(f"Request body has {name}, which is not a JSON number.")
 
 
-def parse_json_body(data: bytes) -> Any:
-    """Parse a request body; :class:`BadJSON` for anything but UTF-8 JSON of bounded depth."""
+def parse_json_body(data: bytes, *, check_text: bool = True) -> Any:
+    """Parse a request body: :class:`BadJSON` for anything but UTF-8 JSON of bounded depth,
+    and (``check_text``) a 400 naming a string the database cannot store."""
     not_utf8 = BadJSON("Request body is not UTF-8 encoded JSON.")
     # A raw NUL byte is never in JSON text (in a string it is escaped, \u0000); in UTF-16 or
     # UTF-32 every ASCII character has one, and such a body is valid UTF-8 all the same.
@@ -150,7 +152,7 @@ def parse_json_body(data: bytes) -> Any:
     if _too_deep(text):
         raise BadJSON(f"Request body is nested more than {MAX_JSON_DEPTH} levels deep.")
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=_refuse_constant)
     except BadJSON:
         raise
     except RecursionError:  # unreachable after the depth check; never a 500 all the same
@@ -159,25 +161,41 @@ def parse_json_body(data: bytes) -> Any:
         if isinstance(error, json.JSONDecodeError):
             raise BadJSON("Request body is not valid JSON.") from None
         raise BadJSON("Request body has a number too long to read.") from None
+    if check_text:
+        refuse_unstorable_json(value, text)
+    return value
 
 
-def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """Every string in a parsed JSON value (keys too), with its dotted field path."""
-    stack: list[tuple[str, Any]] = [(path, value)]
+def _first_unstorable(value: Any) -> tuple[str, str] | None:
+    """The dotted path (``items.0.description``) and the problem of the first string, key
+    or value, in document order, that the database cannot store; None if there is none."""
+    # Paths are linked pairs, joined only for the string that is reported.
+    stack: list[tuple[Any, Any]] = [(value, None)]
     while stack:
-        where, item = stack.pop()
+        item, where = stack.pop()
         if isinstance(item, str):
-            yield where, item
+            problem = text_problem(item)
+            if problem is not None:
+                return _joined(where), problem
         elif isinstance(item, dict):
-            for key, child in item.items():
-                child_path = f"{where}.{key}" if where else str(key)
-                yield child_path, key
-                stack.append((child_path, child))
+            for key in item:
+                problem = text_problem(key)
+                if problem is not None:
+                    return _joined((where, key)), problem
+            keys = zip(repeat(where), reversed(item), strict=False)  # repeat() never ends
+            stack.extend(zip(reversed(item.values()), keys, strict=False))
         elif isinstance(item, list):
-            stack.extend(
-                (f"{where}.{index}" if where else str(index), child)
-                for index, child in enumerate(item)
-            )
+            indexes = zip(repeat(where), range(len(item) - 1, -1, -1), strict=False)
+            stack.extend(zip(reversed(item), indexes, strict=False))
+    return None
+
+
+def _joined(where: Any) -> str:
+    parts: list[str] = []
+    while where is not None:
+        where, key = where
+        parts.append(str(key))
+    return ".".join(reversed(parts))
 
 
 _CHECKS_OWN_TEXT = "_slyker_checks_own_text"
@@ -196,12 +214,19 @@ def view_checks_own_text() -> bool:
     return bool(getattr(view, _CHECKS_OWN_TEXT, False))
 
 
-def refuse_unstorable_json(value: Any) -> None:
-    """A 400 naming the first field whose text (or key) the database cannot store."""
-    for where, text in _strings(value):
-        problem = text_problem(text)
-        if problem is not None:
-            raise invalid(_printable(where) or "non_field_errors", problem)
+def refuse_unstorable_json(value: Any, text: str | None = None) -> None:
+    """A 400 naming the first field whose text (or key) the database cannot store.
+
+    With the body's ``text``, the walk happens only when the text has an escape that can
+    make such a string (``\\u0000``, ``\\udXXX``): raw NUL bytes and raw surrogates are
+    refused before parsing, so nothing else can.
+    """
+    if text is not None and not _RISKY_ESCAPE.search(text):
+        return
+    found = _first_unstorable(value)
+    if found is not None:
+        field, problem = found
+        raise invalid(_printable(field) or "non_field_errors", problem)
 
 
 def _printable(field: str) -> str:

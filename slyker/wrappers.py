@@ -9,12 +9,7 @@ from quart import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from slyker.errors import APIError
-from slyker.validation import (
-    BadJSON,
-    parse_json_body,
-    refuse_unstorable_json,
-    view_checks_own_text,
-)
+from slyker.validation import BadJSON, parse_json_body, view_checks_own_text
 
 
 class APIRequest(Request):
@@ -37,9 +32,7 @@ class APIRequest(Request):
             return None
         data = await self.get_data(cache=cache, as_text=False)
         try:
-            result = parse_json_body(data)
-            if not view_checks_own_text():
-                refuse_unstorable_json(result)
+            result = parse_json_body(data, check_text=not view_checks_own_text())
         except (BadJSON, APIError) as error:
             if not silent:
                 raise self._json_error(error) from None

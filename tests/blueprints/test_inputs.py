@@ -147,6 +147,23 @@ async def test_nul_and_lone_surrogates_in_any_json_string_are_a_400(
     assert (await api.get("/api/accounts/users/me/", token=token)).body["city"] == ""
 
 
+async def test_text_that_only_looks_like_it_is_accepted(shop: Quart) -> None:
+    """An escaped backslash before ``u0000`` is text, and an escaped surrogate pair is one
+    character (an emoji): neither is refused."""
+    api = API(shop)
+    for email in ("a\\u0000@b.io", "\U0001f600@b.io"):
+        reply = await api.post("/api/token/", {"email": email, "password": "x"})
+        assert reply.status == 401, reply.body  # parsed and checked: simply no such user
+
+
+async def test_the_first_bad_field_in_document_order_is_named(shop: Quart) -> None:
+    api = API(shop)
+    body = {"email": "a\x00@b.io", "password": "\ud800"}
+    assert_field_error(await api.post("/api/token/", body), "email", NUL)
+    body = {"password": "\ud800", "email": "a\x00@b.io"}
+    assert_field_error(await api.post("/api/token/", body), "password", SURROGATE)
+
+
 async def test_bad_text_is_named_where_it_is_nested_and_in_keys(shop: Quart) -> None:
     browser = API(shop)
     cart = await cart_of(browser)
