@@ -6,7 +6,7 @@ answer may be a 5xx, and every error is the one JSON error shape.
 In-process through the ASGI app (schemathesis runs it on its own event-loop thread, lifespan
 included), on the database the suite runs on (``SLYKER_TEST_DATABASE=postgres`` too), with
 the demo catalog, a client with a checked-out invoice and a staff user. A bounded number of
-examples per operation (``FUZZ_EXAMPLES``, default 12) keeps it to a minute or two.
+examples per operation and mode (``FUZZ_EXAMPLES``, default 25) keeps it to a minute or two.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning"),
 ]
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 CART_TOKEN = "X-Cart-Token"
 
 
