@@ -6,10 +6,13 @@
   tests disagree). A bad body is a 400 naming the field, before any view runs.
 - Query strings and path segments get the same text check (:func:`refuse_unstorable_query`,
   a ``before_request`` hook).
-- Whole numbers: ``Annotated[int, Field(ge=0, le=MAX_INT)]`` (or :data:`Id`) in request
-  models; ``tests/test_validation.py`` checks that every ``int`` field of every request model
-  is bounded so, and ``<int:...>`` routes stop at MAX_INT (:class:`RowIdConverter`).
-- Money: :data:`MAX_MONEY`, what a ``numeric(12, 2)`` column holds.
+- Whole numbers: ``Annotated[int, Field(ge=0, le=MAX_INT)]`` (:data:`Id`, :data:`Count`) in
+  request models; ``<int:...>`` routes stop at MAX_INT (:class:`RowIdConverter`), and
+  /openapi.json says so (:class:`BoundedOpenAPIProvider`). tests/blueprints/test_inputs.py
+  checks that every integer a request takes in /openapi.json is bounded so.
+- Client text is never ``int()``-ed directly (:func:`whole_number`).
+- Dates: :data:`Day`, :data:`Moment` (1900-01-01 to 2999-12-31). Money: :data:`MAX_MONEY`,
+  what a ``numeric(12, 2)`` column holds.
 """
 
 from __future__ import annotations
