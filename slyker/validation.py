@@ -6,8 +6,8 @@
   tests disagree). A bad body is a 400 naming the field, before any view runs.
 - Query strings and path segments get the same text check (:func:`refuse_unstorable_query`,
   a ``before_request`` hook).
-- Whole numbers: ``Annotated[int, Field(ge=0, le=MAX_INT)]`` (:data:`Id`, :data:`Count`) in
-  request models; ``<int:...>`` routes stop at MAX_INT (:class:`RowIdConverter`), and
+- Whole numbers: ``Annotated[int, Field(ge=0, le=MAX_INT)]`` (:data:`Id`) in request
+  models; ``<int:...>`` routes stop at MAX_INT (:class:`RowIdConverter`), and
   /openapi.json says so (:class:`BoundedOpenAPIProvider`). tests/blueprints/test_inputs.py
   checks that every integer a request takes in /openapi.json is bounded so.
 - Client text is never ``int()``-ed directly (:func:`whole_number`).
@@ -95,8 +95,6 @@ Moment = Annotated[AwareDatetime, AfterValidator(_storable_moment)]
 # A row id in a request body: a bigger number cannot name a row (and would be a database
 # error on PostgreSQL).
 Id = Annotated[int, Field(ge=1, le=MAX_INT)]
-# A count or size a request sets (an INTEGER column, or used in arithmetic with one).
-Count = Annotated[int, Field(ge=0, le=MAX_INT)]
 
 
 def whole_number(raw: object, *, maximum: int = MAX_INT) -> int | None:
