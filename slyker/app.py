@@ -24,7 +24,7 @@ from slyker.request_id import RequestIDMiddleware, configure_logging
 from slyker.services.mail import announce_mail_mode
 from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
 from slyker.settings import load_settings
-from slyker.validation import RowIdConverter
+from slyker.validation import BoundedOpenAPIProvider, RowIdConverter, refuse_unstorable_query
 from slyker.wrappers import APIRequest
 
 
@@ -69,6 +69,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     cors_config = init_cors(app, settings)
     app.before_request(csrf.check_request_origin)
     app.before_request(auth.load_identity)
+    app.before_request(refuse_unstorable_query)
     # Shared through Redis with REDIS_URL (per process while it is away), atomic either way.
     RateLimiter(make_store(settings.redis_url)).init_app(app)
     register_error_handlers(app)
@@ -76,6 +77,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     QuartSchema(
         app,
         info={"title": "slyker API", "version": "1.0"},
+        openapi_provider_class=BoundedOpenAPIProvider,
         openapi_path="/openapi.json" if docs else None,
         redoc_ui_path="/redocs" if docs else None,
         scalar_ui_path="/scalar" if docs else None,

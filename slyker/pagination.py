@@ -2,27 +2,53 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+from pydantic import BaseModel, Field
 from quart import request
 from tortoise.queryset import QuerySet
 
 from slyker.errors import APIError
+from slyker.validation import MAX_INT
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 M = TypeVar("M")
+_DIGITS = re.compile("[0-9]+", re.ASCII)
 
 
-def _positive_int(name: str, default: int) -> int:
+class PageQuery(BaseModel):
+    """``?page=`` and ``?page_size=`` of a list, for its OpenAPI description
+    (``document_querystring``); :func:`paginate` reads them."""
+
+    page: int | None = Field(
+        default=None, ge=1, le=MAX_INT, description="a page past the last one is a 404"
+    )
+    page_size: int | None = Field(
+        default=None, ge=1, le=MAX_INT, description=f"at most {MAX_PAGE_SIZE} are returned"
+    )
+
+
+def _positive_int(name: str, default: int, ceiling: int) -> int:
+    """``?name=``: ASCII digits, at least 1, as an int of at most ``ceiling``.
+
+    Never ``int()`` of the raw text: it takes Unicode digits and raises on ``"²"`` or on
+    more than 4300 digits. Any number of digits is fine: a page past MAX_INT is past the
+    end (404, and no OFFSET a database cannot take), a bigger page size is the largest.
+    """
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
-        raise APIError(400, f"{name}: must be a positive whole number.", errors={name: ["invalid"]})
-    return int(raw)
+    digits = raw.lstrip("0") if _DIGITS.fullmatch(raw) else ""
+    if not digits:
+        message = "must be a positive whole number."
+        raise APIError(400, f"{name}: {message}", errors={name: [message]})
+    if len(digits) > len(str(ceiling)):
+        return ceiling
+    return min(int(digits), ceiling)
 
 
 def _page_url(page: int) -> str:
@@ -34,8 +60,8 @@ def _page_url(page: int) -> str:
 async def paginate(
     queryset: QuerySet[Any], serialise: Callable[[Any], Awaitable[dict[str, Any]] | dict[str, Any]]
 ) -> dict[str, Any]:
-    page = _positive_int("page", 1)
-    size = min(_positive_int("page_size", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE)
+    page = _positive_int("page", 1, MAX_INT)
+    size = _positive_int("page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     count = await queryset.count()
     offset = (page - 1) * size
     if page > 1 and offset >= count:

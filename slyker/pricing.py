@@ -20,10 +20,15 @@ from slyker.models.billing import (
     Service,
 )
 from slyker.money import ZERO, cents
+from slyker.validation import MAX_MONEY, whole_number
 
 DOMAIN_YEARS = (1, 2, 3, 5, 10)
+MAX_DOMAIN_YEARS = 100  # beyond any registry's; only DOMAIN_YEARS are priced
 DOMAIN_ACTIONS = ("registration", "transfer", "renewal")
 MAX_QUANTITY = 100
+# CartItem.service_name and InvoiceItem.description: "Domain registration: " and a domain
+# name of 253 characters do not fit; the whole name stays in the line's service_metadata.
+SERVICE_NAME_LENGTH = 255
 _DOMAIN_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}")
 
 
@@ -35,6 +40,11 @@ def domain_registration_price(product: DomainProduct, years: int) -> Decimal | N
     if years not in DOMAIN_YEARS:
         return None
     return getattr(product, f"registration_price_{years}yr")  # type: ignore[no-any-return]
+
+
+def fit(text: str, length: int) -> str:
+    """``text`` cut to ``length`` characters, with an ellipsis when it was cut."""
+    return text if len(text) <= length else text[: length - 1] + "\u2026"
 
 
 @dataclass
@@ -73,13 +83,15 @@ def price_hosting(product: HostingProduct, billing_cycle: str | None) -> PricedL
 def _domain_years(metadata: dict[str, Any], billing_cycle: str | None) -> int:
     raw = metadata.get("registration_years")
     if raw is None and billing_cycle:
-        match = re.fullmatch(r"(\d+)yr", billing_cycle)
-        raw = 1 if billing_cycle == "annual" else (int(match.group(1)) if match else None)
+        match = re.fullmatch(r"([0-9]{1,3})yr", billing_cycle)
+        raw = 1 if billing_cycle == "annual" else (match.group(1) if match else None)
     if raw is None:
         raw = 1
-    if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).isdigit():
+    # ASCII digits only, bounded: int() takes "٣" and raises on "²" or 4300+ digits.
+    years = whole_number(raw, maximum=MAX_DOMAIN_YEARS)
+    if years is None:
         raise invalid("registration_years", "must be a whole number of years.")
-    return int(raw)
+    return years
 
 
 def price_domain(
@@ -111,7 +123,7 @@ def price_domain(
     unit = base + (product.whois_privacy_price * years if privacy else ZERO)
     return PricedLine(
         unit_price=cents(unit),
-        service_name=f"Domain {action}: {name}",
+        service_name=fit(f"Domain {action}: {name}", SERVICE_NAME_LENGTH),
         service_category="domain",
         product_type="domain",
         billing_cycle="annual" if years == 1 else f"{years}yr",
@@ -150,6 +162,18 @@ class Line:
 
 def subtotal(lines: Sequence[Line]) -> Decimal:
     return cents(sum((line.total for line in lines), ZERO))
+
+
+def too_large(lines: Sequence[Line], tax_rate: Decimal) -> str | None:
+    """Why these lines cannot become an invoice (a money column holds at most
+    ``MAX_MONEY``: a unit price, a line, the subtotal and the total with tax), or None."""
+    for line in lines:
+        if line.unit_price > MAX_MONEY or line.total > MAX_MONEY:
+            return f"a line may come to at most {MAX_MONEY:,.2f}."
+    amount = subtotal(lines)
+    if amount > MAX_MONEY or cents(amount + amount * tax_rate / 100) > MAX_MONEY:
+        return f"the order may come to at most {MAX_MONEY:,.2f} with tax."
+    return None
 
 
 def promotion_problem(

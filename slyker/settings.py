@@ -25,6 +25,8 @@ from slyker.origins import NULL_ORIGIN, WILDCARD, InvalidOrigin, OriginPolicy, c
 
 DEV_ORIGINS = ("http://localhost:3000", "http://127.0.0.1:3000")
 DEV_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+# An invoice is due at most ten years after it is issued (dates stay within the calendar).
+MAX_INVOICE_DUE_DAYS = 3650
 DEFAULT_ALLOW_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # Headers the front-end (or a proxy / tool in between) may send on a cross-origin call.
 DEFAULT_ALLOW_HEADERS = (
@@ -340,7 +342,7 @@ def load_settings(
         cart_cookie_name=read.raw("CART_COOKIE_NAME") or "slyker_cart",
         **_cart_cookie_policy(read),
         tax_rate=_decimal(read, "TAX_RATE", "0"),
-        invoice_due_days=read.int("INVOICE_DUE_DAYS", 14),
+        invoice_due_days=read.int("INVOICE_DUE_DAYS", 14, maximum=MAX_INVOICE_DUE_DAYS),
         bank_payment_instructions=read.raw("BANK_PAYMENT_INSTRUCTIONS")
         or DEFAULT_BANK_INSTRUCTIONS,
         crypto_payment_instructions=read.raw("CRYPTO_PAYMENT_INSTRUCTIONS")

@@ -128,6 +128,9 @@ BAD_SETTINGS = [
     _bad("DATABASE_POOL_MIN", valid(DATABASE_POOL_MIN=5, DATABASE_POOL_MAX=2), "db-pool-min-max"),
     _bad("PASSWORD_HASH_THREADS", valid(PASSWORD_HASH_THREADS=0), "hash-threads-zero"),
     _bad("PASSWORD_HASH_MAX_WAITING", valid(PASSWORD_HASH_MAX_WAITING=-1), "hash-waiting-neg"),
+    # issue date + due days must stay a date (an issue date of 2999 plus a million days was
+    # an OverflowError on every invoice)
+    _bad("INVOICE_DUE_DAYS", valid(INVOICE_DUE_DAYS=3651), "invoice-due-days"),
 ]
 
 

@@ -4,13 +4,12 @@ and may adjust a subscription."""
 
 from __future__ import annotations
 
-from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 from quart import Blueprint, request
-from quart_schema import validate_request
+from quart_schema import document_querystring, validate_request
 from tortoise.models import Model
 
 from slyker.auth import authenticated_user, login_required, staff_required
@@ -23,9 +22,9 @@ from slyker.models.services import (
     SubscriptionStatus,
 )
 from slyker.money import as_string, cents
-from slyker.pagination import paginate
+from slyker.pagination import PageQuery, paginate
 from slyker.services.clients import client_summary
-from slyker.validation import NO_NUL
+from slyker.validation import NO_NUL, Day
 
 subscriptions = Blueprint("subscriptions", __name__, url_prefix="/api/services/subscriptions")
 domain_registrations = Blueprint(
@@ -112,7 +111,16 @@ async def _subscription(subscription_id: int) -> Subscription:
     return subscription  # type: ignore[no-any-return]
 
 
+class SubscriptionQuery(PageQuery):
+    status: SubscriptionStatus | None = None
+
+
+class DomainRegistrationQuery(PageQuery):
+    status: DomainStatus | None = None
+
+
 @subscriptions.get("/")
+@document_querystring(SubscriptionQuery)
 @login_required
 async def list_subscriptions() -> dict[str, Any]:
     """The caller's hosting subscriptions (staff: everyone's), newest first; ``?status=``."""
@@ -131,7 +139,7 @@ class SubscriptionChange(BaseModel):
     status: SubscriptionStatus | None = None
     billing_cycle: BillingCycle | None = None
     price: Decimal | None = Field(default=None, ge=0, max_digits=12, decimal_places=2)
-    next_due_date: date | None = None
+    next_due_date: Day | None = None
     provisioning_completed: bool | None = None
     notes: Annotated[str, Field(max_length=10_000), NO_NUL] | None = None
 
@@ -155,6 +163,7 @@ async def update_subscription(subscription_id: int, data: SubscriptionChange) ->
 
 
 @domain_registrations.get("/")
+@document_querystring(DomainRegistrationQuery)
 @login_required
 async def list_domain_registrations() -> dict[str, Any]:
     """The caller's domains (staff: everyone's), newest first; ``?status=``."""

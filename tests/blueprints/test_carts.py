@@ -535,9 +535,10 @@ async def test_discount_amount_is_null_without_a_reduction(shop: Quart) -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({**HOSTING, "service_metadata": {"region": "a\x00b"}}, "service_metadata"),
-        ({**HOSTING, "service_metadata": {"a\x00": "key"}}, "service_metadata"),
-        ({**HOSTING, "service_metadata": {"list": [["x\x00"]]}}, "service_metadata"),
+        # NUL anywhere in a JSON body is refused before the view, naming where it is.
+        ({**HOSTING, "service_metadata": {"region": "a\x00b"}}, "service_metadata.region"),
+        ({**HOSTING, "service_metadata": {"a\x00": "key"}}, "service_metadata.a\ufffd"),
+        ({**HOSTING, "service_metadata": {"list": [["x\x00"]]}}, "service_metadata.list.0.0"),
         ({**HOSTING, "service_metadata": {"big": "x" * 5000}}, "service_metadata"),
         ({**HOSTING, "hosting_product": 10**20}, "hosting_product"),
         ({**DOMAIN, "domain_product": 2**31}, "domain_product"),

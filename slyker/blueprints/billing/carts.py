@@ -51,6 +51,7 @@ from slyker.pricing import (
     price_service,
     promotion_problem,
     subtotal,
+    too_large,
 )
 from slyker.services import paynow as paynow_service
 from slyker.services.errors import UpstreamError
@@ -209,6 +210,14 @@ def item_json(item: CartItem) -> dict[str, Any]:
 
 def lines_of(items: list[CartItem]) -> list[Line]:
     return [Line(item.product_type, item.unit_price, item.quantity) for item in items]
+
+
+def refuse_too_large(lines: list[Line]) -> None:
+    """A 400 (on ``quantity``) when the cart would no longer fit an invoice's money columns,
+    so it is refused here, never as a database error at checkout."""
+    problem = too_large(lines, current_settings().tax_rate)
+    if problem is not None:
+        raise invalid("quantity", f"too large: {problem}")
 
 
 async def cart_json(cart: Cart) -> dict[str, Any]:
@@ -384,6 +393,9 @@ async def add_item(cart_id: int, data: CartItemIn) -> Response:
     await open_cart(cart_id)  # a closed cart is a 409 before any pricing
     line, product = await priced_line(data)
     async with locked_open_cart(cart_id) as cart:
+        # Inside the lock: two concurrent adds cannot together pass the money cap.
+        others = lines_of(await CartItem.filter(cart_id=cart.id))
+        refuse_too_large([*others, Line(line.product_type, line.unit_price, data.quantity)])
         await CartItem.create(
             cart=cart,
             **product,
@@ -423,6 +435,9 @@ async def update_item(cart_id: int, data: ItemChange) -> Response:
     request_body = CartItemIn.of(item, data.quantity, data.billing_cycle)
     line, _ = await priced_line(request_body)
     async with locked_open_cart(cart_id) as cart:
+        # Inside the lock: two concurrent changes cannot together pass the money cap.
+        others = lines_of(await CartItem.filter(cart_id=cart.id).exclude(id=item.id))
+        refuse_too_large([*others, Line(line.product_type, line.unit_price, request_body.quantity)])
         changed = await CartItem.filter(id=item.id, cart_id=cart.id).update(
             quantity=request_body.quantity,
             billing_cycle=line.billing_cycle,
@@ -571,10 +586,18 @@ async def _repriced(items: list[CartItem]) -> list[tuple[CartItem, PricedLine]]:
             line, _ = await priced_line(CartItemIn.of(item))
         except APIError as error:
             raise invalid("items", f"{item.service_name}: {error.description}") from None
+        priced.append((item, line))
+    # Prices may have risen, or a merged cart added lines, since each line was checked.
+    problem = too_large(
+        [Line(item.product_type, line.unit_price, item.quantity) for item, line in priced],
+        current_settings().tax_rate,
+    )
+    if problem is not None:
+        raise invalid("items", f"too large: {problem}")
+    for item, line in priced:
         if line.unit_price != item.unit_price:
             item.unit_price = line.unit_price
             await CartItem.filter(id=item.id).update(unit_price=line.unit_price)
-        priced.append((item, line))
     return priced
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from quart import Blueprint, request
-from quart_schema import validate_request
+from quart_schema import document_querystring, validate_request
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
 
@@ -18,7 +18,7 @@ from slyker.auth import current_user, staff_required
 from slyker.errors import APIError, invalid
 from slyker.models.billing import BillingCycle, DomainProduct, HostingProduct, HostingType
 from slyker.money import as_string
-from slyker.pagination import paginate
+from slyker.pagination import PageQuery, paginate
 from slyker.pricing import DOMAIN_YEARS, domain_registration_price, hosting_cycle_price
 from slyker.validation import MAX_INT, NO_NUL
 
@@ -223,7 +223,13 @@ async def _save_domain(
         ) from None
 
 
+class HostingQuery(PageQuery):
+    hosting_type: HostingType | None = None
+    slug: str | None = None
+
+
 @blueprint.get("/hosting-products/")
+@document_querystring(HostingQuery)
 async def list_hosting_products() -> dict[str, Any]:
     """Hosting products (active ones only, unless the caller is staff), paginated;
     ``?hosting_type=shared|vps|dedicated|cloud|reseller`` and ``?slug=`` filter."""
@@ -275,6 +281,7 @@ async def deactivate_hosting_product(product_id: int) -> tuple[str, int]:
 
 
 @blueprint.get("/domain-products/")
+@document_querystring(PageQuery)
 async def list_domain_products() -> dict[str, Any]:
     """Domain products (TLDs) with registration, renewal, transfer and privacy prices."""
     return await paginate(_visible(DomainProduct).order_by("id"), domain_json)

@@ -15,6 +15,7 @@ from slyker.blueprints.accounts import client_address
 from slyker.redis_client import current_redis
 from slyker.services.whois import AnswerCache, DomainChecker, MemoryCache, RedisCache
 from slyker.settings import current_settings
+from slyker.validation import checks_own_text
 
 blueprint = Blueprint("domains", __name__, url_prefix="/api/services")
 MEMORY_CACHE_KEY = "slyker.whois_cache"
@@ -69,6 +70,7 @@ def answer_cache() -> AnswerCache:
 
 
 @blueprint.post("/whois/check/")
+@checks_own_text  # every name is checked, and all bad ones named, by the service
 @rate_limit(limits=[SettingsRateLimit("whois_rate_limit", timedelta(minutes=1))])
 @validate_request(DomainCheckRequest)
 @validate_response(DomainCheckResponse)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, request
-from quart_schema import validate_request
+from quart_schema import document_querystring, validate_request
 from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
@@ -16,7 +16,7 @@ from slyker.auth import authenticated_user, login_required, staff_required
 from slyker.errors import APIError, invalid
 from slyker.models.billing import Invoice, InvoiceItem, InvoiceStatus, Payment, PaymentStatus
 from slyker.money import ZERO, as_number, as_string, cents
-from slyker.pagination import paginate
+from slyker.pagination import PageQuery, paginate
 from slyker.services.clients import client_summary
 from slyker.services.invoicing import (
     DraftLine,
@@ -27,7 +27,7 @@ from slyker.services.invoicing import (
 )
 from slyker.services.settlement import mark_invoice_paid, settle_if_covered
 from slyker.settings import current_settings
-from slyker.validation import MAX_INT, NO_NUL, Id
+from slyker.validation import MAX_INT, NO_NUL, Day, Id
 
 MAX_INVOICE_LINES = 200
 MAX_LINE_QUANTITY = 100_000
@@ -107,7 +107,12 @@ async def _invoice(invoice_id: int) -> Invoice:
     return invoice
 
 
+class InvoiceQuery(PageQuery):
+    status: InvoiceStatus | None = None
+
+
 @invoices.get("/")
+@document_querystring(InvoiceQuery)
 @login_required
 async def list_invoices() -> dict[str, Any]:
     """The caller's invoices (staff: everyone's), newest first; ``?status=`` filters."""
@@ -243,6 +248,7 @@ def _visible_payments() -> Any:
 
 
 @payments.get("/")
+@document_querystring(PageQuery)
 @login_required
 async def list_payments() -> dict[str, Any]:
     """The caller's payments (staff: all), newest first."""
@@ -320,8 +326,8 @@ class InvoiceIn(BaseModel):
 
     client: int | None = Field(default=None, ge=1, le=MAX_INT)
     user: int | None = Field(default=None, ge=1, le=MAX_INT)
-    issue_date: date | None = None
-    due_date: date | None = None
+    issue_date: Day | None = None
+    due_date: Day | None = None
     items: list[InvoiceLineIn] = Field(min_length=1, max_length=MAX_INVOICE_LINES)
     tax_rate: TaxRate | None = None
     discount_amount: Discount = Decimal("0")
@@ -337,8 +343,8 @@ class InvoiceChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["draft"] | None = None
-    issue_date: date | None = None
-    due_date: date | None = None
+    issue_date: Day | None = None
+    due_date: Day | None = None
     items: list[InvoiceLineIn] | None = Field(
         default=None, min_length=1, max_length=MAX_INVOICE_LINES
     )

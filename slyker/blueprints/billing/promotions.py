@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     Field,
@@ -17,7 +16,7 @@ from pydantic import (
     field_validator,
 )
 from quart import Blueprint, request
-from quart_schema import RequestSchemaValidationError, validate_request
+from quart_schema import RequestSchemaValidationError, document_querystring, validate_request
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
@@ -25,9 +24,9 @@ from slyker.auth import staff_required
 from slyker.errors import APIError, invalid
 from slyker.models.billing import DiscountType, Promotion
 from slyker.money import as_string
-from slyker.pagination import paginate
+from slyker.pagination import PageQuery, paginate
 from slyker.pricing import promotion_problem
-from slyker.validation import MAX_INT, NO_NUL
+from slyker.validation import MAX_INT, NO_NUL, Moment
 
 blueprint = Blueprint("promotions", __name__, url_prefix="/api/billing/promotions")
 
@@ -73,8 +72,8 @@ class PromotionIn(BaseModel):
     description: Annotated[str, Field(max_length=10_000), NO_NUL] = ""
     discount_type: DiscountType
     discount_value: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
-    start_date: Annotated[AwareDatetime, BeforeValidator(_day_start)] | None = None
-    end_date: Annotated[AwareDatetime, BeforeValidator(_day_end)] | None = None
+    start_date: Annotated[Moment, BeforeValidator(_day_start)] | None = None
+    end_date: Annotated[Moment, BeforeValidator(_day_end)] | None = None
     is_active: bool = True
     usage_limit: int | None = Field(default=None, ge=1, le=MAX_INT)
     minimum_order_amount: Decimal = Field(
@@ -134,6 +133,7 @@ async def validate_code(data: CodeIn) -> dict[str, Any]:
 
 
 @blueprint.get("/")
+@document_querystring(PageQuery)
 @staff_required
 async def list_promotions() -> dict[str, Any]:
     """Staff: every promotion, paginated."""
