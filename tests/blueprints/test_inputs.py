@@ -6,6 +6,7 @@ surrogates and numbers past int4/numeric(12,2) are database errors)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -259,11 +260,14 @@ async def test_a_cart_token_that_is_not_one_is_ignored(shop: Quart, token: str) 
 # --- whole numbers in bodies ----------------------------------------------------------------
 
 
-async def test_every_integer_a_request_takes_is_bounded_in_its_schema(app: Quart) -> None:
+async def test_every_integer_a_request_takes_is_bounded_in_its_schema(
+    app_factory: Callable[..., Quart],
+) -> None:
     """Every integer in a request body, query string or path of /openapi.json has bounds a
     PostgreSQL INTEGER holds: pydantic refuses anything else with a 400 naming the field.
     Except the domain search's ``max_workers``, which is only ever capped by a setting
     (``min``): a huge one means "as many as allowed" (test_domains)."""
+    app = app_factory(API_DOCS=True)  # /openapi.json is served only with the docs on
     schema = await (await app.test_client().get("/openapi.json")).get_json()
     components = schema.get("components", {}).get("schemas", {})
     found: list[str] = []

@@ -63,6 +63,8 @@ def fuzz_settings(tmp_path: Path) -> dict[str, Any]:
         "WHOIS_RDAP_SERVERS": ",".join(f"{s}={refused}" for s in DEFAULT_RDAP_SERVERS),
         "WHOIS_SERVERS": ",".join(f"{s}=" for s in DEFAULT_WHOIS_SERVERS),
         "WHOIS_TIMEOUT": "1",
+        "API_DOCS": "true",  # the schema under test is served at /openapi.json
+        "ALLOWED_HOSTS": "localhost,testserver",  # schemathesis' ASGI client's Host
     }
 
 
