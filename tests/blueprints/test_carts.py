@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from quart import Quart
 
+from slyker.blueprints.billing.carts import signed_cart_token
 from slyker.models.accounts import Role
 from slyker.models.billing import (
     Cart,
@@ -394,9 +395,11 @@ async def test_checkout_uses_todays_catalog_price(shop: Quart) -> None:
 
 async def test_twenty_concurrent_first_calls_make_one_cart(shop: Quart) -> None:
     token = secrets.token_urlsafe(32)
+    async with shop.app_context():
+        signed = signed_cart_token(token)  # as issued, before its cart exists
     browser = API(shop, cookies=False)
     replies = await asyncio.gather(
-        *(browser.get(f"{CARTS}/current/", headers={"X-Cart-Token": token}) for _ in range(20))
+        *(browser.get(f"{CARTS}/current/", headers={"X-Cart-Token": signed}) for _ in range(20))
     )
     assert {reply.status for reply in replies} == {200}
     assert len({reply.body["id"] for reply in replies}) == 1

@@ -49,6 +49,7 @@ async def promotion(app: Quart, code: str, **fields: Any) -> Promotion:
         "name": f"Promotion {code}",
         "discount_type": DiscountType.FIXED,
         "discount_value": Decimal("5.00"),
+        "is_public": True,  # the offers of the public list; private ones say so
         **fields,
     }
     with db(app):
