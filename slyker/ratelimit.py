@@ -260,6 +260,13 @@ class RateLimiter(BaseRateLimiter):
     def __init__(self, store: AtomicStore) -> None:
         super().__init__(store=store)
 
+    async def _create_key(self, endpoint: str, rate_limit: RateLimit) -> str:
+        if isinstance(rate_limit, SettingRateLimit) and rate_limit.shared:
+            assert rate_limit.key_function is not None
+            key = await rate_limit.key_function()
+            return f"{current_app.import_name}-shared-{rate_limit.key}-{key}"
+        return await super()._create_key(endpoint, rate_limit)
+
     async def _before_request(self) -> None:
         if not current_app.config["QUART_RATE_LIMITER_ENABLED"]:
             return
@@ -288,7 +295,9 @@ def make_store(redis_url: str | None) -> AtomicStore:
 class SettingRateLimit(RateLimit):
     """quart-rate-limiter's limit with its count read from the app's settings when a request
     is checked (the decorator runs once, at import; apps differ in settings). The store key
-    names the setting, so two limits of one route never share a count."""
+    names the setting, so two limits of one route never share a count; and every route
+    decorated with one instance shares its count (quart-rate-limiter counts per route):
+    ``shared=False`` counts per route."""
 
     def __init__(
         self,
@@ -296,9 +305,11 @@ class SettingRateLimit(RateLimit):
         period: timedelta,
         key_function: KeyCallable,
         skip_function: SkipCallable | None = None,
+        shared: bool = True,
     ) -> None:
         super().__init__(1, period, key_function, skip_function)
         self.setting = setting
+        self.shared = shared
 
     @property  # type: ignore[override]
     def count(self) -> int:
