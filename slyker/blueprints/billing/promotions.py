@@ -136,7 +136,7 @@ async def validate_code(data: CodeIn) -> dict[str, Any]:
     """Check a code (case-insensitive) without applying it: 200 with the promotion, or 400
     saying why it cannot be used (for a signed-in client, also when they have used it up).
     Order-dependent rules are checked when applied to a cart. At most
-    ``COUPON_CHECKS_PER_MINUTE`` per client address (429)."""
+    ``COUPON_CHECKS_PER_MINUTE`` per client address, shared with ``apply_coupon`` (429)."""
     promotion = await Promotion.get_or_none(code=data.code.strip().upper())
     if promotion is None:
         raise invalid("code", "Invalid coupon code.")
