@@ -167,6 +167,7 @@ async def load_demo_catalog() -> bool:
         code=DEMO_COUPON,
         defaults={
             "name": "Welcome 10% off",
+            "is_public": True,
             "discount_type": "percentage",
             "discount_value": Decimal("10"),
             "minimum_order_amount": Decimal("10.00"),

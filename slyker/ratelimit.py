@@ -25,17 +25,19 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from math import ceil
 
 import redis.exceptions
 from quart import current_app, request
-from quart_rate_limiter import RateLimit, RateLimitExceeded
+from quart_rate_limiter import KeyCallable, RateLimit, RateLimitExceeded, SkipCallable
 from quart_rate_limiter import RateLimiter as BaseRateLimiter
 from quart_rate_limiter.store import RateLimiterStoreABC
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from slyker.settings import current_settings
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +260,13 @@ class RateLimiter(BaseRateLimiter):
     def __init__(self, store: AtomicStore) -> None:
         super().__init__(store=store)
 
+    async def _create_key(self, endpoint: str, rate_limit: RateLimit) -> str:
+        if isinstance(rate_limit, SettingRateLimit) and rate_limit.shared:
+            assert rate_limit.key_function is not None
+            key = await rate_limit.key_function()
+            return f"{current_app.import_name}-shared-{rate_limit.key}-{key}"
+        return await super()._create_key(endpoint, rate_limit)
+
     async def _before_request(self) -> None:
         if not current_app.config["QUART_RATE_LIMITER_ENABLED"]:
             return
@@ -281,3 +290,35 @@ class RateLimiter(BaseRateLimiter):
 
 def make_store(redis_url: str | None) -> AtomicStore:
     return FallbackStore(redis_url) if redis_url else MemoryStore()
+
+
+class SettingRateLimit(RateLimit):
+    """quart-rate-limiter's limit with its count read from the app's settings when a request
+    is checked (the decorator runs once, at import; apps differ in settings). The store key
+    names the setting, so two limits of one route never share a count; and every route
+    decorated with one instance shares its count (quart-rate-limiter counts per route):
+    ``shared=False`` counts per route."""
+
+    def __init__(
+        self,
+        setting: str,
+        period: timedelta,
+        key_function: KeyCallable,
+        skip_function: SkipCallable | None = None,
+        shared: bool = True,
+    ) -> None:
+        super().__init__(1, period, key_function, skip_function)
+        self.setting = setting
+        self.shared = shared
+
+    @property  # type: ignore[override]
+    def count(self) -> int:
+        return int(getattr(current_settings(), self.setting))
+
+    @count.setter
+    def count(self, _value: int) -> None:
+        pass  # the dataclass __init__ assigns it; the settings own the number
+
+    @property
+    def key(self) -> str:
+        return f"{self.setting}-{self.period.total_seconds()}"

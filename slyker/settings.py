@@ -167,6 +167,10 @@ class Settings:
     cart_cookie_samesite: str
     cart_cookie_secure: bool | None  # None: Secure unless the API is served on a loopback host
     cart_cookie_max_age: int
+    cart_max_lines: int
+    cart_creations_per_minute: int  # new anonymous carts per client address
+    cart_writes_per_minute: int  # cart changes per user, or per address when anonymous
+    coupon_checks_per_minute: int  # validate_code and apply_coupon per client address
     tax_rate: Decimal
     invoice_due_days: int
     bank_payment_instructions: str
@@ -341,6 +345,10 @@ def load_settings(
         **_mail_settings(read, origins),
         cart_cookie_name=read.raw("CART_COOKIE_NAME") or "slyker_cart",
         **_cart_cookie_policy(read),
+        cart_max_lines=read.int("CART_MAX_LINES", 50, minimum=1, maximum=1000),
+        cart_creations_per_minute=read.int("CART_CREATIONS_PER_MINUTE", 20, minimum=1),
+        cart_writes_per_minute=read.int("CART_WRITES_PER_MINUTE", 120, minimum=1),
+        coupon_checks_per_minute=read.int("COUPON_CHECKS_PER_MINUTE", 10, minimum=1),
         tax_rate=_decimal(read, "TAX_RATE", "0"),
         invoice_due_days=read.int("INVOICE_DUE_DAYS", 14, maximum=MAX_INVOICE_DUE_DAYS),
         bank_payment_instructions=read.raw("BANK_PAYMENT_INSTRUCTIONS")

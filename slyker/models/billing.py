@@ -133,6 +133,10 @@ class Promotion(Model):
     is_active = fields.BooleanField(default=True)
     usage_limit = fields.IntField(null=True)
     usage_count = fields.IntField(default=0)
+    # Uses per customer (their invoices with it, cancelled ones aside); NULL: unlimited.
+    max_uses_per_customer = fields.IntField(null=True, default=1)
+    # Listed by GET /api/billing/promotions/active/. Private codes are handed out, never listed.
+    is_public = fields.BooleanField(default=False)
     minimum_order_amount = money(default="0.00")
     # Empty: every product type. Else categories ("shared", "vps", "domain", "ssl", ...).
     product_types = fields.JSONField(default=list)

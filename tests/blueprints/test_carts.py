@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from quart import Quart
 
+from slyker.blueprints.billing.carts import signed_cart_token
 from slyker.models.accounts import Role
 from slyker.models.billing import (
     Cart,
@@ -394,9 +395,11 @@ async def test_checkout_uses_todays_catalog_price(shop: Quart) -> None:
 
 async def test_twenty_concurrent_first_calls_make_one_cart(shop: Quart) -> None:
     token = secrets.token_urlsafe(32)
+    async with shop.app_context():
+        signed = signed_cart_token(token)  # as issued, before its cart exists
     browser = API(shop, cookies=False)
     replies = await asyncio.gather(
-        *(browser.get(f"{CARTS}/current/", headers={"X-Cart-Token": token}) for _ in range(20))
+        *(browser.get(f"{CARTS}/current/", headers={"X-Cart-Token": signed}) for _ in range(20))
     )
     assert {reply.status for reply in replies} == {200}
     assert len({reply.body["id"] for reply in replies}) == 1
@@ -571,3 +574,282 @@ async def test_nul_in_billing_info_and_huge_ids_are_400_not_500(shop: Quart) -> 
     assert (await browser.get(f"{CARTS}/{10**12}/", token=token)).status == 404
     with db(shop):
         assert await Invoice.all().count() == 0
+
+
+# --- abuse: cart token fixation, limits, coupons -----------------------------------------
+
+
+@pytest.fixture
+async def shop_with(app_factory: Any) -> Any:
+    """A shop (demo catalog) built with settings of the test's choosing."""
+    from tests.conftest import prepare_database
+
+    started: list[Any] = []
+
+    async def build(**settings: Any) -> Quart:
+        application = app_factory(**settings)
+        context = application.test_app()
+        await context.__aenter__()
+        started.append(context)
+        await prepare_database(application)
+        await seed_catalog(application)
+        return application
+
+    yield build
+    for context in reversed(started):
+        await context.__aexit__(None, None, None)
+
+
+async def test_a_client_chosen_cart_token_is_never_adopted(shop: Quart) -> None:
+    """Fixation: Mallory plants a token of her choosing in Alice's browser (header or cookie)
+    and would read and fill Alice's cart with it. A token slyker did not issue is ignored."""
+    chosen = "M" * 43
+    victim = API(shop, cookies=False)
+    for headers in ({"X-Cart-Token": chosen}, {"Cookie": f"slyker_cart={chosen}"}):
+        reply = await victim.get(f"{CARTS}/current/", headers=headers)
+        assert reply.status == 200
+        issued = reply.headers["X-Cart-Token"]
+        assert issued != chosen and chosen not in issued
+        added = await victim.post(
+            f"{CARTS}/{reply.body['id']}/add_item/", HOSTING, headers={"X-Cart-Token": issued}
+        )
+        assert added.status == 201
+        # Mallory, with her token, reaches only a new empty cart of her own.
+        mallory = await current(API(shop, cookies=False), headers=headers)
+        assert mallory["id"] != reply.body["id"] and mallory["item_count"] == 0
+    with db(shop):
+        assert not await Cart.filter(anonymous_token=chosen).exists()
+
+
+async def test_forged_and_unsigned_tokens_are_treated_as_absent(shop: Quart) -> None:
+    browser = API(shop, cookies=False)
+    first = await browser.get(f"{CARTS}/current/")
+    issued = first.headers["X-Cart-Token"]
+    random_part, mac = issued.split(".")
+    other_key = signed_cart_token(random_part, "another-secret-key-0123456789abcdef0123")
+    flipped = mac[:-1] + ("A" if mac[-1] != "A" else "B")
+    await browser.post(
+        f"{CARTS}/{first.body['id']}/add_item/", HOSTING, headers={"X-Cart-Token": issued}
+    )
+    for forged in (random_part, f"{random_part}.{flipped}", other_key, f"{random_part}."):
+        for headers in ({"X-Cart-Token": forged}, {"Cookie": f"slyker_cart={forged}"}):
+            reply = await browser.get(f"{CARTS}/current/", headers=headers)
+            assert reply.status == 200
+            assert reply.body["id"] != first.body["id"] and reply.body["item_count"] == 0
+            assert reply.headers["X-Cart-Token"] not in (issued, forged)
+            lost = await browser.get(f"{CARTS}/{first.body['id']}/", headers=headers)
+            assert lost.status == 404
+    # The issued token, as a cookie too, still names the cart.
+    for headers in ({"X-Cart-Token": issued}, {"Cookie": f"slyker_cart={issued}"}):
+        assert (await current(browser, headers=headers))["id"] == first.body["id"]
+
+
+async def test_an_unsigned_token_of_an_old_cart_starts_over(shop: Quart) -> None:
+    """Carts made before tokens were signed: their unsigned token no longer names them."""
+    old = secrets.token_urlsafe(32)
+    with db(shop):
+        cart = await Cart.create(active_key=f"anon:{old}", anonymous_token=old)
+    reply = await current(API(shop, cookies=False), headers={"X-Cart-Token": old})
+    assert reply["id"] != cart.id and reply["item_count"] == 0
+
+
+async def test_cart_lines_are_capped(shop_with: Any) -> None:
+    shop = await shop_with(CART_MAX_LINES="3")
+    browser = API(shop)
+    cart = await current(browser)
+    replies = await asyncio.gather(
+        *(browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING) for _ in range(8))
+    )
+    assert sorted(reply.status for reply in replies) == [201] * 3 + [409] * 5
+    full = next(reply for reply in replies if reply.status == 409)
+    assert full.body["code"] == "cart_full" and "at most 3 lines" in full.error
+    assert (await current(browser))["item_count"] == 3
+    # Changing and removing lines still works; a freed line can be used again.
+    item_id = (await current(browser))["items"][0]["id"]
+    changed = await browser.call(
+        "PATCH", f"{CARTS}/{cart['id']}/update_item/", {"item_id": item_id, "quantity": 2}
+    )
+    assert changed.status == 200
+    removed = await browser.call(
+        "DELETE", f"{CARTS}/{cart['id']}/remove_item/", {"item_id": item_id}
+    )
+    assert removed.status == 200
+    assert (await browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING)).status == 201
+
+
+async def test_cart_lines_default_cap_is_50(shop: Quart) -> None:
+    browser = API(shop)
+    cart = await current(browser)
+    with db(shop):
+        hosting = await HostingProduct.get(id=1)
+        for _ in range(50):
+            await CartItem.create(
+                cart_id=cart["id"],
+                hosting_product=hosting,
+                service_name="Starter Shared",
+                service_category="hosting",
+                product_type="shared",
+                unit_price=Decimal("29.99"),
+                billing_cycle="annual",
+            )
+    full = await browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING)
+    assert full.status == 409 and full.body["code"] == "cart_full"
+
+
+async def test_new_anonymous_carts_are_rate_limited_per_address(shop_with: Any) -> None:
+    shop = await shop_with(CART_CREATIONS_PER_MINUTE="3")
+    bot = API(shop, cookies=False)  # a script that never keeps its token
+    replies = [await bot.get(f"{CARTS}/current/") for _ in range(5)]
+    assert [reply.status for reply in replies] == [200, 200, 200, 429, 429]
+    assert replies[3].body["code"] == "rate_limited"
+    with db(shop):
+        assert await Cart.all().count() == 3
+    # A visitor with an issued token, and a signed-in user, still get their carts.
+    token = replies[0].headers["X-Cart-Token"]
+    assert (await current(bot, headers={"X-Cart-Token": token}))["id"] == replies[0].body["id"]
+    user = await token_for(shop, bot, "client@example.com")
+    assert (await current(bot, token=user))["status"] == "active"
+
+
+async def test_cart_writes_are_rate_limited_per_address_and_per_user(shop_with: Any) -> None:
+    shop = await shop_with(CART_WRITES_PER_MINUTE="3")
+    anonymous = API(shop)
+    cart = await current(anonymous)
+    statuses = [
+        (await anonymous.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING)).status for _ in range(4)
+    ]
+    assert statuses == [201, 201, 201, 429]
+    cleared = await anonymous.post(f"{CARTS}/{cart['id']}/clear/")
+    assert cleared.status == 429 and cleared.body["code"] == "rate_limited"
+    # A signed-in user on the same address is counted on their own.
+    member = API(shop)
+    user = await token_for(shop, member, "client@example.com")
+    own = await current(member, token=user)
+    added = await member.post(f"{CARTS}/{own['id']}/add_item/", HOSTING, token=user)
+    assert added.status == 201
+
+
+async def test_unknown_service_metadata_keys_are_refused(shop: Quart) -> None:
+    browser = API(shop)
+    cart = await current(browser)
+    storefront_hosting = {
+        **HOSTING,
+        "service_metadata": {
+            "type": "vps",
+            "region": "Africa",
+            "os": "ubuntu",
+            "domain": "a.com",
+            "domain_option": "register",
+        },
+    }
+    storefront_transfer = {
+        **DOMAIN,
+        "service_metadata": {
+            **DOMAIN["service_metadata"],
+            "action": "transfer",
+            "epp_code": "X1",
+        },
+        "billing_cycle": "1yr",
+    }
+    for body in (storefront_hosting, storefront_transfer):
+        added = await browser.post(f"{CARTS}/{cart['id']}/add_item/", body)
+        assert added.status == 201, added.body
+    for body, key in (
+        ({**HOSTING, "service_metadata": {"type": "shared", "price_override": 0}}, "price"),
+        ({**DOMAIN, "service_metadata": {**DOMAIN["service_metadata"], "os": "x"}}, "os"),
+    ):
+        refused = await browser.post(f"{CARTS}/{cart['id']}/add_item/", body)
+        assert refused.status == 400, refused.body
+        assert refused.body["errors"]["service_metadata"] and key in refused.error
+    assert (await current(browser))["item_count"] == 2
+
+
+async def _checked_out_with(shop: Quart, api: API, token: str, code: str) -> Any:
+    cart = await current(api, token=token)
+    await api.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING, token=token)
+    applied = await api.post(f"{CARTS}/{cart['id']}/apply_coupon/", {"code": code}, token=token)
+    assert applied.status == 200, applied.body
+    return await api.post(f"{CARTS}/{cart['id']}/checkout/", CHECKOUT, token=token)
+
+
+async def test_a_customer_uses_a_coupon_once_by_default(shop: Quart) -> None:
+    api = API(shop)
+    token = await token_for(shop, api, "client@example.com")
+    first = await _checked_out_with(shop, api, token, "WELCOME10")
+    assert first.status == 201 and first.body["total"] == "26.99"
+    cart = await current(api, token=token)
+    await api.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING, token=token)
+    again = await api.post(
+        f"{CARTS}/{cart['id']}/apply_coupon/", {"code": "welcome10"}, token=token
+    )
+    assert again.status == 400 and "already used" in again.error
+    checked = await api.post("/api/billing/promotions/validate_code/", {"code": "WELCOME10"},
+                             token=token)  # fmt: skip
+    assert checked.status == 400 and "already used" in checked.error
+    # A coupon applied before the first checkout (e.g. in a merged cart) fails at checkout.
+    with db(shop):
+        await Cart.filter(id=cart["id"]).update(
+            coupon_id=(await Promotion.get(code="WELCOME10")).id
+        )
+    refused = await api.post(f"{CARTS}/{cart['id']}/checkout/", CHECKOUT, token=token)
+    assert refused.status == 400 and "already used" in refused.error
+    # Another customer still may.
+    other = await token_for(shop, api, "other@example.com")
+    assert (await _checked_out_with(shop, api, other, "WELCOME10")).status == 201
+
+
+async def test_max_uses_per_customer_null_is_unlimited(shop: Quart) -> None:
+    with db(shop):
+        await Promotion.filter(code="WELCOME10").update(max_uses_per_customer=None)
+    api = API(shop)
+    token = await token_for(shop, api, "client@example.com")
+    for _ in range(3):
+        assert (await _checked_out_with(shop, api, token, "WELCOME10")).status == 201
+
+
+async def test_concurrent_checkouts_of_one_customer_use_the_coupon_once(shop: Quart) -> None:
+    """Four open carts of one customer (the API keeps one; leftovers may exist), each with
+    WELCOME10, checked out at once, in three rounds: one invoice per customer uses it."""
+    api = API(shop)
+    for _round in range(3):
+        token = await token_for(shop, api, f"racer{secrets.token_hex(4)}@example.com")
+        own = await current(api, token=token)
+        with db(shop):
+            user_id = (await Cart.get(id=own["id"])).user_id  # type: ignore[attr-defined]
+            extra = [await Cart.create(user_id=user_id) for _ in range(3)]
+        carts = [own["id"], *(cart.id for cart in extra)]
+        for cart_id in carts:
+            await api.post(f"{CARTS}/{cart_id}/add_item/", HOSTING, token=token)
+        applied = await api.post(
+            f"{CARTS}/{own['id']}/apply_coupon/", {"code": "WELCOME10"}, token=token
+        )
+        assert applied.status == 200, applied.body
+        with db(shop):  # the same coupon in the leftovers (apply_coupon is rate-limited)
+            await Cart.filter(id__in=carts).update(
+                coupon_id=(await Cart.get(id=own["id"])).coupon_id
+            )
+        replies = await asyncio.gather(
+            *(api.post(f"{CARTS}/{cart_id}/checkout/", CHECKOUT, token=token) for cart_id in carts)
+        )
+        assert sorted(reply.status for reply in replies) == [201, 400, 400, 400], [
+            reply.body for reply in replies
+        ]
+        with db(shop):
+            assert await Invoice.filter(user_id=user_id).count() == 1
+    with db(shop):
+        assert (await Promotion.get(code="WELCOME10")).usage_count == 3
+
+
+async def test_apply_coupon_is_rate_limited_per_address(shop_with: Any) -> None:
+    shop = await shop_with(COUPON_CHECKS_PER_MINUTE="3")
+    browser = API(shop)
+    cart = await current(browser)
+    await browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING)
+    statuses = [
+        (await browser.post(f"{CARTS}/{cart['id']}/apply_coupon/", {"code": f"GUESS{i}"})).status
+        for i in range(4)
+    ]
+    assert statuses == [400, 400, 400, 429]
+    # The right code is refused too until the minute passes: guessing is what is limited.
+    last = await browser.post(f"{CARTS}/{cart['id']}/apply_coupon/", {"code": "WELCOME10"})
+    assert last.status == 429 and last.body["code"] == "rate_limited"

@@ -12,7 +12,8 @@ from quart import Quart
 
 from slyker.models.accounts import Role
 from slyker.models.billing import DiscountType, Promotion
-from tests.api import API, assert_error, db, token_for
+from tests.api import API, assert_error, db, seed_catalog, token_for
+from tests.conftest import prepare_database
 
 PROMOTIONS = "/api/billing/promotions"
 FRONTEND_FIELDS = (
@@ -49,6 +50,7 @@ async def promotion(app: Quart, code: str, **fields: Any) -> Promotion:
         "name": f"Promotion {code}",
         "discount_type": DiscountType.FIXED,
         "discount_value": Decimal("5.00"),
+        "is_public": True,  # the offers of the public list; private ones say so
         **fields,
     }
     with db(app):
@@ -505,3 +507,73 @@ async def test_create_from_the_staff_page_with_bare_dates(app: Quart) -> None:
     end = datetime.fromisoformat(created.body["end_date"])
     assert start == datetime(2026, 1, 1, tzinfo=UTC) and end > start
     assert end.date() == start.date()
+
+
+# --- abuse: private codes, guessing, reuse ------------------------------------------------
+
+
+async def test_private_promotions_are_not_listed_but_still_work(offers: Quart) -> None:
+    await promotion(
+        offers,
+        "STAFF90",
+        is_public=False,
+        discount_type=DiscountType.PERCENTAGE,
+        discount_value=Decimal("90"),
+    )
+    listed = (await API(offers).get(f"{PROMOTIONS}/active/")).body
+    assert [p["code"] for p in listed] == ["OPEN", "WINDOW", "STARTED"]
+    assert all(p["is_public"] is True for p in listed)
+    handed_out = await API(offers).post(f"{PROMOTIONS}/validate_code/", {"code": "staff90"})
+    assert handed_out.status == 200 and handed_out.body["is_public"] is False
+
+
+async def test_staff_set_is_public_and_max_uses_per_customer(app: Quart) -> None:
+    api = API(app)
+    staff = await token_for(app, api, "staff@example.com", Role.STAFF)
+    created = await api.post(f"{PROMOTIONS}/", NEW, token=staff)
+    assert created.status == 201, created.body
+    # What the storefront's staff page sends (neither field): listed, once per customer.
+    assert created.body["is_public"] is True and created.body["max_uses_per_customer"] == 1
+    private = await api.post(
+        f"{PROMOTIONS}/",
+        {**NEW, "code": "VIP-90", "is_public": False, "max_uses_per_customer": None},
+        token=staff,
+    )
+    assert private.status == 201, private.body
+    assert private.body["is_public"] is False and private.body["max_uses_per_customer"] is None
+    listed = (await api.get(f"{PROMOTIONS}/active/")).body
+    assert [p["code"] for p in listed] == ["SPRING-25"]
+    published = await api.call(
+        "PATCH", f"{PROMOTIONS}/{private.body['id']}/", {"is_public": True}, token=staff
+    )
+    assert published.status == 200 and published.body["max_uses_per_customer"] is None
+    assert [p["code"] for p in (await api.get(f"{PROMOTIONS}/active/")).body] == [
+        "SPRING-25",
+        "VIP-90",
+    ]
+    for bad in (0, -1, "x"):
+        refused = await api.post(
+            f"{PROMOTIONS}/", {**NEW, "code": "BAD-1", "max_uses_per_customer": bad}, token=staff
+        )
+        assert refused.status == 400 and "max_uses_per_customer" in refused.body["errors"]
+
+
+async def test_the_demo_coupon_is_public(app: Quart) -> None:
+    await seed_catalog(app)
+    listed = (await API(app).get(f"{PROMOTIONS}/active/")).body
+    assert [p["code"] for p in listed] == ["WELCOME10"]
+
+
+async def test_validate_code_is_rate_limited_per_address(app_factory: Any) -> None:
+    application = app_factory(COUPON_CHECKS_PER_MINUTE="3")
+    async with application.test_app():
+        await prepare_database(application)
+        await seed_catalog(application)
+        guesser = API(application)
+        statuses = [
+            (await guesser.post(f"{PROMOTIONS}/validate_code/", {"code": f"GUESS{i}"})).status
+            for i in range(3)
+        ]
+        limited = await guesser.post(f"{PROMOTIONS}/validate_code/", {"code": "WELCOME10"})
+    assert statuses == [400, 400, 400]
+    assert_error(limited, 429, "rate_limited")

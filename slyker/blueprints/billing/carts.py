@@ -4,10 +4,19 @@ priced from the catalog, and checkout into an invoice.
 An anonymous cart is identified by a token the API issues: in an HttpOnly cookie, and also in
 the ``X-Cart-Token`` response header, which the storefront may send back in the request
 header of the same name when the browser blocks third-party cookies.
+
+The token is ``<random>.<HMAC-SHA256 of it under SECRET_KEY>``: only a token slyker issued
+names a cart (a client cannot choose, fixate or guess one). A token without a valid MAC, in
+the cookie or the header, is treated as absent: the caller gets a new cart and token. The
+database keeps only the random part. Carts of tokens issued before signing (unsigned), and
+every anonymous cart after a change of SECRET_KEY, simply start over empty.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -20,12 +29,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, EmailStr, Field, field_validator
 from quart import Blueprint, Response, jsonify, request
+from quart_rate_limiter import rate_limit
 from quart_schema import validate_request
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from slyker.auth import authenticated_user, current_user, login_required
+from slyker.blueprints.accounts import client_address
 from slyker.errors import APIError, error_body, invalid
 from slyker.models.accounts import User
 from slyker.models.billing import (
@@ -36,6 +47,7 @@ from slyker.models.billing import (
     HostingProduct,
     Invoice,
     InvoiceItem,
+    InvoiceStatus,
     Promotion,
     Service,
 )
@@ -53,6 +65,7 @@ from slyker.pricing import (
     subtotal,
     too_large,
 )
+from slyker.ratelimit import SettingRateLimit
 from slyker.services import paynow as paynow_service
 from slyker.services.errors import UpstreamError
 from slyker.settings import current_settings
@@ -62,7 +75,8 @@ blueprint = Blueprint("carts", __name__, url_prefix="/api/billing/carts")
 log = logging.getLogger(__name__)
 
 CART_TOKEN_HEADER = "X-Cart-Token"
-_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32,64}")
+# <random>.<mac>: the random part is what the database stores (Cart.anonymous_token).
+_SIGNED_TOKEN_RE = re.compile(r"([A-Za-z0-9_-]{32,64})\.([A-Za-z0-9_-]{43})")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 MAX_METADATA_BYTES = 4096
 
@@ -76,13 +90,55 @@ class CartIdentity:
     anonymous_token: str | None  # from the X-Cart-Token header or the cart cookie
 
 
+def _token_mac(secret_key: str, token: str) -> str:
+    digest = hmac.new(
+        secret_key.encode(), b"slyker.cart-token:" + token.encode(), hashlib.sha256
+    ).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def signed_cart_token(token: str, secret_key: str | None = None) -> str:
+    """What the client holds for the anonymous cart token ``token``."""
+    return f"{token}.{_token_mac(secret_key or current_settings().secret_key, token)}"
+
+
+def verified_cart_token(value: str | None, secret_key: str | None = None) -> str | None:
+    """The cart token in ``value`` if slyker signed it, else None (constant-time check)."""
+    match = _SIGNED_TOKEN_RE.fullmatch(value or "")
+    if match is None:
+        return None
+    token, mac = match.groups()
+    expected = _token_mac(secret_key or current_settings().secret_key, token)
+    return token if hmac.compare_digest(mac, expected) else None
+
+
+def new_cart_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
 def cart_identity() -> CartIdentity:
     candidates = (
         request.headers.get(CART_TOKEN_HEADER),
         request.cookies.get(current_settings().cart_cookie_name),
     )
-    token = next((c for c in candidates if c and _TOKEN_RE.fullmatch(c)), None)
-    return CartIdentity(current_user(), token)
+    verified = (verified_cart_token(c) for c in candidates)
+    return CartIdentity(current_user(), next((t for t in verified if t), None))
+
+
+async def cart_writer_key() -> str:
+    """Cart changes are counted per user when signed in, else per client address."""
+    user = current_user()
+    return f"user:{user.id}" if user is not None else f"addr:{await client_address()}"
+
+
+async def not_creating_a_cart() -> bool:
+    """Skip the creation limit unless this request would make a new anonymous cart."""
+    identity = cart_identity()
+    return identity.user is not None or identity.anonymous_token is not None
+
+
+CART_WRITES = SettingRateLimit("cart_writes_per_minute", timedelta(minutes=1), cart_writer_key)
+COUPON_CHECKS = SettingRateLimit("coupon_checks_per_minute", timedelta(minutes=1), client_address)
 
 
 async def active_cart(key: str, **fields: Any) -> Cart:
@@ -266,10 +322,11 @@ async def cart_response(cart: Cart, status: int = 200) -> Response:
     response.status_code = status
     if cart.user_id is None and cart.anonymous_token:
         settings = current_settings()
-        response.headers[CART_TOKEN_HEADER] = cart.anonymous_token
+        token = signed_cart_token(cart.anonymous_token)
+        response.headers[CART_TOKEN_HEADER] = token
         response.set_cookie(
             settings.cart_cookie_name,
-            cart.anonymous_token,
+            token,
             max_age=settings.cart_cookie_max_age,
             httponly=True,
             secure=_secure_cookie(),
@@ -283,10 +340,22 @@ async def cart_response(cart: Cart, status: int = 200) -> Response:
 
 
 @blueprint.get("/current/")
+@rate_limit(
+    limits=[
+        SettingRateLimit(
+            "cart_creations_per_minute",
+            timedelta(minutes=1),
+            client_address,
+            skip_function=not_creating_a_cart,
+        )
+    ]
+)
 async def current_cart() -> Response:
     """The caller's active cart, created if needed: the user's own when logged in (with any
     anonymous cart of this browser merged into it), else the anonymous cart of the cart
-    token (cookie or ``X-Cart-Token``), else a new anonymous cart and token."""
+    token (cookie or ``X-Cart-Token``, as issued: a token slyker did not sign is ignored),
+    else a new anonymous cart and token (at most ``CART_CREATIONS_PER_MINUTE`` per client
+    address: 429 beyond)."""
     identity = cart_identity()
     if identity.user is not None:
         cart = await user_cart(identity.user)
@@ -295,7 +364,7 @@ async def current_cart() -> Response:
         return await cart_response(cart)
     token = identity.anonymous_token
     if token is None:
-        token = secrets.token_urlsafe(32)
+        token = new_cart_token()
         log.info("New anonymous cart token issued")
     cart = await active_cart(f"anon:{token}", anonymous_token=token)
     return await cart_response(cart)
@@ -385,17 +454,66 @@ async def priced_line(data: CartItemIn) -> tuple[PricedLine, dict[str, Any]]:
     return line, {"service": service}
 
 
+# The service_metadata keys each kind of line may carry: what the storefront's service pages
+# send and its cart page shows. Anything else is refused (400), never stored unseen.
+METADATA_KEYS = {
+    "hosting_product": frozenset(
+        {"type", "region", "os", "domain", "domain_option", "ram", "cpu", "storage"}
+    ),
+    "domain_product": frozenset(
+        {
+            "action",
+            "domain_name",
+            "registration_years",
+            "whois_privacy",
+            "auto_renew",
+            "nameservers",
+            "with_hosting",
+            "epp_code",
+        }
+    ),
+    "service": frozenset({"type", "domain", "project_name", "timeline", "notes"}),
+}
+
+
+def check_metadata_keys(kind: str, metadata: dict[str, Any]) -> None:
+    unknown = sorted(set(metadata) - METADATA_KEYS[kind])
+    if unknown:
+        allowed = ", ".join(sorted(METADATA_KEYS[kind]))
+        raise invalid(
+            "service_metadata",
+            f"unknown key(s) {', '.join(unknown)}; a {kind} line takes {allowed}.",
+        )
+
+
+def cart_full(max_lines: int) -> APIError:
+    return APIError(
+        409,
+        f"This cart is full: at most {max_lines} lines. Remove a line or check out first.",
+        code="cart_full",
+    )
+
+
 @blueprint.post("/<int:cart_id>/add_item/")
+@rate_limit(limits=[CART_WRITES])
 @validate_request(CartItemIn)
 async def add_item(cart_id: int, data: CartItemIn) -> Response:
     """Add a line. The price is the catalog's for the chosen billing cycle (domains: years,
-    action and WHOIS privacy); a ``unit_price`` in the body is ignored. 201 with the cart."""
+    action and WHOIS privacy); a ``unit_price`` in the body is ignored. 201 with the cart.
+    ``service_metadata`` keys outside the line's kind are a 400; a cart holds at most
+    ``CART_MAX_LINES`` lines (409 ``cart_full``)."""
     await open_cart(cart_id)  # a closed cart is a 409 before any pricing
     line, product = await priced_line(data)
+    check_metadata_keys(next(iter(product)), data.service_metadata)
+    max_lines = current_settings().cart_max_lines
     async with locked_open_cart(cart_id) as cart:
-        # Inside the lock: two concurrent adds cannot together pass the money cap.
-        others = lines_of(await CartItem.filter(cart_id=cart.id))
-        refuse_too_large([*others, Line(line.product_type, line.unit_price, data.quantity)])
+        # Under the cart's lock: concurrent adds cannot together pass the line or money caps.
+        others = await CartItem.filter(cart_id=cart.id)
+        if len(others) >= max_lines:
+            raise cart_full(max_lines)
+        refuse_too_large(
+            [*lines_of(others), Line(line.product_type, line.unit_price, data.quantity)]
+        )
         await CartItem.create(
             cart=cart,
             **product,
@@ -427,6 +545,7 @@ async def _cart_item(cart: Cart, item_id: int) -> CartItem:
 
 
 @blueprint.patch("/<int:cart_id>/update_item/")
+@rate_limit(limits=[CART_WRITES])
 @validate_request(ItemChange)
 async def update_item(cart_id: int, data: ItemChange) -> Response:
     """Change a line's quantity and/or billing cycle; the line is re-priced from the catalog."""
@@ -454,6 +573,7 @@ class ItemRef(BaseModel):
 
 
 @blueprint.delete("/<int:cart_id>/remove_item/")
+@rate_limit(limits=[CART_WRITES])
 @validate_request(ItemRef)
 async def remove_item(cart_id: int, data: ItemRef) -> Response:
     """Remove a line (JSON body ``{item_id}``)."""
@@ -464,6 +584,7 @@ async def remove_item(cart_id: int, data: ItemRef) -> Response:
 
 
 @blueprint.post("/<int:cart_id>/clear/")
+@rate_limit(limits=[CART_WRITES])
 async def clear_cart(cart_id: int) -> Response:
     """Remove every line (an applied coupon stays)."""
     async with locked_open_cart(cart_id) as cart:
@@ -482,13 +603,40 @@ async def find_promotion(code: str) -> Promotion:
     return promotion
 
 
+async def customer_uses(promotion: Promotion, user_id: int) -> int:
+    """How often a customer used a coupon: their invoices with it, cancelled ones aside."""
+    return (
+        await Invoice.filter(user_id=user_id, promotion_id=promotion.id)
+        .exclude(status=InvoiceStatus.CANCELLED)
+        .count()
+    )
+
+
+async def customer_problem(promotion: Promotion, user_id: int) -> str | None:
+    """Why ``user_id`` may not use the coupon again (``max_uses_per_customer``), or None."""
+    limit = promotion.max_uses_per_customer
+    if limit is not None and await customer_uses(promotion, user_id) >= limit:
+        return (
+            "You have already used this coupon."
+            if limit == 1
+            else (f"You have already used this coupon {limit} times.")
+        )
+    return None
+
+
 @blueprint.post("/<int:cart_id>/apply_coupon/")
+@rate_limit(limits=[CART_WRITES, COUPON_CHECKS])
 @validate_request(CouponIn)
 async def apply_coupon(cart_id: int, data: CouponIn) -> Response:
-    """Apply a coupon (code case-insensitive) if it is valid for this cart now."""
+    """Apply a coupon (code case-insensitive) if it is valid for this cart now, and for the
+    signed-in customer (``max_uses_per_customer``). At most ``COUPON_CHECKS_PER_MINUTE``
+    per client address (429 beyond)."""
     cart = await open_cart(cart_id)
     promotion = await find_promotion(data.code)
     problem = promotion_problem(promotion, lines_of(await CartItem.filter(cart_id=cart.id)))
+    user = current_user()
+    if problem is None and user is not None:
+        problem = await customer_problem(promotion, user.id)
     if problem is not None:
         raise invalid("code", problem)
     await Cart.filter(id=cart.id).update(coupon_id=promotion.id)
@@ -496,6 +644,7 @@ async def apply_coupon(cart_id: int, data: CouponIn) -> Response:
 
 
 @blueprint.post("/<int:cart_id>/remove_coupon/")
+@rate_limit(limits=[CART_WRITES])
 async def remove_coupon(cart_id: int) -> Response:
     """Remove the applied coupon."""
     cart = await open_cart(cart_id)
@@ -615,6 +764,12 @@ async def _create_invoice(cart: Cart, user: User, data: CheckoutIn) -> Invoice:
         problem = promotion_problem(promotion, lines)
         if problem is not None:
             raise invalid("code", f"{promotion.code}: {problem} Remove it to check out.")
+        # Per customer: the user's row is locked first (PostgreSQL; SQLite's transaction
+        # holds the write lock), so two checkouts of one user count each other's invoice.
+        await User.filter(id=user.id).select_for_update().first()
+        used = await customer_problem(promotion, user.id)
+        if used is not None:
+            raise invalid("code", f"{promotion.code}: {used} Remove it to check out.")
         # Counted once, here; the conditional update keeps the limit under concurrency.
         query = Promotion.filter(id=promotion.id)
         if promotion.usage_limit is not None:

@@ -16,11 +16,13 @@ from pydantic import (
     field_validator,
 )
 from quart import Blueprint, request
+from quart_rate_limiter import rate_limit
 from quart_schema import RequestSchemaValidationError, document_querystring, validate_request
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
-from slyker.auth import staff_required
+from slyker.auth import current_user, staff_required
+from slyker.blueprints.billing.carts import COUPON_CHECKS, customer_problem
 from slyker.errors import APIError, invalid
 from slyker.models.billing import DiscountType, Promotion
 from slyker.money import as_string
@@ -46,6 +48,8 @@ def promotion_json(promotion: Promotion) -> dict[str, Any]:
         "usage_count": promotion.usage_count,
         "minimum_order_amount": as_string(promotion.minimum_order_amount),
         "product_types": promotion.product_types,
+        "is_public": promotion.is_public,
+        "max_uses_per_customer": promotion.max_uses_per_customer,
     }
 
 
@@ -82,6 +86,11 @@ class PromotionIn(BaseModel):
     product_types: list[Annotated[str, Field(max_length=50), NO_NUL]] = Field(
         default_factory=list, max_length=20
     )
+    # Listed publicly by /active/. The storefront's staff page does not send it yet and
+    # expects what it creates to be listed: created public unless told otherwise.
+    is_public: bool = True
+    # Uses per customer; null: unlimited.
+    max_uses_per_customer: int | None = Field(default=1, ge=1, le=MAX_INT)
 
     @field_validator("discount_value")
     @classmethod
@@ -113,20 +122,27 @@ def _currently_valid() -> Any:
 
 @blueprint.get("/active/")
 async def active_promotions() -> list[dict[str, Any]]:
-    """Promotions valid now and not used up (public; a bare array)."""
-    promotions = await _currently_valid().order_by("id")
+    """Public promotions (``is_public``) valid now and not used up (a bare array); private
+    codes are never listed."""
+    promotions = await _currently_valid().filter(is_public=True).order_by("id")
     return [promotion_json(p) for p in promotions if promotion_problem(p, []) is None]
 
 
 @blueprint.post("/validate_code/")
+@rate_limit(limits=[COUPON_CHECKS])
 @validate_request(CodeIn)
 async def validate_code(data: CodeIn) -> dict[str, Any]:
     """Check a code (case-insensitive) without applying it: 200 with the promotion, or 400
-    saying why it cannot be used. Order-dependent rules are checked when applied to a cart."""
+    saying why it cannot be used (for a signed-in client, also when they have used it up).
+    Order-dependent rules are checked when applied to a cart. At most
+    ``COUPON_CHECKS_PER_MINUTE`` per client address, shared with ``apply_coupon`` (429)."""
     promotion = await Promotion.get_or_none(code=data.code.strip().upper())
     if promotion is None:
         raise invalid("code", "Invalid coupon code.")
     problem = promotion_problem(promotion, [])
+    user = current_user()
+    if problem is None and user is not None:
+        problem = await customer_problem(promotion, user.id)
     if problem is not None:
         raise invalid("code", problem)
     return {"valid": True, **promotion_json(promotion)}
