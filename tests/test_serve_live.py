@@ -68,7 +68,9 @@ class Supervised:
         return tail(self.log_path, limit)
 
     def started_workers(self) -> list[int]:
-        return [int(pid) for pid in re.findall(r"Started worker (\d+)", self.log(200_000))]
+        # The whole log: under traffic the access log soon pushes the first starts out of a tail.
+        text = self.log_path.read_text(errors="replace")
+        return [int(pid) for pid in re.findall(r"Started worker (\d+)", text)]
 
     def stop(self) -> None:
         stop_process(self.process, signal.SIGTERM)
