@@ -67,10 +67,12 @@ class Supervised:
     def log(self, limit: int = 8000) -> str:
         return tail(self.log_path, limit)
 
+    def full_log(self) -> str:
+        # Under traffic the access log soon pushes the first lines out of any tail.
+        return self.log_path.read_text(errors="replace")
+
     def started_workers(self) -> list[int]:
-        # The whole log: under traffic the access log soon pushes the first starts out of a tail.
-        text = self.log_path.read_text(errors="replace")
-        return [int(pid) for pid in re.findall(r"Started worker (\d+)", text)]
+        return [int(pid) for pid in re.findall(r"Started worker (\d+)", self.full_log())]
 
     def stop(self) -> None:
         stop_process(self.process, signal.SIGTERM)
@@ -172,7 +174,7 @@ def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(
             thread.join(timeout=10)
         server.stop()
 
-    log = server.log(200_000)
+    log = server.full_log()
     assert new_pids, f"no replacement answered within {RECOVERY_TIMEOUT} s\n{log}"
     (replacement,) = new_pids
     assert server.started_workers() == [*original, replacement], log
