@@ -8,10 +8,11 @@ from datetime import timedelta
 from pydantic import BaseModel, Field
 from quart import Blueprint, current_app
 from quart.blueprints import BlueprintSetupState
-from quart_rate_limiter import RateLimit, rate_limit
+from quart_rate_limiter import rate_limit
 from quart_schema import validate_request, validate_response
 
 from slyker.blueprints.accounts import client_address
+from slyker.ratelimit import SettingRateLimit
 from slyker.redis_client import current_redis
 from slyker.services.whois import AnswerCache, DomainChecker, MemoryCache, RedisCache
 from slyker.settings import current_settings
@@ -24,23 +25,6 @@ MEMORY_CACHE_KEY = "slyker.whois_cache"
 @blueprint.record_once
 def _create_memory_cache(state: BlueprintSetupState) -> None:
     state.app.extensions[MEMORY_CACHE_KEY] = MemoryCache()
-
-
-class SettingsRateLimit(RateLimit):
-    """quart-rate-limiter's limit, with the count read from the app's settings when a
-    request is checked (the decorator runs once at import; apps differ in settings)."""
-
-    def __init__(self, setting: str, period: timedelta) -> None:
-        super().__init__(count=1, period=period, key_function=client_address)
-        self.setting = setting
-
-    @property  # type: ignore[override]
-    def count(self) -> int:
-        return int(getattr(current_settings(), self.setting))
-
-    @count.setter
-    def count(self, _value: int) -> None:
-        pass  # the dataclass __init__ assigns it; the settings own the number
 
 
 class DomainCheckRequest(BaseModel):
@@ -71,7 +55,13 @@ def answer_cache() -> AnswerCache:
 
 @blueprint.post("/whois/check/")
 @checks_own_text  # every name is checked, and all bad ones named, by the service
-@rate_limit(limits=[SettingsRateLimit("whois_rate_limit", timedelta(minutes=1))])
+@rate_limit(
+    limits=[
+        SettingRateLimit(
+            "whois_rate_limit", timedelta(minutes=1), key_function=client_address, shared=False
+        )
+    ]
+)
 @validate_request(DomainCheckRequest)
 @validate_response(DomainCheckResponse)
 async def check_domains(data: DomainCheckRequest) -> DomainCheckResponse:
