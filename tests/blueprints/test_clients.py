@@ -60,5 +60,6 @@ async def test_unknown_client_and_bad_search(app: Quart) -> None:
 
     assert_error(await api.get(f"{CLIENTS}999999/", token=staff), 404, "not_found")
     assert_error(await api.get(f"{CLIENTS}{2**31}/", token=staff), 404, "not_found")
-    assert_error(await api.get(CLIENTS + "?search=a%00b", token=staff), 400, "bad_request")
+    # NUL in any query string is refused before the view (slyker/validation.py).
+    assert_error(await api.get(CLIENTS + "?search=a%00b", token=staff), 400, "invalid")
     assert_error(await api.get(CLIENTS + "?search=" + "x" * 101, token=staff), 400, "bad_request")
