@@ -4,7 +4,7 @@
 (README, Docker), because with ``workers >= 1`` Hypercorn prints a start-up error but exits 0.
 ``migrate`` applies the migrations of DATABASE_URL's dialect; ``makemigrations NAME`` writes a
 migration for every dialect after a model change. ``check-cors`` checks a deployed stack's
-CORS and WebSocket origin behaviour the way a browser would (:mod:`slyker.corscheck`).
+CORS and WebSocket origin behaviour the way a browser would (:mod:`slyker.tools.corscheck`).
 ``serve`` runs Hypercorn workers (``hypercorn.toml``) under a supervisor that replaces a worker
 that dies and exits non-zero when they cannot start (:mod:`slyker.serve`).
 """
@@ -16,8 +16,9 @@ import os
 import subprocess
 import sys
 
-from slyker import corscheck, schema, serve
+from slyker import migrations, serve
 from slyker.settings import SettingsError, database_url_from_environment, load_settings
+from slyker.tools import corscheck
 
 USAGE = (
     "usage: python -m slyker check | migrate | makemigrations NAME\n"
@@ -42,18 +43,18 @@ def check() -> int:
 
 def migrate() -> int:
     url = database_url_from_environment(os.environ)
-    applied = asyncio.run(schema.upgrade(url))
-    print(f"slyker: {schema.dialect(url)} migrations applied: {', '.join(applied) or 'none'}")
+    applied = asyncio.run(migrations.upgrade(url))
+    print(f"slyker: {migrations.dialect(url)} migrations applied: {', '.join(applied) or 'none'}")
     return 0
 
 
 def make_migrations(name: str, dialect: str | None = None) -> int:
     if dialect is None:  # one process per dialect: aerich keeps state in class attributes
-        for each in schema.DIALECT_SAMPLE_URLS:
+        for each in migrations.DIALECT_SAMPLE_URLS:
             command = [sys.executable, "-m", "slyker", "makemigrations", name, each]
             subprocess.run(command, check=True)
         return 0
-    written = asyncio.run(schema.make_migration(name, dialect))
+    written = asyncio.run(migrations.make_migration(name, dialect))
     print(f"slyker: {dialect}: {written or 'no changes'}")
     return 0
 
@@ -70,7 +71,7 @@ def main(argv: list[str]) -> int:
             return serve.main(rest)
         case ["makemigrations", name]:
             return make_migrations(name)
-        case ["makemigrations", name, dialect] if dialect in schema.DIALECT_SAMPLE_URLS:
+        case ["makemigrations", name, dialect] if dialect in migrations.DIALECT_SAMPLE_URLS:
             return make_migrations(name, dialect)
     print(USAGE, file=sys.stderr)
     return 2

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from quart import Quart
 from quart_schema import QuartSchema
 
-from slyker import auth, cli, csrf, database, lifecycle
-from slyker.blueprints import accounts, chat, clients, health, subscriptions
-from slyker.blueprints.billing import carts, catalog, domains, invoices, paynow, promotions
-from slyker.chat.service import BROKER_KEY, make_broker
+from slyker import auth, csrf, database, lifecycle
+from slyker.areas import ALL_AREAS, chosen_areas, install_areas
+from slyker.blueprints import health
 from slyker.cors import CORSMiddleware, init_cors
 from slyker.errors import register_error_handlers
 from slyker.headers import SecurityHeadersMiddleware
@@ -28,12 +27,17 @@ from slyker.validation import BoundedOpenAPIProvider, RowIdConverter, refuse_uns
 from slyker.wrappers import APIRequest
 
 
-def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
-    """Build the slyker app: settings → database → CORS → error handlers → blueprints.
+def create_app(
+    overrides: Mapping[str, Any] | None = None, areas: Iterable[str] = ALL_AREAS
+) -> Quart:
+    """Build the slyker app: the core (settings → database → CORS → error handlers → health),
+    then the chosen ``areas`` (:mod:`slyker.areas`; all by default, an unknown name is a
+    ValueError), then the ASGI layers around it all.
 
     ``overrides`` take the same names as the environment variables (``{"DEBUG": True}``)
     and win over them; tests use it instead of touching ``os.environ``.
     """
+    areas = chosen_areas(areas)  # refused before anything is built or logged
     settings = load_settings(overrides=overrides)
     configure_logging(settings.log_level)
     announce_mail_mode(settings)
@@ -61,10 +65,6 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     database.init_database(app, settings)
     auth.init_password_hashing(app, settings)
     init_redis(app, settings.redis_url)
-    broker = make_broker(settings.redis_url)
-    app.extensions[BROKER_KEY] = broker
-    app.before_serving(broker.start)
-    app.after_serving(broker.stop)
 
     cors_config = init_cors(app, settings)
     app.before_request(csrf.check_request_origin)
@@ -85,24 +85,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # after QuartSchema's provider
 
-    for blueprint in (
-        health.blueprint,
-        accounts.blueprint,
-        clients.blueprint,
-        catalog.blueprint,
-        domains.blueprint,
-        carts.blueprint,
-        promotions.blueprint,
-        invoices.invoices,
-        invoices.payments,
-        paynow.blueprint,
-        subscriptions.subscriptions,
-        subscriptions.domain_registrations,
-        chat.blueprint,
-    ):
-        app.register_blueprint(blueprint)
+    app.register_blueprint(health.blueprint)
+    install_areas(app, areas)  # each area's blueprints, lifecycle and CLI commands
     lifecycle.init_draining(app)  # SIGTERM: /ready/ 503, chat sockets closed with 1001
-    cli.register_commands(app, settings)
 
     # Outermost last: request id, nosniff, then CORS (preflights and the last net), the Host check
     # (before routing; its 400 gets CORS headers), then the database.

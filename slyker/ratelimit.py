@@ -45,6 +45,13 @@ REDIS_TIMEOUT_SECONDS = 0.5  # a limit check must never hold a request for long
 _PRUNE_EVERY = 1000  # memory store: drop expired keys every this many acquisitions
 
 
+async def client_address() -> str:
+    """The key of per-address limits: the peer address. Not X-Forwarded-For, which any client
+    can write: behind a proxy, slyker/proxy.py turns the trusted proxy's header into this
+    address."""
+    return request.remote_addr or "unknown"
+
+
 @dataclass(frozen=True)
 class Allowance:
     """One limit applied to one request: the store key, the period and the spacing."""

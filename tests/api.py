@@ -11,10 +11,10 @@ from typing import Any
 from quart import Quart
 from tortoise.context import TortoiseContext
 
-from slyker.blueprints.accounts import create_user
-from slyker.cli import load_demo_catalog
 from slyker.database import EXTENSION_KEY as DATABASE_KEY
 from slyker.models.accounts import Role, User
+from slyker.services.accounts import create_user
+from slyker.services.demo_catalog import load_demo_catalog
 
 FRONTEND_ORIGIN = "http://localhost:3000"  # a development default of CORS_ALLOWED_ORIGINS
 PASSWORD = "correct horse battery"

@@ -1,4 +1,4 @@
-"""``python -m slyker check-cors`` (:mod:`slyker.corscheck`) against live local stacks.
+"""``python -m slyker check-cors`` (:mod:`slyker.tools.corscheck`) against live local stacks.
 
 - the real app (``slyker:create_app()``, migrated SQLite database) on Hypercorn, over plain
   HTTP and over TLS with HTTP/2: every check passes, exit status 0;
@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 
-from slyker import corscheck
 from slyker.app import create_app
+from slyker.tools import corscheck
 from tests.conftest import TEST_SECRET_KEY
 from tests.live_servers import (
     COMMAND_TIMEOUT,
@@ -350,7 +350,7 @@ def test_preflight_paths_are_chosen_with_path(stacks: Stacks) -> None:
 
 def test_as_a_subprocess(stacks: Stacks) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "slyker.corscheck", *check_args(stacks.good.plain_url)],
+        [sys.executable, "-m", "slyker.tools.corscheck", *check_args(stacks.good.plain_url)],
         cwd=REPO_ROOT,
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from tortoise.context import TortoiseContext
 
-from slyker import schema
+from slyker import migrations
 from slyker.database import tortoise_config
 from tests.conftest import POSTGRES_URL, TEST_DATABASE, postgres_admin
 
@@ -74,9 +74,9 @@ async def test_migrations_match_the_models(tmp_path: Path) -> None:
         migrated_url = f"sqlite://{tmp_path / 'migrated.sqlite3'}"
         generated_url = f"sqlite://{tmp_path / 'generated.sqlite3'}"
 
-    applied = await schema.upgrade(migrated_url)
+    applied = await migrations.upgrade(migrated_url)
     assert applied, "no migration was applied to an empty database"
-    assert await schema.upgrade(migrated_url) == []  # idempotent
+    assert await migrations.upgrade(migrated_url) == []  # idempotent
     await generate_from_models(generated_url)
 
     if TEST_DATABASE == "postgres":
@@ -101,9 +101,9 @@ async def test_migrations_match_the_models(tmp_path: Path) -> None:
     ],
 )
 def test_dialect(url: str, dialect: str) -> None:
-    assert schema.dialect(url) == dialect
+    assert migrations.dialect(url) == dialect
 
 
 def test_unknown_database_is_refused() -> None:
     with pytest.raises(ValueError, match="DATABASE_URL"):
-        schema.dialect("mysql://u@db/slyker")
+        migrations.dialect("mysql://u@db/slyker")

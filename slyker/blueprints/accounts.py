@@ -24,6 +24,7 @@ from slyker.auth import (
 )
 from slyker.errors import APIError, invalid
 from slyker.models.accounts import User
+from slyker.ratelimit import client_address
 from slyker.services.accounts import (
     confirm_password_reset,
     create_user,
@@ -34,7 +35,8 @@ from slyker.services.accounts import (
 )
 from slyker.settings import current_settings
 
-__all__ = ["blueprint", "create_user"]  # create_user: tests and the CLI import it from here
+# client_address: billing/carts.py still imports it from here (it lives in slyker.ratelimit).
+__all__ = ["blueprint", "client_address"]
 
 blueprint = Blueprint("accounts", __name__)
 
@@ -50,12 +52,6 @@ async def never_cached(response: Response) -> Response:
 RESET_REQUESTED = (
     "If an account with this e-mail address exists, we have sent it a link to reset the password."
 )
-
-
-async def client_address() -> str:
-    """The peer address. Not X-Forwarded-For, which any client can write: behind a proxy,
-    Hypercorn's proxy support must turn the trusted proxy's header into this address."""
-    return request.remote_addr or "unknown"
 
 
 def _optional(max_length: int, description: str | None = None) -> Any:

@@ -1,6 +1,6 @@
-"""What clients own: hosting subscriptions and domain registrations, made once when an
-invoice is paid (:mod:`slyker.services.provisioning`). Clients see their own; staff see all
-and may adjust a subscription."""
+"""Hosting subscriptions clients own, made once when an invoice is paid
+(:mod:`slyker.services.provisioning`; domains: :mod:`.domain_registrations`). Clients see
+their own; staff see all and may adjust a subscription."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from slyker.auth import authenticated_user, login_required, staff_required
 from slyker.errors import APIError, invalid
 from slyker.models.billing import BillingCycle
 from slyker.models.services import (
-    DomainRegistration,
     DomainStatus,
     Subscription,
     SubscriptionStatus,
@@ -27,9 +26,6 @@ from slyker.services.clients import client_summary
 from slyker.validation import NO_NUL, Day
 
 subscriptions = Blueprint("subscriptions", __name__, url_prefix="/api/services/subscriptions")
-domain_registrations = Blueprint(
-    "domain_registrations", __name__, url_prefix="/api/services/domain-registrations"
-)
 
 
 async def subscription_json(subscription: Subscription) -> dict[str, Any]:
@@ -64,31 +60,6 @@ async def subscription_json(subscription: Subscription) -> dict[str, Any]:
     }
 
 
-async def domain_registration_json(registration: DomainRegistration) -> dict[str, Any]:
-    nameservers = list(registration.nameservers or [])
-    return {
-        "id": registration.id,
-        "user": registration.user_id,
-        "client": await client_summary(registration.user_id),
-        "domain_name": registration.domain_name,
-        "domain_product": registration.domain_product_id,
-        "action": registration.action,
-        "years": registration.years,
-        "status": str(registration.status),
-        "registration_date": registration.registration_date.isoformat(),
-        "expiry_date": registration.expiry_date.isoformat(),
-        "whois_privacy": registration.whois_privacy,
-        "auto_renew": registration.auto_renew,
-        "nameservers": nameservers,
-        "nameserver1": nameservers[0] if nameservers else None,
-        "nameserver2": nameservers[1] if len(nameservers) > 1 else None,
-        "notes": registration.notes,
-        "invoice": registration.invoice_id,
-        "created_at": registration.created_at.isoformat(),
-        "updated_at": registration.updated_at.isoformat(),
-    }
-
-
 def _visible(model: type[Model]) -> Any:
     user = authenticated_user()
     queryset = model.all()
@@ -113,10 +84,6 @@ async def _subscription(subscription_id: int) -> Subscription:
 
 class SubscriptionQuery(PageQuery):
     status: SubscriptionStatus | None = None
-
-
-class DomainRegistrationQuery(PageQuery):
-    status: DomainStatus | None = None
 
 
 @subscriptions.get("/")
@@ -160,22 +127,3 @@ async def update_subscription(subscription_id: int, data: SubscriptionChange) ->
     if changes:
         await Subscription.filter(id=subscription.id).update(**changes)
     return await subscription_json(await Subscription.get(id=subscription.id))
-
-
-@domain_registrations.get("/")
-@document_querystring(DomainRegistrationQuery)
-@login_required
-async def list_domain_registrations() -> dict[str, Any]:
-    """The caller's domains (staff: everyone's), newest first; ``?status=``."""
-    queryset = _status_filter(_visible(DomainRegistration), DomainStatus)
-    return await paginate(queryset.order_by("-id"), domain_registration_json)
-
-
-@domain_registrations.get("/<int:registration_id>/")
-@login_required
-async def get_domain_registration(registration_id: int) -> dict[str, Any]:
-    """One domain registration (404 if it is not the caller's)."""
-    registration = await _visible(DomainRegistration).get_or_none(id=registration_id)
-    if registration is None:
-        raise APIError(404, "Domain registration not found.")
-    return await domain_registration_json(registration)

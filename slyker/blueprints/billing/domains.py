@@ -11,8 +11,7 @@ from quart.blueprints import BlueprintSetupState
 from quart_rate_limiter import rate_limit
 from quart_schema import validate_request, validate_response
 
-from slyker.blueprints.accounts import client_address
-from slyker.ratelimit import SettingRateLimit
+from slyker.ratelimit import SettingRateLimit, client_address
 from slyker.redis_client import current_redis
 from slyker.services.whois import AnswerCache, DomainChecker, MemoryCache, RedisCache
 from slyker.settings import current_settings

@@ -1,8 +1,8 @@
-"""Invoices and payments: clients see their own, staff see and manage all."""
+"""Invoices: clients see their own, staff see and manage all (payments: :mod:`.payments`)."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -14,7 +14,7 @@ from tortoise.transactions import in_transaction
 
 from slyker.auth import authenticated_user, login_required, staff_required
 from slyker.errors import APIError, invalid
-from slyker.models.billing import Invoice, InvoiceItem, InvoiceStatus, Payment, PaymentStatus
+from slyker.models.billing import Invoice, InvoiceItem, InvoiceStatus, Payment
 from slyker.money import ZERO, as_number, as_string, cents
 from slyker.pagination import PageQuery, paginate
 from slyker.services.clients import client_summary
@@ -25,15 +25,14 @@ from slyker.services.invoicing import (
     invoice_owner,
     update_draft,
 )
-from slyker.services.settlement import mark_invoice_paid, settle_if_covered
+from slyker.services.settlement import mark_invoice_paid
 from slyker.settings import current_settings
-from slyker.validation import MAX_INT, NO_NUL, Day, Id
+from slyker.validation import MAX_INT, NO_NUL, Day
 
 MAX_INVOICE_LINES = 200
 MAX_LINE_QUANTITY = 100_000
 
 invoices = Blueprint("invoices", __name__, url_prefix="/api/billing/invoices")
-payments = Blueprint("payments", __name__, url_prefix="/api/billing/payments")
 
 
 def payment_json(payment: Payment) -> dict[str, Any]:
@@ -241,64 +240,6 @@ async def cancel_invoice(invoice_id: int) -> dict[str, Any]:
     )
 
 
-def _visible_payments() -> Any:
-    user = authenticated_user()
-    queryset = Payment.all()
-    return queryset if user.is_staff else queryset.filter(invoice__user_id=user.id)
-
-
-@payments.get("/")
-@document_querystring(PageQuery)
-@login_required
-async def list_payments() -> dict[str, Any]:
-    """The caller's payments (staff: all), newest first."""
-    return await paginate(_visible_payments().order_by("-id"), payment_json)
-
-
-@payments.get("/<int:payment_id>/")
-@login_required
-async def get_payment(payment_id: int) -> dict[str, Any]:
-    """One payment (404 if it is not on one of the caller's invoices)."""
-    payment = await _visible_payments().get_or_none(id=payment_id)
-    if payment is None:
-        raise APIError(404, "Payment not found.")
-    return payment_json(payment)
-
-
-class PaymentIn(BaseModel):
-    invoice: Id
-    amount: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
-    method: str = Field(default="bank", max_length=20)
-    reference: str = Field(default="", max_length=100)
-    status: PaymentStatus = PaymentStatus.COMPLETED
-
-
-@payments.post("/")
-@staff_required
-@validate_request(PaymentIn)
-async def record_payment(data: PaymentIn) -> tuple[dict[str, Any], int]:
-    """Staff: record a payment; the invoice becomes paid once its completed payments cover
-    its total."""
-    staff = authenticated_user()
-    async with in_transaction() as connection:
-        invoice = await Invoice.filter(id=data.invoice).select_for_update().get_or_none()
-        if invoice is None:
-            raise invalid("invoice", "no such invoice.")
-        if invoice.status == InvoiceStatus.CANCELLED:
-            raise invalid("invoice", "this invoice is cancelled.")
-        payment = await Payment.create(
-            invoice=invoice,
-            amount=cents(data.amount),
-            method=data.method,
-            reference=data.reference,
-            status=data.status,
-            recorded_by=staff,
-            paid_at=datetime.now(UTC) if data.status == PaymentStatus.COMPLETED else None,
-        )
-        await settle_if_covered(invoice, connection)
-    return payment_json(payment), 201
-
-
 # --- staff-written invoices --------------------------------------------------------------
 
 
@@ -403,42 +344,3 @@ async def delete_invoice(invoice_id: int) -> tuple[str, int]:
     """Staff: delete a draft without payments (409 for any other invoice)."""
     await delete_draft(invoice_id)
     return "", 204
-
-
-@payments.get("/stats/")
-@staff_required
-async def payment_stats() -> dict[str, Any]:
-    """Staff: ``total`` (number of payments), ``by_status`` (counts), ``by_method``
-    (completed payments: ``{method: {count, total}}``), ``total_completed`` and
-    ``last_30_days`` (completed amounts; numbers, as the staff pages format them)."""
-    rows = (
-        await Payment.all().group_by("status").annotate(count=Count("id")).values("status", "count")
-    )
-    by_status = {s.value: 0 for s in PaymentStatus}
-    for row in rows:
-        by_status[getattr(row["status"], "value", row["status"])] = row["count"]
-    completed = Payment.filter(status=PaymentStatus.COMPLETED)
-    methods = (
-        await completed.group_by("method")
-        .annotate(count=Count("id"), amount=Sum("amount"))
-        .order_by("method")
-        .values("method", "count", "amount")
-    )
-    since = datetime.now(UTC) - timedelta(days=30)
-    recent = (
-        await completed.filter(paid_at__gte=since)
-        .annotate(amount=Sum("amount"))
-        .first()
-        .values_list("amount", flat=True)
-    )
-    total_completed = sum((cents(row["amount"] or ZERO) for row in methods), ZERO)
-    return {
-        "total": sum(by_status.values()),
-        "by_status": by_status,
-        "by_method": {
-            row["method"]: {"count": row["count"], "total": as_number(row["amount"] or ZERO)}
-            for row in methods
-        },
-        "total_completed": as_number(total_completed),
-        "last_30_days": as_number(cents(recent or ZERO)),
-    }

@@ -1,0 +1,50 @@
+"""The billing area: catalog, domain search, carts, promotions, invoices, payments, Paynow,
+and what clients own once paid (subscriptions, domain registrations)."""
+
+from __future__ import annotations
+
+import click
+from quart import Quart
+
+from slyker.blueprints import domain_registrations, subscriptions
+from slyker.blueprints.billing import (
+    carts,
+    catalog,
+    domains,
+    invoices,
+    payments,
+    paynow,
+    promotions,
+)
+from slyker.cli import run_with_database
+from slyker.services.demo_catalog import load_demo_catalog
+from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
+from slyker.settings import Settings
+
+
+def init_app(app: Quart) -> None:
+    for blueprint in (
+        catalog.blueprint,
+        domains.blueprint,
+        carts.blueprint,
+        promotions.blueprint,
+        invoices.invoices,
+        payments.blueprint,
+        paynow.blueprint,
+        subscriptions.subscriptions,
+        domain_registrations.blueprint,
+    ):
+        app.register_blueprint(blueprint)
+    register_commands(app, app.extensions[SETTINGS_KEY])
+
+
+def register_commands(app: Quart, settings: Settings) -> None:
+    @app.cli.command("load-demo-catalog")
+    def load_demo_catalog_command() -> None:
+        """Load demo hosting and domain products and the WELCOME10 coupon into an empty catalog."""
+
+        async def work() -> None:
+            loaded = await load_demo_catalog()
+            click.echo("demo catalog loaded" if loaded else "catalog not empty: nothing loaded")
+
+        run_with_database(settings, work)

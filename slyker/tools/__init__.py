@@ -1,0 +1,1 @@
+"""Operator tools that run outside the served app (they import nothing from it)."""
