@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from quart_schema import validate_request
 from werkzeug.exceptions import TooManyRequests
 
 from slyker import create_app
+from slyker.areas import ALL_AREAS
 
 SECRET_MARKER = "SECRET-/etc/slyker.env-SELECT password FROM users"
 MAX_CONTENT_LENGTH = 1024
@@ -112,8 +114,11 @@ def probe_blueprint(recorder: Recorder) -> Blueprint:
     return probe
 
 
-def create_contract_app(overrides: dict[str, Any] | None = None) -> Quart:
-    app = create_app({**CONTRACT_SETTINGS, **(overrides or {})})
+def create_contract_app(
+    overrides: dict[str, Any] | None = None, areas: Iterable[str] = ALL_AREAS
+) -> Quart:
+    """The app of ``areas`` (all by default; tests/test_areas.py: one each) plus the probes."""
+    app = create_app({**CONTRACT_SETTINGS, **(overrides or {})}, areas=areas)
     recorder = Recorder()
     app.extensions["probe.recorder"] = recorder
     app.register_blueprint(probe_blueprint(recorder))
