@@ -28,10 +28,10 @@ def init_app(app: Quart) -> None:
         domains.blueprint,
         carts.blueprint,
         promotions.blueprint,
-        invoices.invoices,
+        invoices.blueprint,
         payments.blueprint,
         paynow.blueprint,
-        subscriptions.subscriptions,
+        subscriptions.blueprint,
         domain_registrations.blueprint,
     ):
         app.register_blueprint(blueprint)

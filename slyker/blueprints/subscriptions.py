@@ -25,7 +25,7 @@ from slyker.pagination import PageQuery, paginate
 from slyker.services.clients import client_summary
 from slyker.validation import NO_NUL, Day
 
-subscriptions = Blueprint("subscriptions", __name__, url_prefix="/api/services/subscriptions")
+blueprint = Blueprint("subscriptions", __name__, url_prefix="/api/services/subscriptions")
 
 
 async def subscription_json(subscription: Subscription) -> dict[str, Any]:
@@ -86,7 +86,7 @@ class SubscriptionQuery(PageQuery):
     status: SubscriptionStatus | None = None
 
 
-@subscriptions.get("/")
+@blueprint.get("/")
 @document_querystring(SubscriptionQuery)
 @login_required
 async def list_subscriptions() -> dict[str, Any]:
@@ -95,7 +95,7 @@ async def list_subscriptions() -> dict[str, Any]:
     return await paginate(queryset.order_by("-id"), subscription_json)
 
 
-@subscriptions.get("/<int:subscription_id>/")
+@blueprint.get("/<int:subscription_id>/")
 @login_required
 async def get_subscription(subscription_id: int) -> dict[str, Any]:
     """One subscription (404 if it is not the caller's)."""
@@ -111,7 +111,7 @@ class SubscriptionChange(BaseModel):
     notes: Annotated[str, Field(max_length=10_000), NO_NUL] | None = None
 
 
-@subscriptions.patch("/<int:subscription_id>/")
+@blueprint.patch("/<int:subscription_id>/")
 @staff_required
 @validate_request(SubscriptionChange)
 async def update_subscription(subscription_id: int, data: SubscriptionChange) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from slyker.validation import MAX_INT, NO_NUL, Day
 MAX_INVOICE_LINES = 200
 MAX_LINE_QUANTITY = 100_000
 
-invoices = Blueprint("invoices", __name__, url_prefix="/api/billing/invoices")
+blueprint = Blueprint("invoices", __name__, url_prefix="/api/billing/invoices")
 
 
 def payment_json(payment: Payment) -> dict[str, Any]:
@@ -110,7 +110,7 @@ class InvoiceQuery(PageQuery):
     status: InvoiceStatus | None = None
 
 
-@invoices.get("/")
+@blueprint.get("/")
 @document_querystring(InvoiceQuery)
 @login_required
 async def list_invoices() -> dict[str, Any]:
@@ -124,7 +124,7 @@ async def list_invoices() -> dict[str, Any]:
     return await paginate(queryset.order_by("-id"), invoice_json)
 
 
-@invoices.get("/stats/")
+@blueprint.get("/stats/")
 @staff_required
 async def invoice_stats() -> dict[str, Any]:
     """Staff: invoices per status (``by_status``: counts, ``amount_by_status``: totals),
@@ -184,7 +184,7 @@ async def _paid_between(first: date, last: date) -> Decimal:
     return cents(paid or ZERO)
 
 
-@invoices.get("/<int:invoice_id>/")
+@blueprint.get("/<int:invoice_id>/")
 @login_required
 async def get_invoice(invoice_id: int) -> dict[str, Any]:
     """One invoice with its lines and payments (404 if it is not the caller's)."""
@@ -207,14 +207,14 @@ async def _transition(
     return await invoice_json(await Invoice.get(id=invoice.id))
 
 
-@invoices.post("/<int:invoice_id>/send/")
+@blueprint.post("/<int:invoice_id>/send/")
 @staff_required
 async def send_invoice(invoice_id: int) -> dict[str, Any]:
     """Staff: mark a draft invoice as sent."""
     return await _transition(invoice_id, {InvoiceStatus.DRAFT}, InvoiceStatus.SENT)
 
 
-@invoices.post("/<int:invoice_id>/mark_paid/")
+@blueprint.post("/<int:invoice_id>/mark_paid/")
 @staff_required
 async def mark_paid(invoice_id: int) -> dict[str, Any]:
     """Staff: mark an invoice paid (without recording a payment)."""
@@ -229,7 +229,7 @@ async def mark_paid(invoice_id: int) -> dict[str, Any]:
     return await invoice_json(await Invoice.get(id=invoice.id))
 
 
-@invoices.post("/<int:invoice_id>/cancel/")
+@blueprint.post("/<int:invoice_id>/cancel/")
 @staff_required
 async def cancel_invoice(invoice_id: int) -> dict[str, Any]:
     """Staff: cancel an unpaid invoice."""
@@ -296,7 +296,7 @@ class InvoiceChange(BaseModel):
     payment_method: Annotated[str, Field(min_length=1, max_length=20), NO_NUL] | None = None
 
 
-@invoices.post("/")
+@blueprint.post("/")
 @staff_required
 @validate_request(InvoiceIn)
 async def create_invoice(data: InvoiceIn) -> tuple[dict[str, Any], int]:
@@ -321,7 +321,7 @@ async def create_invoice(data: InvoiceIn) -> tuple[dict[str, Any], int]:
     return await invoice_json(invoice), 201
 
 
-@invoices.patch("/<int:invoice_id>/")
+@blueprint.patch("/<int:invoice_id>/")
 @staff_required
 @validate_request(InvoiceChange)
 async def update_invoice(invoice_id: int, data: InvoiceChange) -> dict[str, Any]:
@@ -338,7 +338,7 @@ async def update_invoice(invoice_id: int, data: InvoiceChange) -> dict[str, Any]
     return await invoice_json(await Invoice.get(id=invoice_id))
 
 
-@invoices.delete("/<int:invoice_id>/")
+@blueprint.delete("/<int:invoice_id>/")
 @staff_required
 async def delete_invoice(invoice_id: int) -> tuple[str, int]:
     """Staff: delete a draft without payments (409 for any other invoice)."""
