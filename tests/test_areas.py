@@ -199,7 +199,7 @@ async def test_every_outcome_on_the_area(
 def other_areas_paths(area: str) -> list[str]:
     full = create_contract_app({"SECRET_KEY": TEST_SECRET_KEY})
     others = set().union(*(AREA_BLUEPRINTS[name] for name in ALL_AREAS if name != area))
-    paths = {matrix._sample_path(rule) for rule in http_rules(full) if blueprint_of(rule) in others}
+    paths = {matrix.sample_path(rule) for rule in http_rules(full) if blueprint_of(rule) in others}
     return sorted(paths)
 
 

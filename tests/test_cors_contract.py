@@ -63,7 +63,7 @@ def _http_rules() -> list[Rule]:
     return [rule for rule in app.url_map.iter_rules() if not rule.websocket]
 
 
-def _sample_path(rule: Rule) -> str:
+def sample_path(rule: Rule) -> str:
     arguments = {
         name: SAMPLE_ARGUMENTS.get(type(converter).__name__, "sample")
         for name, converter in rule._converters.items()
@@ -165,7 +165,7 @@ async def test_every_route_every_method(
     origin_class: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    path = _sample_path(rule)
+    path = sample_path(rule)
     status, headers, body = await send(contract_app, origin_class, Call(method, path))
     expected = expected_route_status(contract_app, method, origin_class, path)
     if status == 429 and is_rate_limited(contract_app, rule) and expected != 403:
@@ -195,7 +195,7 @@ STRICT_SLASH_RULES = [rule for rule in RULES if rule.rule.endswith("/") and rule
 async def test_strict_slash_redirects_carry_the_headers(
     contract_app: Quart, rule: Rule, origin_class: str
 ) -> None:
-    path = _sample_path(rule)
+    path = sample_path(rule)
     methods = set(rule.methods or ()) - {"HEAD", "OPTIONS"}
     method = "GET" if "GET" in methods else sorted(methods)[0]
     status, headers, body = await send(contract_app, origin_class, Call(method, path[:-1]))
