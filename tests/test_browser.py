@@ -27,9 +27,7 @@ import asyncio
 import functools
 import http.server
 import json
-import os
 import re
-import shutil
 import threading
 import time
 import uuid
@@ -43,6 +41,7 @@ import httpx
 import pytest
 
 from slyker.errors import SERVER_ERROR_MESSAGE
+from tests.chromium import launched_chromium, require_chromium
 from tests.contract_app import SECRET_MARKER
 from tests.live_servers import (
     HOST,
@@ -70,18 +69,6 @@ PAGE_DIR = Path(__file__).resolve().parent / "browser"
 APP_PATH = "tests.browser.app:create_browser_app()"
 SECRET_KEY = "browser-test-secret-key-0123456789abcdef0123"
 ACCESS_LOG_FORMAT = "access %(m)s %(U)s %(s)s origin=%({origin}i)s cookie=%({cookie}i)s"
-
-CHROMIUM = os.environ.get("SLYKER_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--no-proxy-server",  # loopback only, whatever the environment's proxy settings
-]
 
 BROWSER_TIMEOUT_MS = 10_000  # navigation, waits for a frame; fetches abort after 8 s in the page
 JS_TIMEOUT = 12.0  # one page.evaluate, whatever the page does
@@ -193,12 +180,7 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Two page servers, a prepared database (migrations, demo catalog, a staff agent) and
     Hypercorn serving the contract app with the page origins allowed."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install chromium) "
-            "or set SLYKER_TEST_CHROMIUM",
-            pytrace=False,
-        )
+    require_chromium()
     base = tmp_path_factory.mktemp("browser")
     pages, foreign = PageServer(), PageServer()
     try:
@@ -237,14 +219,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 async def browser(stack: Stack) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=30_000
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with async_playwright() as playwright, launched_chromium(playwright) as chromium:
+        yield chromium
 
 
 @asynccontextmanager

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +24,7 @@ from typing import Any
 import jwt
 import pytest
 
+from tests.chromium import launched_chromium, require_chromium
 from tests.conftest import POSTGRES_URL, REDIS_URL, TEST_DATABASE, postgres_admin
 from tests.fake_registries import REGISTERED, FakeHTTPRegistry
 from tests.live_servers import (
@@ -53,16 +53,6 @@ playwright_api = pytest.importorskip("playwright.async_api")
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
-CHROMIUM = os.environ.get("SLYKER_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 STEP_TIMEOUT_MS = 30_000
 STAFF_EMAIL = "staff@slykertech.test"
 STAFF_PASSWORD = "Staff-passw0rd!"
@@ -154,8 +144,7 @@ def stack(
     paynow: PaynowSimulator,
     smtp: SMTPServer,
 ) -> Iterator[Stack]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium")
+    require_chromium()
     directory = tmp_path_factory.mktemp("storefront")
     api_port = preferred_api_port()
     build = build_storefront(api_port)
@@ -214,12 +203,11 @@ def stack(
 
 @pytest.fixture(scope="module")
 async def browser(stack: Stack) -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with (
+        playwright_api.async_playwright() as playwright,
+        launched_chromium(playwright) as chromium,
+    ):
+        yield chromium
 
 
 class Shopper:
