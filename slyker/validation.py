@@ -21,10 +21,11 @@ import json
 import re
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from itertools import repeat
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 from quart import current_app, request
 from quart_schema import OpenAPIProvider
 from werkzeug.routing import BaseConverter, IntegerConverter
@@ -248,6 +249,26 @@ async def refuse_unstorable_query() -> None:
     problem = text_problem(request.path)
     if problem is not None:
         raise invalid("path", problem)
+
+
+def _query_choice(choices: type[StrEnum]) -> Any:
+    allowed = ", ".join(choice.value for choice in choices)
+
+    def check(raw: Any) -> Any:
+        value = raw[0] if isinstance(raw, list) and raw else raw  # a repeated one: the first
+        if value is None or value == "":
+            return None  # ``?status=``: no filter
+        if value not in {choice.value for choice in choices}:
+            raise ValueError(f"must be one of {allowed}.")
+        return value
+
+    return check
+
+
+def query_choice(choices: type[StrEnum]) -> BeforeValidator:
+    """``?status=`` and the like in a query-string model: one of ``choices`` (a 400
+    "status: must be one of ...", listing them), empty or absent for no filter."""
+    return BeforeValidator(_query_choice(choices))
 
 
 class RowIdConverter(IntegerConverter):

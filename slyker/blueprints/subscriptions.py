@@ -8,11 +8,12 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
-from quart import Blueprint, request
-from quart_schema import document_querystring, validate_request
+from quart import Blueprint
+from quart_schema import validate_querystring, validate_request, validate_response
 from tortoise.models import Model
 
 from slyker.auth import authenticated_user, login_required, staff_required
+from slyker.contracts import IsoDate, IsoDateTime, Money, Page
 from slyker.errors import APIError, invalid
 from slyker.models.billing import BillingCycle
 from slyker.models.services import (
@@ -21,10 +22,10 @@ from slyker.models.services import (
     Subscription,
     SubscriptionStatus,
 )
-from slyker.money import as_string, cents
-from slyker.pagination import PageQuery, paginate
-from slyker.services.clients import client_summary
-from slyker.validation import NO_NUL, Day
+from slyker.money import cents
+from slyker.pagination import PageQuery, paginate_rows
+from slyker.services.clients import ClientSummary, client_summaries
+from slyker.validation import NO_NUL, Day, query_choice
 
 subscriptions = Blueprint("subscriptions", __name__, url_prefix="/api/services/subscriptions")
 domain_registrations = Blueprint(
@@ -32,76 +33,136 @@ domain_registrations = Blueprint(
 )
 
 
-async def subscription_json(subscription: Subscription) -> dict[str, Any]:
-    price = as_string(subscription.price)
-    return {
-        "id": subscription.id,
-        "user": subscription.user_id,
-        "client": await client_summary(subscription.user_id),
-        # The client dashboard prints service_name; the staff pages service.name.
-        "service": {
-            "id": subscription.hosting_product_id,
-            "name": subscription.service_name,
-            "category": "hosting",
-            "hosting_type": subscription.hosting_type,
-        },
-        "service_name": subscription.service_name,
-        "hosting_product": subscription.hosting_product_id,
-        "status": str(subscription.status),
-        "billing_cycle": subscription.billing_cycle,
-        "price": price,
-        "amount": price,
-        "start_date": subscription.start_date.isoformat(),
-        "next_due_date": subscription.next_due_date.isoformat(),
-        "next_billing_date": subscription.next_due_date.isoformat(),
-        "domain": subscription.domain,
-        "region": subscription.region,
-        "provisioning_completed": subscription.provisioning_completed,
-        "notes": subscription.notes,
-        "invoice": subscription.invoice_id,
-        "created_at": subscription.created_at.isoformat(),
-        "updated_at": subscription.updated_at.isoformat(),
-    }
+class SubscriptionService(BaseModel):
+    id: int | None
+    name: str
+    category: str
+    hosting_type: str
 
 
-async def domain_registration_json(registration: DomainRegistration) -> dict[str, Any]:
-    nameservers = list(registration.nameservers or [])
-    return {
-        "id": registration.id,
-        "user": registration.user_id,
-        "client": await client_summary(registration.user_id),
-        "domain_name": registration.domain_name,
-        "domain_product": registration.domain_product_id,
-        "action": registration.action,
-        "years": registration.years,
-        "status": str(registration.status),
-        "registration_date": registration.registration_date.isoformat(),
-        "expiry_date": registration.expiry_date.isoformat(),
-        "whois_privacy": registration.whois_privacy,
-        "auto_renew": registration.auto_renew,
-        "nameservers": nameservers,
-        "nameserver1": nameservers[0] if nameservers else None,
-        "nameserver2": nameservers[1] if len(nameservers) > 1 else None,
-        "notes": registration.notes,
-        "invoice": registration.invoice_id,
-        "created_at": registration.created_at.isoformat(),
-        "updated_at": registration.updated_at.isoformat(),
-    }
+class SubscriptionOut(BaseModel):
+    id: int
+    user: int
+    client: ClientSummary
+    # The client dashboard prints service_name; the staff pages service.name.
+    service: SubscriptionService
+    service_name: str
+    hosting_product: int | None
+    status: str
+    billing_cycle: str
+    price: Money
+    amount: Money = Field(description="= price")
+    start_date: IsoDate
+    next_due_date: IsoDate
+    next_billing_date: IsoDate = Field(description="= next_due_date")
+    domain: str
+    region: str
+    provisioning_completed: bool
+    notes: str
+    invoice: int | None
+    created_at: IsoDateTime
+    updated_at: IsoDateTime
+
+    @classmethod
+    def from_row(cls, subscription: Subscription, client: ClientSummary) -> SubscriptionOut:
+        return cls(
+            id=subscription.id,
+            user=subscription.user_id,  # type: ignore[attr-defined]
+            client=client,
+            service=SubscriptionService(
+                id=subscription.hosting_product_id,  # type: ignore[attr-defined]
+                name=subscription.service_name,
+                category="hosting",
+                hosting_type=subscription.hosting_type,
+            ),
+            service_name=subscription.service_name,
+            hosting_product=subscription.hosting_product_id,  # type: ignore[attr-defined]
+            status=str(subscription.status),
+            billing_cycle=subscription.billing_cycle,
+            price=subscription.price,
+            amount=subscription.price,
+            start_date=subscription.start_date,
+            next_due_date=subscription.next_due_date,
+            next_billing_date=subscription.next_due_date,
+            domain=subscription.domain,
+            region=subscription.region,
+            provisioning_completed=subscription.provisioning_completed,
+            notes=subscription.notes,
+            invoice=subscription.invoice_id,  # type: ignore[attr-defined]
+            created_at=subscription.created_at,
+            updated_at=subscription.updated_at,
+        )
+
+    @classmethod
+    async def of_rows(cls, subscriptions: list[Subscription]) -> list[SubscriptionOut]:
+        """A page of subscriptions, with their clients fetched at once."""
+        clients = await client_summaries(s.user_id for s in subscriptions)  # type: ignore[attr-defined]
+        return [cls.from_row(s, clients[s.user_id]) for s in subscriptions]  # type: ignore[attr-defined]
+
+    @classmethod
+    async def of(cls, subscription: Subscription) -> SubscriptionOut:
+        return (await cls.of_rows([subscription]))[0]
+
+
+class DomainRegistrationOut(BaseModel):
+    id: int
+    user: int
+    client: ClientSummary
+    domain_name: str
+    domain_product: int | None
+    action: str
+    years: int
+    status: str
+    registration_date: IsoDate
+    expiry_date: IsoDate
+    whois_privacy: bool
+    auto_renew: bool
+    nameservers: list[str]
+    nameserver1: str | None
+    nameserver2: str | None
+    notes: str
+    invoice: int | None
+    created_at: IsoDateTime
+    updated_at: IsoDateTime
+
+    @classmethod
+    def from_row(
+        cls, registration: DomainRegistration, client: ClientSummary
+    ) -> DomainRegistrationOut:
+        nameservers = list(registration.nameservers or [])
+        return cls(
+            id=registration.id,
+            user=registration.user_id,  # type: ignore[attr-defined]
+            client=client,
+            domain_name=registration.domain_name,
+            domain_product=registration.domain_product_id,  # type: ignore[attr-defined]
+            action=registration.action,
+            years=registration.years,
+            status=str(registration.status),
+            registration_date=registration.registration_date,
+            expiry_date=registration.expiry_date,
+            whois_privacy=registration.whois_privacy,
+            auto_renew=registration.auto_renew,
+            nameservers=nameservers,
+            nameserver1=nameservers[0] if nameservers else None,
+            nameserver2=nameservers[1] if len(nameservers) > 1 else None,
+            notes=registration.notes,
+            invoice=registration.invoice_id,  # type: ignore[attr-defined]
+            created_at=registration.created_at,
+            updated_at=registration.updated_at,
+        )
+
+    @classmethod
+    async def of_rows(cls, registrations: list[DomainRegistration]) -> list[DomainRegistrationOut]:
+        """A page of registrations, with their clients fetched at once."""
+        clients = await client_summaries(r.user_id for r in registrations)  # type: ignore[attr-defined]
+        return [cls.from_row(r, clients[r.user_id]) for r in registrations]  # type: ignore[attr-defined]
 
 
 def _visible(model: type[Model]) -> Any:
     user = authenticated_user()
     queryset = model.all()
     return queryset if user.is_staff else queryset.filter(user_id=user.id)
-
-
-def _status_filter(queryset: Any, statuses: type[SubscriptionStatus | DomainStatus]) -> Any:
-    status = request.args.get("status")
-    if not status:
-        return queryset
-    if status not in {s.value for s in statuses}:
-        raise invalid("status", f"must be one of {', '.join(s.value for s in statuses)}.")
-    return queryset.filter(status=status)
 
 
 async def _subscription(subscription_id: int) -> Subscription:
@@ -112,27 +173,31 @@ async def _subscription(subscription_id: int) -> Subscription:
 
 
 class SubscriptionQuery(PageQuery):
-    status: SubscriptionStatus | None = None
+    status: Annotated[SubscriptionStatus | None, query_choice(SubscriptionStatus)] = None
 
 
 class DomainRegistrationQuery(PageQuery):
-    status: DomainStatus | None = None
+    status: Annotated[DomainStatus | None, query_choice(DomainStatus)] = None
 
 
 @subscriptions.get("/")
-@document_querystring(SubscriptionQuery)
 @login_required
-async def list_subscriptions() -> dict[str, Any]:
+@validate_querystring(SubscriptionQuery)
+@validate_response(Page[SubscriptionOut])
+async def list_subscriptions(query_args: SubscriptionQuery) -> dict[str, Any]:
     """The caller's hosting subscriptions (staff: everyone's), newest first; ``?status=``."""
-    queryset = _status_filter(_visible(Subscription), SubscriptionStatus)
-    return await paginate(queryset.order_by("-id"), subscription_json)
+    queryset = _visible(Subscription)
+    if query_args.status is not None:
+        queryset = queryset.filter(status=query_args.status)
+    return await paginate_rows(queryset.order_by("-id"), SubscriptionOut.of_rows, query_args)
 
 
 @subscriptions.get("/<int:subscription_id>/")
 @login_required
-async def get_subscription(subscription_id: int) -> dict[str, Any]:
+@validate_response(SubscriptionOut)
+async def get_subscription(subscription_id: int) -> SubscriptionOut:
     """One subscription (404 if it is not the caller's)."""
-    return await subscription_json(await _subscription(subscription_id))
+    return await SubscriptionOut.of(await _subscription(subscription_id))
 
 
 class SubscriptionChange(BaseModel):
@@ -147,7 +212,8 @@ class SubscriptionChange(BaseModel):
 @subscriptions.patch("/<int:subscription_id>/")
 @staff_required
 @validate_request(SubscriptionChange)
-async def update_subscription(subscription_id: int, data: SubscriptionChange) -> dict[str, Any]:
+@validate_response(SubscriptionOut)
+async def update_subscription(subscription_id: int, data: SubscriptionChange) -> SubscriptionOut:
     """Staff: change a subscription's status, cycle, price, next due date, provisioning flag
     or notes (only the fields sent; ``null`` is refused)."""
     subscription = await _subscription(subscription_id)
@@ -159,23 +225,27 @@ async def update_subscription(subscription_id: int, data: SubscriptionChange) ->
         changes["price"] = cents(changes["price"])
     if changes:
         await Subscription.filter(id=subscription.id).update(**changes)
-    return await subscription_json(await Subscription.get(id=subscription.id))
+    return await SubscriptionOut.of(await Subscription.get(id=subscription.id))
 
 
 @domain_registrations.get("/")
-@document_querystring(DomainRegistrationQuery)
 @login_required
-async def list_domain_registrations() -> dict[str, Any]:
+@validate_querystring(DomainRegistrationQuery)
+@validate_response(Page[DomainRegistrationOut])
+async def list_domain_registrations(query_args: DomainRegistrationQuery) -> dict[str, Any]:
     """The caller's domains (staff: everyone's), newest first; ``?status=``."""
-    queryset = _status_filter(_visible(DomainRegistration), DomainStatus)
-    return await paginate(queryset.order_by("-id"), domain_registration_json)
+    queryset = _visible(DomainRegistration)
+    if query_args.status is not None:
+        queryset = queryset.filter(status=query_args.status)
+    return await paginate_rows(queryset.order_by("-id"), DomainRegistrationOut.of_rows, query_args)
 
 
 @domain_registrations.get("/<int:registration_id>/")
 @login_required
-async def get_domain_registration(registration_id: int) -> dict[str, Any]:
+@validate_response(DomainRegistrationOut)
+async def get_domain_registration(registration_id: int) -> DomainRegistrationOut:
     """One domain registration (404 if it is not the caller's)."""
     registration = await _visible(DomainRegistration).get_or_none(id=registration_id)
     if registration is None:
         raise APIError(404, "Domain registration not found.")
-    return await domain_registration_json(registration)
+    return (await DomainRegistrationOut.of_rows([registration]))[0]
