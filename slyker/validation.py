@@ -28,8 +28,9 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 from quart import current_app, request
 from quart_schema import OpenAPIProvider
-from werkzeug.routing import BaseConverter, IntegerConverter
+from werkzeug.routing import BaseConverter, IntegerConverter, Rule
 
+from slyker.contracts import ErrorBody, NoContent
 from slyker.errors import invalid
 
 # PostgreSQL's INTEGER; a bigger number is a 400, never a database error.
@@ -282,7 +283,9 @@ class RowIdConverter(IntegerConverter):
 
 class BoundedOpenAPIProvider(OpenAPIProvider):
     """/openapi.json says what ``<int:...>`` takes (1..MAX_INT for a row id), so clients and
-    the fuzz test know the bounds a path id has, like a body's."""
+    the fuzz test know the bounds a path id has, like a body's. It also declares, for every
+    operation, the one error body (:class:`slyker.contracts.ErrorBody`) for 4xx and 5xx
+    answers, and shows a 204 (:class:`slyker.contracts.NoContent`) without a body."""
 
     def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
         parameter = super().build_path_parameter(name, converter)
@@ -294,3 +297,25 @@ class BoundedOpenAPIProvider(OpenAPIProvider):
             if converter.max is not None:
                 parameter["schema"]["maximum"] = converter.max
         return parameter
+
+    def build_response_object(
+        self, model: Any, headers_model: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        if model is NoContent:
+            return {"description": "No Content"}, {}
+        return super().build_response_object(model, headers_model)  # type: ignore[no-any-return]
+
+    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
+        paths, components = super().build_paths(rule)
+        error, definitions = super().build_response_object(ErrorBody, None)
+        components.update(definitions)
+        components[ErrorBody.__name__] = error["content"]["application/json"]["schema"]
+        error["content"]["application/json"]["schema"] = {
+            "$ref": f"#/components/schemas/{ErrorBody.__name__}"
+        }
+        error["description"] = "slyker's JSON error body"
+        for operations in paths.values():
+            for operation in operations.values():
+                for statuses in ("4XX", "5XX"):  # an explicit one (503 of /ready/) wins
+                    operation["responses"].setdefault(statuses, error)
+        return paths, components
