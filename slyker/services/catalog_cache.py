@@ -38,8 +38,11 @@ MAX_AGE_SECONDS = 60.0
 class CatalogCache:
     """One per app (``app.extensions``): lists by name (``"hosting"``, ``"domains"``)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, version_key: str = VERSION_KEY
+    ) -> None:
         self.clock = clock  # tests move time on instead of waiting
+        self.version_key = version_key
         self._lists: dict[str, tuple[float, list[Any]]] = {}
         # Bumped by every invalidation: a list read from the database while a write
         # happened is not kept (it may hold the old rows).
@@ -70,7 +73,7 @@ class CatalogCache:
         if redis is None:
             return
         try:
-            self._version = str(await redis.incr(VERSION_KEY)).encode()
+            self._version = str(await redis.incr(self.version_key)).encode()
             self._checked_at = self.clock()
         except RedisError as error:
             # Other workers then keep their lists up to MAX_AGE_SECONDS; the write stands.
@@ -90,7 +93,7 @@ class CatalogCache:
         if self._checked_at is not None and now - self._checked_at < VERSION_CHECK_SECONDS:
             return True
         try:
-            version = await redis.get(VERSION_KEY)
+            version = await redis.get(self.version_key)
         except RedisError as error:
             log.warning("Catalog cache: version unknown: %s", describe_exception(error))
             self._drop()
