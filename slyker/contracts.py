@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field, PlainSerializer, RootModel, WithJsonSchema
 
@@ -75,11 +75,3 @@ class ErrorBody(BaseModel):
     errors: dict[str, list[str]] | None = Field(
         default=None, description="field: messages (only for validation errors)"
     )
-
-
-def declared_json(value: Any) -> Any:
-    """What a response model instance becomes on the wire (for cached, pre-serialised
-    responses)."""
-    if isinstance(value, BaseModel):
-        return value.model_dump()
-    return value
