@@ -15,6 +15,7 @@ from pydantic import (
     ValidationInfo,
     create_model,
     field_validator,
+    model_validator,
 )
 from quart import Blueprint
 from quart_rate_limiter import rate_limit
@@ -159,9 +160,20 @@ def _all_optional(model: type[BaseModel]) -> dict[str, Any]:
     return fields
 
 
+class _JSONObject(BaseModel):
+    @model_validator(mode="before")
+    @classmethod
+    def must_be_an_object(cls, value: Any) -> Any:
+        if not isinstance(value, dict):  # the answer a PATCH has always given
+            raise invalid("non_field_errors", "send a JSON object.")
+        return value
+
+
 # PATCH: the fields of the create body, each one optional; what is sent is merged into the
 # stored promotion and the result validated as a whole (PromotionIn).
-PromotionPatch = create_model("PromotionPatch", **_all_optional(PromotionIn))  # type: ignore[call-overload]
+PromotionPatch = create_model(  # type: ignore[call-overload]
+    "PromotionPatch", __base__=_JSONObject, **_all_optional(PromotionIn)
+)
 
 
 def _currently_valid() -> Any:
