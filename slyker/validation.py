@@ -21,14 +21,16 @@ import json
 import re
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from itertools import repeat
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 from quart import current_app, request
 from quart_schema import OpenAPIProvider
-from werkzeug.routing import BaseConverter, IntegerConverter
+from werkzeug.routing import BaseConverter, IntegerConverter, Rule
 
+from slyker.contracts import ErrorBody, NoContent
 from slyker.errors import invalid
 
 # PostgreSQL's INTEGER; a bigger number is a 400, never a database error.
@@ -250,6 +252,26 @@ async def refuse_unstorable_query() -> None:
         raise invalid("path", problem)
 
 
+def _query_choice(choices: type[StrEnum]) -> Any:
+    allowed = ", ".join(choice.value for choice in choices)
+
+    def check(raw: Any) -> Any:
+        value = raw[0] if isinstance(raw, list) and raw else raw  # a repeated one: the first
+        if value is None or value == "":
+            return None  # ``?status=``: no filter
+        if value not in {choice.value for choice in choices}:
+            raise ValueError(f"must be one of {allowed}.")
+        return value
+
+    return check
+
+
+def query_choice(choices: type[StrEnum]) -> BeforeValidator:
+    """``?status=`` and the like in a query-string model: one of ``choices`` (a 400
+    "status: must be one of ...", listing them), empty or absent for no filter."""
+    return BeforeValidator(_query_choice(choices))
+
+
 class RowIdConverter(IntegerConverter):
     """``<int:...>`` in routes: at most MAX_INT, so a longer number is a 404 like any
     unknown id instead of a PostgreSQL error."""
@@ -261,7 +283,9 @@ class RowIdConverter(IntegerConverter):
 
 class BoundedOpenAPIProvider(OpenAPIProvider):
     """/openapi.json says what ``<int:...>`` takes (1..MAX_INT for a row id), so clients and
-    the fuzz test know the bounds a path id has, like a body's."""
+    the fuzz test know the bounds a path id has, like a body's. It also declares, for every
+    operation, the one error body (:class:`slyker.contracts.ErrorBody`) for 4xx and 5xx
+    answers, and shows a 204 (:class:`slyker.contracts.NoContent`) without a body."""
 
     def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
         parameter = super().build_path_parameter(name, converter)
@@ -273,3 +297,25 @@ class BoundedOpenAPIProvider(OpenAPIProvider):
             if converter.max is not None:
                 parameter["schema"]["maximum"] = converter.max
         return parameter
+
+    def build_response_object(
+        self, model: Any, headers_model: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        if model is NoContent:
+            return {"description": "No Content"}, {}
+        return super().build_response_object(model, headers_model)  # type: ignore[no-any-return]
+
+    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
+        paths, components = super().build_paths(rule)
+        error, definitions = super().build_response_object(ErrorBody, None)
+        components.update(definitions)
+        components[ErrorBody.__name__] = error["content"]["application/json"]["schema"]
+        error["content"]["application/json"]["schema"] = {
+            "$ref": f"#/components/schemas/{ErrorBody.__name__}"
+        }
+        error["description"] = "slyker's JSON error body"
+        for operations in paths.values():
+            for operation in operations.values():
+                for statuses in ("4XX", "5XX"):  # an explicit one (503 of /ready/) wins
+                    operation["responses"].setdefault(statuses, error)
+        return paths, components

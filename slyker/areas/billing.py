@@ -17,6 +17,7 @@ from slyker.blueprints.billing import (
     promotions,
 )
 from slyker.cli import run_with_database
+from slyker.services.catalog_cache import announce_change
 from slyker.services.demo_catalog import load_demo_catalog
 from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
 from slyker.settings import Settings
@@ -45,6 +46,8 @@ def register_commands(app: Quart, settings: Settings) -> None:
 
         async def work() -> None:
             loaded = await load_demo_catalog()
+            if loaded and settings.redis_url:
+                await announce_change(settings.redis_url)  # running workers drop their lists
             click.echo("demo catalog loaded" if loaded else "catalog not empty: nothing loaded")
 
         run_with_database(settings, work)

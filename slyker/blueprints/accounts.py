@@ -22,8 +22,9 @@ from slyker.auth import (
     rotate_refresh_token,
     verify_password,
 )
+from slyker.contracts import Detail, IsoDateTime
 from slyker.errors import APIError, invalid
-from slyker.models.accounts import User
+from slyker.models.accounts import ClientProfile, User
 from slyker.ratelimit import client_address
 from slyker.services.accounts import (
     confirm_password_reset,
@@ -58,13 +59,10 @@ def _optional(max_length: int, description: str | None = None) -> Any:
     return Field(default=None, max_length=max_length, description=description)
 
 
-class Registration(BaseModel):
-    """The storefront's sign-up form. Unknown fields are ignored, as everywhere in the API;
-    every known one is stored and comes back in ``user``."""
+class ProfileFields(BaseModel):
+    """The profile fields a client sets at sign-up and may change later (one list for
+    :class:`Registration` and :class:`ProfileUpdate`)."""
 
-    email: EmailStr
-    password: str = Field(min_length=8, max_length=128)
-    password2: str | None = _optional(128, "must equal password")
     first_name: str | None = _optional(150)
     last_name: str | None = _optional(150)
     mobile_number: str | None = _optional(40)
@@ -73,9 +71,14 @@ class Registration(BaseModel):
     address: str | None = _optional(255)
     city: str | None = _optional(100)
     country: str | None = _optional(100)
-    referral_code: str | None = _optional(64)
     company: str | None = _optional(200, "older name of company_name")
     phone: str | None = _optional(40, "older name of mobile_number")
+
+
+class SignUpCredentials(BaseModel):
+    email: EmailStr
+    password: str = Field(min_length=8, max_length=128)
+    password2: str | None = _optional(128, "must equal password")
 
     @field_validator("password2")
     @classmethod
@@ -85,22 +88,19 @@ class Registration(BaseModel):
         return value
 
 
-class ProfileUpdate(BaseModel):
+class Registration(ProfileFields, SignUpCredentials):
+    """The storefront's sign-up form. Unknown fields are ignored, as everywhere in the API;
+    every known one is stored and comes back in ``user``."""
+
+    referral_code: str | None = _optional(64)
+
+
+class ProfileUpdate(ProfileFields):
     """``PATCH users/me/``: any of these; ``null`` clears a profile field. Everything else
     (``id``, ``user_type``, ``is_staff``, ``referral_code``…) is read-only and ignored."""
 
     email: EmailStr | None = None
     current_password: str | None = _optional(128, "needed to change the e-mail address")
-    first_name: str | None = _optional(150)
-    last_name: str | None = _optional(150)
-    mobile_number: str | None = _optional(40)
-    company_name: str | None = _optional(200)
-    company_website: str | None = _optional(200)
-    address: str | None = _optional(255)
-    city: str | None = _optional(100)
-    country: str | None = _optional(100)
-    company: str | None = _optional(200, "older name of company_name")
-    phone: str | None = _optional(40, "older name of mobile_number")
 
 
 class UserOut(BaseModel):
@@ -119,7 +119,32 @@ class UserOut(BaseModel):
     referral_code: str
     company: str = Field(description="= company_name")
     phone: str = Field(description="= mobile_number")
-    date_joined: str
+    date_joined: IsoDateTime
+
+    @classmethod
+    def from_row(cls, user: User, profile: ClientProfile) -> UserOut:
+        return cls(
+            id=user.id,
+            email=user.email,
+            first_name=user.first_name,
+            last_name=user.last_name,
+            user_type=str(user.user_type),
+            is_staff=user.is_staff,
+            mobile_number=profile.phone,
+            company_name=profile.company,
+            company_website=profile.company_website,
+            address=profile.address,
+            city=profile.city,
+            country=profile.country,
+            referral_code=profile.referral_code,
+            company=profile.company,
+            phone=profile.phone,
+            date_joined=user.created_at,
+        )
+
+    @classmethod
+    async def of(cls, user: User) -> UserOut:
+        return cls.from_row(user, await profile_of(user))
 
 
 class RegistrationOut(BaseModel):
@@ -155,30 +180,9 @@ class PasswordResetConfirm(BaseModel):
         return value
 
 
-class Detail(BaseModel):
-    detail: str
-
-
-async def user_json(user: User) -> dict[str, Any]:
-    profile = await profile_of(user)
-    return {
-        "id": user.id,
-        "email": user.email,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "user_type": str(user.user_type),
-        "is_staff": user.is_staff,
-        "mobile_number": profile.phone,
-        "company_name": profile.company,
-        "company_website": profile.company_website,
-        "address": profile.address,
-        "city": profile.city,
-        "country": profile.country,
-        "referral_code": profile.referral_code,
-        "company": profile.company,
-        "phone": profile.phone,
-        "date_joined": user.created_at.isoformat(),
-    }
+class TokenPair(BaseModel):
+    access: str
+    refresh: str
 
 
 async def user_key() -> str:
@@ -208,19 +212,21 @@ async def no_reset_email() -> bool:
 @rate_limit(5, timedelta(minutes=1), key_function=client_address)
 @validate_request(Registration)
 @validate_response(RegistrationOut, 201)
-async def register(data: Registration) -> tuple[dict[str, Any], int]:
+async def register(data: Registration) -> tuple[RegistrationOut, int]:
     """Create a client account with its client profile (phone, company, address… as the
     sign-up form sends them); returns the user and a token pair."""
     details = data.model_dump(exclude={"email", "password", "password2"})
     user = await create_user(data.email, data.password, **details)
-    return {"user": await user_json(user), **await issue_tokens(user)}, 201
+    user_out = await UserOut.of(user)
+    return RegistrationOut(user=user_out, **await issue_tokens(user)), 201
 
 
 @blueprint.post("/api/token/")
 @ignores_bearer_header
 @rate_limit(10, timedelta(minutes=1), key_function=client_address)
 @validate_request(Credentials)
-async def obtain_token(data: Credentials) -> dict[str, str]:
+@validate_response(TokenPair)
+async def obtain_token(data: Credentials) -> TokenPair:
     """Log in with e-mail and password: ``{access, refresh}``."""
     user = await User.get_or_none(email=normalise_email(data.email))
     if not await verify_password(user, data.password) or user is None or not user.is_active:
@@ -228,34 +234,36 @@ async def obtain_token(data: Credentials) -> dict[str, str]:
             401, "No active account found with the given credentials.", code="invalid_credentials"
         )
     await User.filter(id=user.id).update(last_login=datetime.now(UTC))
-    return await issue_tokens(user)
+    return TokenPair(**await issue_tokens(user))
 
 
 @blueprint.post("/api/token/refresh/")
 @ignores_bearer_header
 @validate_request(RefreshRequest)
-async def refresh_token(data: RefreshRequest) -> dict[str, str]:
+@validate_response(TokenPair)
+async def refresh_token(data: RefreshRequest) -> TokenPair:
     """Exchange a refresh token for a new pair; the old refresh token stops working (a
     second use within ``JWT_REFRESH_REUSE_GRACE_SECONDS`` of the first gets a pair too)."""
-    return await rotate_refresh_token(data.refresh)
+    return TokenPair(**await rotate_refresh_token(data.refresh))
 
 
 @blueprint.post("/api/token/logout/")
 @ignores_bearer_header
 @validate_request(RefreshRequest)
-async def logout(data: RefreshRequest) -> dict[str, str]:
+@validate_response(Detail)
+async def logout(data: RefreshRequest) -> Detail:
     """Revoke a refresh token and every token rotated from the same login (all tabs).
     (Access tokens stay valid until they expire.)"""
     await revoke_refresh_token(data.refresh)
-    return {"detail": "Logged out."}
+    return Detail(detail="Logged out.")
 
 
 @blueprint.get("/api/accounts/users/me/")
 @login_required
 @validate_response(UserOut)
-async def me() -> dict[str, Any]:
+async def me() -> UserOut:
     """The logged-in user, with their client profile's fields."""
-    return await user_json(authenticated_user())
+    return await UserOut.of(authenticated_user())
 
 
 @blueprint.patch("/api/accounts/users/me/")
@@ -263,7 +271,7 @@ async def me() -> dict[str, Any]:
 @rate_limit(20, timedelta(minutes=1), key_function=user_key)
 @validate_request(ProfileUpdate)
 @validate_response(UserOut)
-async def update_me(data: ProfileUpdate) -> dict[str, Any]:
+async def update_me(data: ProfileUpdate) -> UserOut:
     """Change one's own names, profile fields or e-mail address (a new address needs
     ``current_password`` and must be free); returns the updated user."""
     changes = {name: getattr(data, name) for name in data.model_fields_set}
@@ -271,7 +279,7 @@ async def update_me(data: ProfileUpdate) -> dict[str, Any]:
     if "email" in changes and changes["email"] is None:
         raise invalid("email", "Enter a valid e-mail address.")
     user = await update_user(authenticated_user(), changes, data.current_password)
-    return await user_json(user)
+    return await UserOut.of(user)
 
 
 @blueprint.post("/api/accounts/password-reset/")

@@ -1,6 +1,5 @@
 """Hosting subscriptions clients own, made once when an invoice is paid
-(:mod:`slyker.services.provisioning`; domains: :mod:`.domain_registrations`). Clients see
-their own; staff see all and may adjust a subscription."""
+(:mod:`slyker.services.provisioning`). Clients see their own; staff see all and may adjust one."""
 
 from __future__ import annotations
 
@@ -8,71 +7,101 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
-from quart import Blueprint, request
-from quart_schema import document_querystring, validate_request
+from quart import Blueprint
+from quart_schema import validate_querystring, validate_request, validate_response
 from tortoise.models import Model
 
 from slyker.auth import authenticated_user, login_required, staff_required
+from slyker.contracts import IsoDate, IsoDateTime, Money, Page
 from slyker.errors import APIError, invalid
 from slyker.models.billing import BillingCycle
 from slyker.models.services import (
-    DomainStatus,
     Subscription,
     SubscriptionStatus,
 )
-from slyker.money import as_string, cents
-from slyker.pagination import PageQuery, paginate
-from slyker.services.clients import client_summary
-from slyker.validation import NO_NUL, Day
+from slyker.money import cents
+from slyker.pagination import PageQuery, paginate_rows
+from slyker.services.clients import ClientSummary, client_summaries
+from slyker.validation import NO_NUL, Day, query_choice
 
 blueprint = Blueprint("subscriptions", __name__, url_prefix="/api/services/subscriptions")
 
 
-async def subscription_json(subscription: Subscription) -> dict[str, Any]:
-    price = as_string(subscription.price)
-    return {
-        "id": subscription.id,
-        "user": subscription.user_id,
-        "client": await client_summary(subscription.user_id),
-        # The client dashboard prints service_name; the staff pages service.name.
-        "service": {
-            "id": subscription.hosting_product_id,
-            "name": subscription.service_name,
-            "category": "hosting",
-            "hosting_type": subscription.hosting_type,
-        },
-        "service_name": subscription.service_name,
-        "hosting_product": subscription.hosting_product_id,
-        "status": str(subscription.status),
-        "billing_cycle": subscription.billing_cycle,
-        "price": price,
-        "amount": price,
-        "start_date": subscription.start_date.isoformat(),
-        "next_due_date": subscription.next_due_date.isoformat(),
-        "next_billing_date": subscription.next_due_date.isoformat(),
-        "domain": subscription.domain,
-        "region": subscription.region,
-        "provisioning_completed": subscription.provisioning_completed,
-        "notes": subscription.notes,
-        "invoice": subscription.invoice_id,
-        "created_at": subscription.created_at.isoformat(),
-        "updated_at": subscription.updated_at.isoformat(),
-    }
+class SubscriptionService(BaseModel):
+    id: int | None
+    name: str
+    category: str
+    hosting_type: str
+
+
+class SubscriptionOut(BaseModel):
+    id: int
+    user: int
+    client: ClientSummary
+    # The client dashboard prints service_name; the staff pages service.name.
+    service: SubscriptionService
+    service_name: str
+    hosting_product: int | None
+    status: str
+    billing_cycle: str
+    price: Money
+    amount: Money = Field(description="= price")
+    start_date: IsoDate
+    next_due_date: IsoDate
+    next_billing_date: IsoDate = Field(description="= next_due_date")
+    domain: str
+    region: str
+    provisioning_completed: bool
+    notes: str
+    invoice: int | None
+    created_at: IsoDateTime
+    updated_at: IsoDateTime
+
+    @classmethod
+    def from_row(cls, subscription: Subscription, client: ClientSummary) -> SubscriptionOut:
+        return cls(
+            id=subscription.id,
+            user=subscription.user_id,  # type: ignore[attr-defined]
+            client=client,
+            service=SubscriptionService(
+                id=subscription.hosting_product_id,  # type: ignore[attr-defined]
+                name=subscription.service_name,
+                category="hosting",
+                hosting_type=subscription.hosting_type,
+            ),
+            service_name=subscription.service_name,
+            hosting_product=subscription.hosting_product_id,  # type: ignore[attr-defined]
+            status=str(subscription.status),
+            billing_cycle=subscription.billing_cycle,
+            price=subscription.price,
+            amount=subscription.price,
+            start_date=subscription.start_date,
+            next_due_date=subscription.next_due_date,
+            next_billing_date=subscription.next_due_date,
+            domain=subscription.domain,
+            region=subscription.region,
+            provisioning_completed=subscription.provisioning_completed,
+            notes=subscription.notes,
+            invoice=subscription.invoice_id,  # type: ignore[attr-defined]
+            created_at=subscription.created_at,
+            updated_at=subscription.updated_at,
+        )
+
+    @classmethod
+    async def of_rows(cls, subscriptions: list[Subscription]) -> list[SubscriptionOut]:
+        """A page of subscriptions, with their clients fetched at once."""
+        clients = await client_summaries(s.user_id for s in subscriptions)  # type: ignore[attr-defined]
+        return [cls.from_row(s, clients[s.user_id]) for s in subscriptions]  # type: ignore[attr-defined]
+
+    @classmethod
+    async def of(cls, subscription: Subscription) -> SubscriptionOut:
+        return (await cls.of_rows([subscription]))[0]
 
 
 def _visible(model: type[Model]) -> Any:
     user = authenticated_user()
     queryset = model.all()
     return queryset if user.is_staff else queryset.filter(user_id=user.id)
-
-
-def _status_filter(queryset: Any, statuses: type[SubscriptionStatus | DomainStatus]) -> Any:
-    status = request.args.get("status")
-    if not status:
-        return queryset
-    if status not in {s.value for s in statuses}:
-        raise invalid("status", f"must be one of {', '.join(s.value for s in statuses)}.")
-    return queryset.filter(status=status)
 
 
 async def _subscription(subscription_id: int) -> Subscription:
@@ -83,23 +112,27 @@ async def _subscription(subscription_id: int) -> Subscription:
 
 
 class SubscriptionQuery(PageQuery):
-    status: SubscriptionStatus | None = None
+    status: Annotated[SubscriptionStatus | None, query_choice(SubscriptionStatus)] = None
 
 
 @blueprint.get("/")
-@document_querystring(SubscriptionQuery)
 @login_required
-async def list_subscriptions() -> dict[str, Any]:
+@validate_querystring(SubscriptionQuery)
+@validate_response(Page[SubscriptionOut])
+async def list_subscriptions(query_args: SubscriptionQuery) -> dict[str, Any]:
     """The caller's hosting subscriptions (staff: everyone's), newest first; ``?status=``."""
-    queryset = _status_filter(_visible(Subscription), SubscriptionStatus)
-    return await paginate(queryset.order_by("-id"), subscription_json)
+    queryset = _visible(Subscription)
+    if query_args.status is not None:
+        queryset = queryset.filter(status=query_args.status)
+    return await paginate_rows(queryset.order_by("-id"), SubscriptionOut.of_rows, query_args)
 
 
 @blueprint.get("/<int:subscription_id>/")
 @login_required
-async def get_subscription(subscription_id: int) -> dict[str, Any]:
+@validate_response(SubscriptionOut)
+async def get_subscription(subscription_id: int) -> SubscriptionOut:
     """One subscription (404 if it is not the caller's)."""
-    return await subscription_json(await _subscription(subscription_id))
+    return await SubscriptionOut.of(await _subscription(subscription_id))
 
 
 class SubscriptionChange(BaseModel):
@@ -114,7 +147,8 @@ class SubscriptionChange(BaseModel):
 @blueprint.patch("/<int:subscription_id>/")
 @staff_required
 @validate_request(SubscriptionChange)
-async def update_subscription(subscription_id: int, data: SubscriptionChange) -> dict[str, Any]:
+@validate_response(SubscriptionOut)
+async def update_subscription(subscription_id: int, data: SubscriptionChange) -> SubscriptionOut:
     """Staff: change a subscription's status, cycle, price, next due date, provisioning flag
     or notes (only the fields sent; ``null`` is refused)."""
     subscription = await _subscription(subscription_id)
@@ -126,4 +160,4 @@ async def update_subscription(subscription_id: int, data: SubscriptionChange) ->
         changes["price"] = cents(changes["price"])
     if changes:
         await Subscription.filter(id=subscription.id).update(**changes)
-    return await subscription_json(await Subscription.get(id=subscription.id))
+    return await SubscriptionOut.of(await Subscription.get(id=subscription.id))

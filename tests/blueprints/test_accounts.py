@@ -20,8 +20,14 @@ import pytest
 from argon2 import PasswordHasher
 from quart import Quart
 
-from slyker.blueprints.accounts import RESET_REQUESTED
+from slyker.blueprints.accounts import (
+    RESET_REQUESTED,
+    ProfileFields,
+    ProfileUpdate,
+    Registration,
+)
 from slyker.models.accounts import ClientProfile, PasswordResetToken, RefreshToken, Role, User
+from slyker.services.accounts import NAME_FIELDS, PROFILE_FIELDS
 from tests.api import API, FRONTEND_ORIGIN, PASSWORD, Reply, assert_error, db, make_user
 from tests.conftest import REDIS_URL, TEST_SECRET_KEY, prepare_database
 from tests.mail_server import SMTPServer, silent_server, smtp_server
@@ -1561,3 +1567,17 @@ async def test_a_long_unusual_password_with_spaces_is_fine(app: Quart) -> None:
         REGISTER, {"email": "ok@example.com", "password": "  correct horse battery staple  "}
     )
     assert reply.status == 201, reply.body
+
+
+def test_the_profile_fields_are_declared_once() -> None:
+    """Sign-up and PATCH me/ take the same profile fields, from one list, and that list is
+    what the accounts service stores."""
+    profile = set(ProfileFields.model_fields)
+    assert profile == set(NAME_FIELDS) | set(PROFILE_FIELDS)
+    assert set(Registration.model_fields) - profile == {
+        "email",
+        "password",
+        "password2",
+        "referral_code",
+    }
+    assert set(ProfileUpdate.model_fields) - profile == {"email", "current_password"}

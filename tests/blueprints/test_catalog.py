@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from quart import Quart
 
+from slyker.blueprints.billing.catalog import CACHE_KEY
 from slyker.models.accounts import Role
 from slyker.models.billing import DomainProduct, HostingProduct
+from slyker.redis_client import EXTENSION_KEY as REDIS_KEY
 from tests.api import API, assert_error, db, seed_catalog, token_for
 
 HOSTING = "/api/services/hosting-products"
@@ -67,6 +69,9 @@ async def deactivate(
 ) -> None:
     with db(app):
         assert await model.filter(id=pk).update(is_active=False) == 1
+    # A write that bypasses the API says so, as the catalog's own writes do (the lists are
+    # cached per process).
+    await app.extensions[CACHE_KEY].invalidate(app.extensions[REDIS_KEY])
 
 
 # --- public lists ------------------------------------------------------------------------

@@ -8,27 +8,26 @@ import unicodedata
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
-from quart import Blueprint, request
-from quart_schema import document_querystring, validate_request
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
+from quart import Blueprint, current_app
+from quart.blueprints import BlueprintSetupState
+from quart_schema import validate_querystring, validate_request, validate_response
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
 
 from slyker.auth import current_user, staff_required
-from slyker.errors import APIError, invalid
+from slyker.contracts import NO_CONTENT, Money, NoContent, Page
+from slyker.errors import APIError
 from slyker.models.billing import BillingCycle, DomainProduct, HostingProduct, HostingType
-from slyker.money import as_string
-from slyker.pagination import PageQuery, paginate
+from slyker.pagination import PageQuery, first_value, page_of
 from slyker.pricing import DOMAIN_YEARS, domain_registration_price, hosting_cycle_price
-from slyker.validation import MAX_INT, NO_NUL
+from slyker.redis_client import current_redis
+from slyker.services.catalog_cache import CatalogCache
+from slyker.validation import MAX_INT, NO_NUL, query_choice
 
 blueprint = Blueprint("catalog", __name__, url_prefix="/api/services")
 
 Price = Field(default=None, ge=0, max_digits=12, decimal_places=2)
-
-
-def _money_or_none(value: Decimal | None) -> str | None:
-    return None if value is None else as_string(value)
 
 
 # What the plan pages print. Disk space and bandwidth are in MB (the pages show value / 1024
@@ -53,44 +52,92 @@ SPEC_FLAGS = (
 )
 
 
-def hosting_json(product: HostingProduct) -> dict[str, Any]:
-    return {
-        "id": product.id,
-        "name": product.name,
-        "slug": product.slug,
-        "description": product.description,
-        "hosting_type": str(product.hosting_type),
-        **{name: getattr(product, name) for name in SPEC_COUNTS},
-        **{name: getattr(product, name) for name in SPEC_FLAGS},
-        "cpu_cores": product.cpu_cores,
-        "ram_gb": product.ram_gb,
-        "cpu_type": product.cpu_type,
-        "storage_type": product.storage_type,
-        **{
-            f"{c.value}_price": _money_or_none(hosting_cycle_price(product, c))
-            for c in BillingCycle
-        },
-        "setup_fee": as_string(product.setup_fee),
-        "is_featured": product.is_featured,
-        "is_active": product.is_active,
-    }
+class HostingProductOut(BaseModel):
+    """A hosting plan. A null price: that billing cycle is not offered."""
+
+    id: int
+    name: str
+    slug: str | None
+    description: str
+    hosting_type: str
+    disk_space: int = Field(description="MB; 0: unlimited")
+    bandwidth: int = Field(description="MB per month; 0: unlimited")
+    email_accounts: int
+    databases: int
+    ftp_accounts: int
+    subdomains: int
+    addon_domains: int
+    parked_domains: int
+    ssl_certificate: bool
+    dedicated_ip: bool
+    cpanel_access: bool
+    ssh_access: bool
+    cron_jobs: bool
+    backups_included: bool
+    cpu_cores: int | None
+    ram_gb: int | None
+    cpu_type: str
+    storage_type: str
+    monthly_price: Money | None
+    quarterly_price: Money | None
+    semi_annual_price: Money | None
+    annual_price: Money | None
+    biennial_price: Money | None
+    triennial_price: Money | None
+    setup_fee: Money
+    is_featured: bool
+    is_active: bool
+
+    @classmethod
+    def from_row(cls, product: HostingProduct) -> HostingProductOut:
+        return cls(
+            id=product.id,
+            name=product.name,
+            slug=product.slug,
+            description=product.description,
+            hosting_type=str(product.hosting_type),
+            **{name: getattr(product, name) for name in SPEC_COUNTS},
+            **{name: getattr(product, name) for name in SPEC_FLAGS},
+            cpu_cores=product.cpu_cores,
+            ram_gb=product.ram_gb,
+            cpu_type=product.cpu_type,
+            storage_type=product.storage_type,
+            **{f"{c.value}_price": hosting_cycle_price(product, c) for c in BillingCycle},
+            setup_fee=product.setup_fee,
+            is_featured=product.is_featured,
+            is_active=product.is_active,
+        )
 
 
-def domain_json(product: DomainProduct) -> dict[str, Any]:
-    return {
-        "id": product.id,
-        "tld": product.tld,
-        **{
-            f"registration_price_{years}yr": _money_or_none(
-                domain_registration_price(product, years)
-            )
-            for years in DOMAIN_YEARS
-        },
-        "renewal_price": as_string(product.renewal_price),
-        "transfer_price": as_string(product.transfer_price),
-        "whois_privacy_price": as_string(product.whois_privacy_price),
-        "is_active": product.is_active,
-    }
+class DomainProductOut(BaseModel):
+    """A TLD and its prices. A null registration price: not sold for that many years."""
+
+    id: int
+    tld: str
+    registration_price_1yr: Money | None
+    registration_price_2yr: Money | None
+    registration_price_3yr: Money | None
+    registration_price_5yr: Money | None
+    registration_price_10yr: Money | None
+    renewal_price: Money
+    transfer_price: Money
+    whois_privacy_price: Money
+    is_active: bool
+
+    @classmethod
+    def from_row(cls, product: DomainProduct) -> DomainProductOut:
+        return cls(
+            id=product.id,
+            tld=product.tld,
+            **{
+                f"registration_price_{years}yr": domain_registration_price(product, years)
+                for years in DOMAIN_YEARS
+            },
+            renewal_price=product.renewal_price,
+            transfer_price=product.transfer_price,
+            whois_privacy_price=product.whois_privacy_price,
+            is_active=product.is_active,
+        )
 
 
 Count = Annotated[int, Field(ge=0, le=MAX_INT)]
@@ -223,97 +270,151 @@ async def _save_domain(
         ) from None
 
 
+CACHE_KEY = "slyker.catalog_cache"
+
+
+@blueprint.record_once
+def _create_catalog_cache(state: BlueprintSetupState) -> None:
+    state.app.extensions[CACHE_KEY] = CatalogCache()
+
+
+def catalog_cache() -> CatalogCache:
+    return current_app.extensions[CACHE_KEY]  # type: ignore[no-any-return]
+
+
+async def catalog_changed() -> None:
+    """After any write of a product: lists are read again (here at once, in other workers
+    within a second; see slyker.services.catalog_cache)."""
+    await catalog_cache().invalidate(current_redis())
+
+
+async def _all_hosting_products() -> list[HostingProductOut]:
+    return [HostingProductOut.from_row(p) for p in await HostingProduct.all().order_by("id")]
+
+
+async def _all_domain_products() -> list[DomainProductOut]:
+    return [DomainProductOut.from_row(p) for p in await DomainProduct.all().order_by("id")]
+
+
+def _caller_is_staff() -> bool:
+    user = current_user()
+    return user is not None and user.is_staff
+
+
 class HostingQuery(PageQuery):
-    hosting_type: HostingType | None = None
-    slug: str | None = None
+    hosting_type: Annotated[HostingType | None, query_choice(HostingType)] = None
+    slug: Annotated[str | None, BeforeValidator(first_value)] = Field(default=None, max_length=200)
 
 
 @blueprint.get("/hosting-products/")
-@document_querystring(HostingQuery)
-async def list_hosting_products() -> dict[str, Any]:
+@validate_querystring(HostingQuery)
+@validate_response(Page[HostingProductOut])
+async def list_hosting_products(query_args: HostingQuery) -> dict[str, Any]:
     """Hosting products (active ones only, unless the caller is staff), paginated;
-    ``?hosting_type=shared|vps|dedicated|cloud|reseller`` and ``?slug=`` filter."""
-    queryset = _visible(HostingProduct)
-    kind = request.args.get("hosting_type")
-    if kind:
-        if kind not in {t.value for t in HostingType}:
-            raise invalid(
-                "hosting_type", f"must be one of {', '.join(t.value for t in HostingType)}."
-            )
-        queryset = queryset.filter(hosting_type=kind)
-    slug = request.args.get("slug")
-    if slug:
-        queryset = queryset.filter(slug=slug)
-    return await paginate(queryset.order_by("id"), hosting_json)
+    ``?hosting_type=shared|vps|dedicated|cloud|reseller`` and ``?slug=`` filter. Served
+    from a per-process cache that staff writes clear."""
+    products = await catalog_cache().get("hosting", _all_hosting_products, current_redis())
+    staff = _caller_is_staff()
+    kind, slug = query_args.hosting_type, query_args.slug
+    selected = [
+        product
+        for product in products
+        if (staff or product.is_active)
+        and (kind is None or product.hosting_type == kind)
+        and (not slug or product.slug == slug)
+    ]
+    return page_of(selected, query_args)
 
 
 @blueprint.get("/hosting-products/<int:product_id>/")
-async def get_hosting_product(product_id: int) -> dict[str, Any]:
+@validate_response(HostingProductOut)
+async def get_hosting_product(product_id: int) -> HostingProductOut:
     """One hosting product."""
-    return hosting_json(await _get_visible(HostingProduct, product_id))
+    return HostingProductOut.from_row(await _get_visible(HostingProduct, product_id))
 
 
 @blueprint.post("/hosting-products/")
 @staff_required
 @validate_request(HostingProductIn)
-async def create_hosting_product(data: HostingProductIn) -> tuple[dict[str, Any], int]:
+@validate_response(HostingProductOut, 201)
+async def create_hosting_product(data: HostingProductIn) -> tuple[HostingProductOut, int]:
     """Staff: add a hosting product. A null price means the cycle is not offered; 409 if the
     slug is taken."""
-    return hosting_json(await _save_hosting(data)), 201
+    product = await _save_hosting(data)
+    await catalog_changed()
+    return HostingProductOut.from_row(product), 201
 
 
 @blueprint.put("/hosting-products/<int:product_id>/")
 @staff_required
 @validate_request(HostingProductIn)
-async def update_hosting_product(product_id: int, data: HostingProductIn) -> dict[str, Any]:
+@validate_response(HostingProductOut)
+async def update_hosting_product(product_id: int, data: HostingProductIn) -> HostingProductOut:
     """Staff: replace a hosting product (without a ``slug`` it keeps its own)."""
     product = await _get_visible(HostingProduct, product_id)
-    return hosting_json(await _save_hosting(data, product))
+    product = await _save_hosting(data, product)
+    await catalog_changed()
+    return HostingProductOut.from_row(product)
 
 
 @blueprint.delete("/hosting-products/<int:product_id>/")
 @staff_required
-async def deactivate_hosting_product(product_id: int) -> tuple[str, int]:
+@validate_response(NoContent, 204)
+async def deactivate_hosting_product(product_id: int) -> tuple[NoContent, int]:
     """Staff: withdraw a product from sale (it stays on past carts and invoices)."""
     product = await _get_visible(HostingProduct, product_id)
     await HostingProduct.filter(id=product.id).update(is_active=False)
-    return "", 204
+    await catalog_changed()
+    return NO_CONTENT, 204
 
 
 @blueprint.get("/domain-products/")
-@document_querystring(PageQuery)
-async def list_domain_products() -> dict[str, Any]:
-    """Domain products (TLDs) with registration, renewal, transfer and privacy prices."""
-    return await paginate(_visible(DomainProduct).order_by("id"), domain_json)
+@validate_querystring(PageQuery)
+@validate_response(Page[DomainProductOut])
+async def list_domain_products(query_args: PageQuery) -> dict[str, Any]:
+    """Domain products (TLDs) with registration, renewal, transfer and privacy prices.
+    Served from a per-process cache that staff writes clear."""
+    products = await catalog_cache().get("domains", _all_domain_products, current_redis())
+    staff = _caller_is_staff()
+    return page_of([p for p in products if staff or p.is_active], query_args)
 
 
 @blueprint.get("/domain-products/<int:product_id>/")
-async def get_domain_product(product_id: int) -> dict[str, Any]:
+@validate_response(DomainProductOut)
+async def get_domain_product(product_id: int) -> DomainProductOut:
     """One domain product."""
-    return domain_json(await _get_visible(DomainProduct, product_id))
+    return DomainProductOut.from_row(await _get_visible(DomainProduct, product_id))
 
 
 @blueprint.post("/domain-products/")
 @staff_required
 @validate_request(DomainProductIn)
-async def create_domain_product(data: DomainProductIn) -> tuple[dict[str, Any], int]:
+@validate_response(DomainProductOut, 201)
+async def create_domain_product(data: DomainProductIn) -> tuple[DomainProductOut, int]:
     """Staff: add a TLD (409 if it exists)."""
-    return domain_json(await _save_domain(data.model_dump())), 201
+    product = await _save_domain(data.model_dump())
+    await catalog_changed()
+    return DomainProductOut.from_row(product), 201
 
 
 @blueprint.put("/domain-products/<int:product_id>/")
 @staff_required
 @validate_request(DomainProductIn)
-async def update_domain_product(product_id: int, data: DomainProductIn) -> dict[str, Any]:
+@validate_response(DomainProductOut)
+async def update_domain_product(product_id: int, data: DomainProductIn) -> DomainProductOut:
     """Staff: replace a domain product."""
     product = await _get_visible(DomainProduct, product_id)
-    return domain_json(await _save_domain(data.model_dump(), product))
+    product = await _save_domain(data.model_dump(), product)
+    await catalog_changed()
+    return DomainProductOut.from_row(product)
 
 
 @blueprint.delete("/domain-products/<int:product_id>/")
 @staff_required
-async def deactivate_domain_product(product_id: int) -> tuple[str, int]:
+@validate_response(NoContent, 204)
+async def deactivate_domain_product(product_id: int) -> tuple[NoContent, int]:
     """Staff: withdraw a TLD from sale."""
     product = await _get_visible(DomainProduct, product_id)
     await DomainProduct.filter(id=product.id).update(is_active=False)
-    return "", 204
+    await catalog_changed()
+    return NO_CONTENT, 204

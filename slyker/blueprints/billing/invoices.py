@@ -1,4 +1,4 @@
-"""Invoices: clients see their own, staff see and manage all (payments: :mod:`.payments`)."""
+"""Invoices: clients see their own, staff see and manage all."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from quart import Blueprint, request
-from quart_schema import document_querystring, validate_request
+from quart import Blueprint
+from quart_schema import validate_querystring, validate_request, validate_response
 from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
 from slyker.auth import authenticated_user, login_required, staff_required
+from slyker.blueprints.billing.payments import PaymentOut
+from slyker.contracts import NO_CONTENT, IsoDate, IsoDateTime, Money, NoContent, Page
 from slyker.errors import APIError, invalid
 from slyker.models.billing import Invoice, InvoiceItem, InvoiceStatus, Payment
-from slyker.money import ZERO, as_number, as_string, cents
-from slyker.pagination import PageQuery, paginate
-from slyker.services.clients import client_summary
+from slyker.money import ZERO, as_number, cents
+from slyker.pagination import PageQuery, paginate_rows
+from slyker.services.clients import ClientSummary, client_summaries
 from slyker.services.invoicing import (
     DraftLine,
     create_draft,
@@ -27,7 +29,7 @@ from slyker.services.invoicing import (
 )
 from slyker.services.settlement import mark_invoice_paid
 from slyker.settings import current_settings
-from slyker.validation import MAX_INT, NO_NUL, Day
+from slyker.validation import MAX_INT, NO_NUL, Day, query_choice
 
 MAX_INVOICE_LINES = 200
 MAX_LINE_QUANTITY = 100_000
@@ -35,62 +37,120 @@ MAX_LINE_QUANTITY = 100_000
 blueprint = Blueprint("invoices", __name__, url_prefix="/api/billing/invoices")
 
 
-def payment_json(payment: Payment) -> dict[str, Any]:
-    return {
-        "id": payment.id,
-        "invoice": payment.invoice_id,
-        "amount": as_string(payment.amount),
-        "method": payment.method,
-        "status": str(payment.status),
-        "reference": payment.reference,
-        "paid_at": payment.paid_at.isoformat() if payment.paid_at else None,
-        "created_at": payment.created_at.isoformat(),
-    }
+class InvoiceItemOut(BaseModel):
+    id: int
+    description: str
+    service_category: str
+    billing_cycle: str
+    quantity: int
+    unit_price: Money
+    total: Money
+    amount: Money = Field(description="= total (the staff invoice page's name for it)")
+    service_metadata: dict[str, Any]
+    hosting_product: int | None
+    domain_product: int | None
+    service: int | None
+
+    @classmethod
+    def from_row(cls, item: InvoiceItem) -> InvoiceItemOut:
+        return cls(
+            id=item.id,
+            description=item.description,
+            service_category=item.service_category,
+            billing_cycle=item.billing_cycle,
+            quantity=item.quantity,
+            unit_price=item.unit_price,
+            total=item.total,
+            amount=item.total,
+            service_metadata=item.service_metadata,
+            hosting_product=item.hosting_product_id,  # type: ignore[attr-defined]
+            domain_product=item.domain_product_id,  # type: ignore[attr-defined]
+            service=item.service_id,  # type: ignore[attr-defined]
+        )
 
 
-async def invoice_json(invoice: Invoice) -> dict[str, Any]:
-    items = await InvoiceItem.filter(invoice_id=invoice.id).order_by("id")
-    paid = await Payment.filter(invoice_id=invoice.id).order_by("id")
-    return {
-        "id": invoice.id,
-        "invoice_number": invoice.invoice_number,
-        "user": invoice.user_id,
-        "client": await client_summary(invoice.user_id),
-        "status": str(invoice.status),
-        "issue_date": invoice.issue_date.isoformat(),
-        "due_date": invoice.due_date.isoformat(),
-        "paid_date": invoice.paid_date.isoformat() if invoice.paid_date else None,
-        "subtotal": as_string(invoice.subtotal),
-        "tax_rate": as_string(invoice.tax_rate),
-        "tax_amount": as_string(invoice.tax_amount),
-        "discount_amount": as_string(invoice.discount_amount),
-        "total": as_string(invoice.total),
-        # What the client dashboard lists and sums: the invoice total.
-        "amount": as_string(invoice.total),
-        "payment_method": invoice.payment_method,
-        "billing_info": invoice.billing_info,
-        "notes": invoice.notes,
-        "terms": invoice.terms,
-        "items": [
-            {
-                "id": item.id,
-                "description": item.description,
-                "service_category": item.service_category,
-                "billing_cycle": item.billing_cycle,
-                "quantity": item.quantity,
-                "unit_price": as_string(item.unit_price),
-                "total": as_string(item.total),
-                "amount": as_string(item.total),  # the staff invoice page's name for it
-                "service_metadata": item.service_metadata,
-                "hosting_product": item.hosting_product_id,
-                "domain_product": item.domain_product_id,
-                "service": item.service_id,
-            }
-            for item in items
-        ],
-        "payments": [payment_json(payment) for payment in paid],
-        "created_at": invoice.created_at.isoformat(),
-    }
+class InvoiceOut(BaseModel):
+    id: int
+    invoice_number: str
+    user: int
+    client: ClientSummary
+    status: str
+    issue_date: IsoDate
+    due_date: IsoDate
+    paid_date: IsoDate | None
+    subtotal: Money
+    tax_rate: Money = Field(description="percent")
+    tax_amount: Money
+    discount_amount: Money
+    total: Money
+    # What the client dashboard lists and sums: the invoice total.
+    amount: Money = Field(description="= total")
+    payment_method: str
+    billing_info: dict[str, Any]
+    notes: str
+    terms: str
+    items: list[InvoiceItemOut]
+    payments: list[PaymentOut]
+    created_at: IsoDateTime
+
+    @classmethod
+    def from_row(
+        cls,
+        invoice: Invoice,
+        client: ClientSummary,
+        items: list[InvoiceItem],
+        payments: list[Payment],
+    ) -> InvoiceOut:
+        return cls(
+            id=invoice.id,
+            invoice_number=invoice.invoice_number,
+            user=invoice.user_id,  # type: ignore[attr-defined]
+            client=client,
+            status=str(invoice.status),
+            issue_date=invoice.issue_date,
+            due_date=invoice.due_date,
+            paid_date=invoice.paid_date,
+            subtotal=invoice.subtotal,
+            tax_rate=invoice.tax_rate,
+            tax_amount=invoice.tax_amount,
+            discount_amount=invoice.discount_amount,
+            total=invoice.total,
+            amount=invoice.total,
+            payment_method=invoice.payment_method,
+            billing_info=invoice.billing_info,
+            notes=invoice.notes,
+            terms=invoice.terms,
+            items=[InvoiceItemOut.from_row(item) for item in items],
+            payments=[PaymentOut.from_row(payment) for payment in payments],
+            created_at=invoice.created_at,
+        )
+
+    @classmethod
+    async def of_rows(cls, invoices: list[Invoice]) -> list[InvoiceOut]:
+        """Invoices with their lines, payments and clients: three queries for the lot,
+        whatever their number (not one per invoice)."""
+        ids = [invoice.id for invoice in invoices]
+        items: dict[int, list[InvoiceItem]] = {id_: [] for id_ in ids}
+        payments: dict[int, list[Payment]] = {id_: [] for id_ in ids}
+        if ids:
+            for item in await InvoiceItem.filter(invoice_id__in=ids).order_by("id"):
+                items[item.invoice_id].append(item)  # type: ignore[attr-defined]
+            for payment in await Payment.filter(invoice_id__in=ids).order_by("id"):
+                payments[payment.invoice_id].append(payment)  # type: ignore[attr-defined]
+        clients = await client_summaries(invoice.user_id for invoice in invoices)  # type: ignore[attr-defined]
+        return [
+            cls.from_row(
+                invoice,
+                clients[invoice.user_id],  # type: ignore[attr-defined]
+                items[invoice.id],
+                payments[invoice.id],
+            )
+            for invoice in invoices
+        ]
+
+    @classmethod
+    async def of(cls, invoice: Invoice) -> InvoiceOut:
+        return (await cls.of_rows([invoice]))[0]
 
 
 def _visible_invoices() -> Any:
@@ -107,26 +167,44 @@ async def _invoice(invoice_id: int) -> Invoice:
 
 
 class InvoiceQuery(PageQuery):
-    status: InvoiceStatus | None = None
+    status: Annotated[InvoiceStatus | None, query_choice(InvoiceStatus)] = None
 
 
 @blueprint.get("/")
-@document_querystring(InvoiceQuery)
 @login_required
-async def list_invoices() -> dict[str, Any]:
+@validate_querystring(InvoiceQuery)
+@validate_response(Page[InvoiceOut])
+async def list_invoices(query_args: InvoiceQuery) -> dict[str, Any]:
     """The caller's invoices (staff: everyone's), newest first; ``?status=`` filters."""
     queryset = _visible_invoices()
-    status = request.args.get("status")
-    if status:
-        if status not in {s.value for s in InvoiceStatus}:
-            raise invalid("status", f"must be one of {', '.join(s.value for s in InvoiceStatus)}.")
-        queryset = queryset.filter(status=status)
-    return await paginate(queryset.order_by("-id"), invoice_json)
+    if query_args.status is not None:
+        queryset = queryset.filter(status=query_args.status)
+    return await paginate_rows(queryset.order_by("-id"), InvoiceOut.of_rows, query_args)
+
+
+class Revenue(BaseModel):
+    total: float
+    this_month: float
+    last_month: float
+    growth_percent: float | None
+
+
+class InvoiceStats(BaseModel):
+    total: int
+    total_invoices: int = Field(description="= total")
+    by_status: dict[str, int]
+    amount_by_status: dict[str, Money]
+    revenue: Revenue
+    outstanding: float
+    paid_amount: Money
+    outstanding_amount: Money
+    recent_count: int
 
 
 @blueprint.get("/stats/")
 @staff_required
-async def invoice_stats() -> dict[str, Any]:
+@validate_response(InvoiceStats)
+async def invoice_stats() -> InvoiceStats:
     """Staff: invoices per status (``by_status``: counts, ``amount_by_status``: totals),
     revenue from paid invoices (all time, this and last calendar month by paid date, growth
     in percent, null without last-month revenue), the outstanding amount (draft, sent and
@@ -156,22 +234,22 @@ async def invoice_stats() -> dict[str, Any]:
         else None
     )
     recent = await Invoice.filter(issue_date__gte=today - timedelta(days=30)).count()
-    return {
-        "total": sum(counts.values()),
-        "total_invoices": sum(counts.values()),
-        "by_status": counts,
-        "amount_by_status": {status: as_string(amount) for status, amount in amounts.items()},
-        "revenue": {
-            "total": as_number(amounts["paid"]),
-            "this_month": as_number(this_revenue),
-            "last_month": as_number(last_revenue),
-            "growth_percent": growth,
-        },
-        "outstanding": as_number(outstanding),
-        "paid_amount": as_string(amounts["paid"]),
-        "outstanding_amount": as_string(outstanding),
-        "recent_count": recent,
-    }
+    return InvoiceStats(
+        total=sum(counts.values()),
+        total_invoices=sum(counts.values()),
+        by_status=counts,
+        amount_by_status=amounts,
+        revenue=Revenue(
+            total=as_number(amounts["paid"]),
+            this_month=as_number(this_revenue),
+            last_month=as_number(last_revenue),
+            growth_percent=growth,
+        ),
+        outstanding=as_number(outstanding),
+        paid_amount=amounts["paid"],
+        outstanding_amount=outstanding,
+        recent_count=recent,
+    )
 
 
 async def _paid_between(first: date, last: date) -> Decimal:
@@ -186,14 +264,15 @@ async def _paid_between(first: date, last: date) -> Decimal:
 
 @blueprint.get("/<int:invoice_id>/")
 @login_required
-async def get_invoice(invoice_id: int) -> dict[str, Any]:
+@validate_response(InvoiceOut)
+async def get_invoice(invoice_id: int) -> InvoiceOut:
     """One invoice with its lines and payments (404 if it is not the caller's)."""
-    return await invoice_json(await _invoice(invoice_id))
+    return await InvoiceOut.of(await _invoice(invoice_id))
 
 
 async def _transition(
     invoice_id: int, allowed_from: set[InvoiceStatus], to: InvoiceStatus, **extra: Any
-) -> dict[str, Any]:
+) -> InvoiceOut:
     invoice = await _invoice(invoice_id)
     moved = await Invoice.filter(id=invoice.id, status__in=list(allowed_from)).update(
         status=to, **extra
@@ -204,19 +283,21 @@ async def _transition(
             f"status: a {invoice.status!s} invoice cannot become {to.value}.",
             code="invalid_transition",
         )
-    return await invoice_json(await Invoice.get(id=invoice.id))
+    return await InvoiceOut.of(await Invoice.get(id=invoice.id))
 
 
 @blueprint.post("/<int:invoice_id>/send/")
 @staff_required
-async def send_invoice(invoice_id: int) -> dict[str, Any]:
+@validate_response(InvoiceOut)
+async def send_invoice(invoice_id: int) -> InvoiceOut:
     """Staff: mark a draft invoice as sent."""
     return await _transition(invoice_id, {InvoiceStatus.DRAFT}, InvoiceStatus.SENT)
 
 
 @blueprint.post("/<int:invoice_id>/mark_paid/")
 @staff_required
-async def mark_paid(invoice_id: int) -> dict[str, Any]:
+@validate_response(InvoiceOut)
+async def mark_paid(invoice_id: int) -> InvoiceOut:
     """Staff: mark an invoice paid (without recording a payment)."""
     invoice = await _invoice(invoice_id)
     async with in_transaction() as connection:
@@ -226,21 +307,19 @@ async def mark_paid(invoice_id: int) -> dict[str, Any]:
                 f"status: a {invoice.status!s} invoice cannot become paid.",
                 code="invalid_transition",
             )
-    return await invoice_json(await Invoice.get(id=invoice.id))
+    return await InvoiceOut.of(await Invoice.get(id=invoice.id))
 
 
 @blueprint.post("/<int:invoice_id>/cancel/")
 @staff_required
-async def cancel_invoice(invoice_id: int) -> dict[str, Any]:
+@validate_response(InvoiceOut)
+async def cancel_invoice(invoice_id: int) -> InvoiceOut:
     """Staff: cancel an unpaid invoice."""
     return await _transition(
         invoice_id,
         {InvoiceStatus.DRAFT, InvoiceStatus.SENT, InvoiceStatus.OVERDUE},
         InvoiceStatus.CANCELLED,
     )
-
-
-# --- staff-written invoices --------------------------------------------------------------
 
 
 class InvoiceLineIn(BaseModel):
@@ -299,7 +378,8 @@ class InvoiceChange(BaseModel):
 @blueprint.post("/")
 @staff_required
 @validate_request(InvoiceIn)
-async def create_invoice(data: InvoiceIn) -> tuple[dict[str, Any], int]:
+@validate_response(InvoiceOut, 201)
+async def create_invoice(data: InvoiceIn) -> tuple[InvoiceOut, int]:
     """Staff: write a draft invoice for a client: ``{client | user, issue_date?, due_date?,
     items: [{description, quantity, unit_price}], tax_rate?, discount_amount?, notes?,
     terms?}`` → 201 with the invoice. Lines are free text (nothing is provisioned when paid);
@@ -318,13 +398,14 @@ async def create_invoice(data: InvoiceIn) -> tuple[dict[str, Any], int]:
         terms=data.terms,
         payment_method=data.payment_method,
     )
-    return await invoice_json(invoice), 201
+    return await InvoiceOut.of(invoice), 201
 
 
 @blueprint.patch("/<int:invoice_id>/")
 @staff_required
 @validate_request(InvoiceChange)
-async def update_invoice(invoice_id: int, data: InvoiceChange) -> dict[str, Any]:
+@validate_response(InvoiceOut)
+async def update_invoice(invoice_id: int, data: InvoiceChange) -> InvoiceOut:
     """Staff: change a draft (only the fields sent); totals are recomputed. 409 unless the
     invoice is a draft without payments."""
     changes = data.model_dump(exclude_unset=True)
@@ -335,12 +416,13 @@ async def update_invoice(invoice_id: int, data: InvoiceChange) -> dict[str, Any]
     if data.items is not None:
         changes["items"] = [item.line() for item in data.items]
     await update_draft(invoice_id, changes)
-    return await invoice_json(await Invoice.get(id=invoice_id))
+    return await InvoiceOut.of(await Invoice.get(id=invoice_id))
 
 
 @blueprint.delete("/<int:invoice_id>/")
 @staff_required
-async def delete_invoice(invoice_id: int) -> tuple[str, int]:
+@validate_response(NoContent, 204)
+async def delete_invoice(invoice_id: int) -> tuple[NoContent, int]:
     """Staff: delete a draft without payments (409 for any other invoice)."""
     await delete_draft(invoice_id)
-    return "", 204
+    return NO_CONTENT, 204

@@ -8,12 +8,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from quart import Blueprint
-from quart_schema import document_querystring, validate_request
+from quart_schema import validate_querystring, validate_request, validate_response
 from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
 from slyker.auth import authenticated_user, login_required, staff_required
-from slyker.blueprints.billing.invoices import payment_json
+from slyker.contracts import IsoDateTime, Money, Page
 from slyker.errors import APIError, invalid
 from slyker.models.billing import Invoice, InvoiceStatus, Payment, PaymentStatus
 from slyker.money import ZERO, as_number, cents
@@ -24,6 +24,30 @@ from slyker.validation import Id
 blueprint = Blueprint("payments", __name__, url_prefix="/api/billing/payments")
 
 
+class PaymentOut(BaseModel):
+    id: int
+    invoice: int
+    amount: Money
+    method: str
+    status: str
+    reference: str
+    paid_at: IsoDateTime | None
+    created_at: IsoDateTime
+
+    @classmethod
+    def from_row(cls, payment: Payment) -> PaymentOut:
+        return cls(
+            id=payment.id,
+            invoice=payment.invoice_id,  # type: ignore[attr-defined]
+            amount=payment.amount,
+            method=payment.method,
+            status=str(payment.status),
+            reference=payment.reference,
+            paid_at=payment.paid_at,
+            created_at=payment.created_at,
+        )
+
+
 def _visible_payments() -> Any:
     user = authenticated_user()
     queryset = Payment.all()
@@ -31,21 +55,23 @@ def _visible_payments() -> Any:
 
 
 @blueprint.get("/")
-@document_querystring(PageQuery)
 @login_required
-async def list_payments() -> dict[str, Any]:
+@validate_querystring(PageQuery)
+@validate_response(Page[PaymentOut])
+async def list_payments(query_args: PageQuery) -> dict[str, Any]:
     """The caller's payments (staff: all), newest first."""
-    return await paginate(_visible_payments().order_by("-id"), payment_json)
+    return await paginate(_visible_payments().order_by("-id"), PaymentOut.from_row, query_args)
 
 
 @blueprint.get("/<int:payment_id>/")
 @login_required
-async def get_payment(payment_id: int) -> dict[str, Any]:
+@validate_response(PaymentOut)
+async def get_payment(payment_id: int) -> PaymentOut:
     """One payment (404 if it is not on one of the caller's invoices)."""
     payment = await _visible_payments().get_or_none(id=payment_id)
     if payment is None:
         raise APIError(404, "Payment not found.")
-    return payment_json(payment)
+    return PaymentOut.from_row(payment)
 
 
 class PaymentIn(BaseModel):
@@ -59,7 +85,8 @@ class PaymentIn(BaseModel):
 @blueprint.post("/")
 @staff_required
 @validate_request(PaymentIn)
-async def record_payment(data: PaymentIn) -> tuple[dict[str, Any], int]:
+@validate_response(PaymentOut, 201)
+async def record_payment(data: PaymentIn) -> tuple[PaymentOut, int]:
     """Staff: record a payment; the invoice becomes paid once its completed payments cover
     its total."""
     staff = authenticated_user()
@@ -79,12 +106,29 @@ async def record_payment(data: PaymentIn) -> tuple[dict[str, Any], int]:
             paid_at=datetime.now(UTC) if data.status == PaymentStatus.COMPLETED else None,
         )
         await settle_if_covered(invoice, connection)
-    return payment_json(payment), 201
+    return PaymentOut.from_row(payment), 201
+
+
+# --- staff-written invoices --------------------------------------------------------------
+
+
+class MethodTotal(BaseModel):
+    count: int
+    total: float
+
+
+class PaymentStats(BaseModel):
+    total: int
+    by_status: dict[str, int]
+    by_method: dict[str, MethodTotal]
+    total_completed: float
+    last_30_days: float
 
 
 @blueprint.get("/stats/")
 @staff_required
-async def payment_stats() -> dict[str, Any]:
+@validate_response(PaymentStats)
+async def payment_stats() -> PaymentStats:
     """Staff: ``total`` (number of payments), ``by_status`` (counts), ``by_method``
     (completed payments: ``{method: {count, total}}``), ``total_completed`` and
     ``last_30_days`` (completed amounts; numbers, as the staff pages format them)."""
@@ -109,13 +153,13 @@ async def payment_stats() -> dict[str, Any]:
         .values_list("amount", flat=True)
     )
     total_completed = sum((cents(row["amount"] or ZERO) for row in methods), ZERO)
-    return {
-        "total": sum(by_status.values()),
-        "by_status": by_status,
-        "by_method": {
-            row["method"]: {"count": row["count"], "total": as_number(row["amount"] or ZERO)}
+    return PaymentStats(
+        total=sum(by_status.values()),
+        by_status=by_status,
+        by_method={
+            row["method"]: MethodTotal(count=row["count"], total=as_number(row["amount"] or ZERO))
             for row in methods
         },
-        "total_completed": as_number(total_completed),
-        "last_30_days": as_number(cents(recent or ZERO)),
-    }
+        total_completed=as_number(total_completed),
+        last_30_days=as_number(cents(recent or ZERO)),
+    )

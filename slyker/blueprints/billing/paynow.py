@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from quart import Blueprint, request
 from quart_rate_limiter import rate_limit
-from quart_schema import validate_request, validate_response
+from quart_schema import DataSource, document_request, validate_request, validate_response
 
 from slyker.auth import authenticated_user, current_user, ignores_bearer_header, login_required
 from slyker.errors import APIError
@@ -50,6 +50,18 @@ class PaynowAttemptOut(BaseModel):
 class ExpressCheckoutIn(BaseModel):
     phone: str = Field(min_length=1, max_length=40)
     method: Literal["ecocash", "onemoney"]
+
+
+class PaynowStatusUpdate(BaseModel):
+    """What Paynow POSTs to the result URL (form-urlencoded, in this order; ``hash`` is over
+    the other values and the integration key)."""
+
+    reference: str
+    paynowreference: str
+    amount: str
+    status: str
+    pollurl: str
+    hash: str
 
 
 class ResultAck(BaseModel):
@@ -148,6 +160,9 @@ async def check_paynow_status(payment_id: int) -> PaynowAttemptOut:
 
 @blueprint.post("/paynow/result/")
 @ignores_bearer_header
+# Documented, not parsed by quart-schema: the hash is checked over the raw body's fields in
+# the order Paynow sent them (slyker.services.paynow.verify_status_update).
+@document_request(PaynowStatusUpdate, source=DataSource.FORM)
 @validate_response(ResultAck, 200)
 async def paynow_result() -> ResultAck:
     """The result URL (``PAYNOW_RESULT_URL``): Paynow POSTs each status update here,

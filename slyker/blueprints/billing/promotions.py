@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import (
     BaseModel,
@@ -13,44 +13,31 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
+    model_validator,
 )
-from quart import Blueprint, request
+from quart import Blueprint
 from quart_rate_limiter import rate_limit
-from quart_schema import RequestSchemaValidationError, document_querystring, validate_request
+from quart_schema import (
+    RequestSchemaValidationError,
+    validate_querystring,
+    validate_request,
+    validate_response,
+)
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
 from slyker.auth import current_user, staff_required
 from slyker.blueprints.billing.carts import COUPON_CHECKS, customer_problem
+from slyker.contracts import NO_CONTENT, IsoDateTime, Money, NoContent, Page
 from slyker.errors import APIError, invalid
 from slyker.models.billing import DiscountType, Promotion
-from slyker.money import as_string
 from slyker.pagination import PageQuery, paginate
 from slyker.pricing import promotion_problem
 from slyker.validation import MAX_INT, NO_NUL, Moment
 
 blueprint = Blueprint("promotions", __name__, url_prefix="/api/billing/promotions")
-
-
-def promotion_json(promotion: Promotion) -> dict[str, Any]:
-    return {
-        "id": promotion.id,
-        "name": promotion.name,
-        "code": promotion.code,
-        "description": promotion.description,
-        "discount_type": str(promotion.discount_type),
-        "discount_value": as_string(promotion.discount_value),
-        "start_date": promotion.start_date.isoformat() if promotion.start_date else None,
-        "end_date": promotion.end_date.isoformat() if promotion.end_date else None,
-        "is_active": promotion.is_active,
-        "usage_limit": promotion.usage_limit,
-        "usage_count": promotion.usage_count,
-        "minimum_order_amount": as_string(promotion.minimum_order_amount),
-        "product_types": promotion.product_types,
-        "is_public": promotion.is_public,
-        "max_uses_per_customer": promotion.max_uses_per_customer,
-    }
 
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -112,6 +99,83 @@ class CodeIn(BaseModel):
     code: str = Field(min_length=1, max_length=50)
 
 
+class PromotionOut(BaseModel):
+    id: int
+    name: str
+    code: str
+    description: str
+    discount_type: str
+    discount_value: Money
+    start_date: IsoDateTime | None
+    end_date: IsoDateTime | None
+    is_active: bool
+    usage_limit: int | None
+    usage_count: int
+    minimum_order_amount: Money
+    product_types: list[str]
+    is_public: bool
+    max_uses_per_customer: int | None
+
+    @classmethod
+    def from_row(cls, promotion: Promotion) -> Self:
+        return cls(
+            id=promotion.id,
+            name=promotion.name,
+            code=promotion.code,
+            description=promotion.description,
+            discount_type=str(promotion.discount_type),
+            discount_value=promotion.discount_value,
+            start_date=promotion.start_date,
+            end_date=promotion.end_date,
+            is_active=promotion.is_active,
+            usage_limit=promotion.usage_limit,
+            usage_count=promotion.usage_count,
+            minimum_order_amount=promotion.minimum_order_amount,
+            product_types=promotion.product_types,
+            is_public=promotion.is_public,
+            max_uses_per_customer=promotion.max_uses_per_customer,
+        )
+
+    @classmethod
+    def of_rows(cls, promotions: list[Promotion]) -> list[Self]:
+        return [cls.from_row(promotion) for promotion in promotions]
+
+
+class _Valid(BaseModel):
+    valid: bool = True
+
+
+class ValidCode(PromotionOut, _Valid):
+    """A usable code: ``valid`` (true) first, then the promotion."""
+
+
+def _all_optional(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s fields with their checks, each optional (``None`` when left out)."""
+    fields: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        kind: Any = field.annotation
+        if field.metadata:
+            kind = Annotated[(kind, *field.metadata)]
+        fields[name] = (kind | None, None)
+    return fields
+
+
+class _JSONObject(BaseModel):
+    @model_validator(mode="before")
+    @classmethod
+    def must_be_an_object(cls, value: Any) -> Any:
+        if not isinstance(value, dict):  # the answer a PATCH has always given
+            raise invalid("non_field_errors", "send a JSON object.")
+        return value
+
+
+# PATCH: the fields of the create body, each one optional; what is sent is merged into the
+# stored promotion and the result validated as a whole (PromotionIn).
+PromotionPatch = create_model(  # type: ignore[call-overload]
+    "PromotionPatch", __base__=_JSONObject, **_all_optional(PromotionIn)
+)
+
+
 def _currently_valid() -> Any:
     now = datetime.now(UTC)
     return Promotion.filter(is_active=True).filter(
@@ -121,17 +185,19 @@ def _currently_valid() -> Any:
 
 
 @blueprint.get("/active/")
-async def active_promotions() -> list[dict[str, Any]]:
+@validate_response(list[PromotionOut])
+async def active_promotions() -> list[PromotionOut]:
     """Public promotions (``is_public``) valid now and not used up (a bare array); private
     codes are never listed."""
     promotions = await _currently_valid().filter(is_public=True).order_by("id")
-    return [promotion_json(p) for p in promotions if promotion_problem(p, []) is None]
+    return [PromotionOut.from_row(p) for p in promotions if promotion_problem(p, []) is None]
 
 
 @blueprint.post("/validate_code/")
 @rate_limit(limits=[COUPON_CHECKS])
 @validate_request(CodeIn)
-async def validate_code(data: CodeIn) -> dict[str, Any]:
+@validate_response(ValidCode)
+async def validate_code(data: CodeIn) -> ValidCode:
     """Check a code (case-insensitive) without applying it: 200 with the promotion, or 400
     saying why it cannot be used (for a signed-in client, also when they have used it up).
     Order-dependent rules are checked when applied to a cart. At most
@@ -145,15 +211,16 @@ async def validate_code(data: CodeIn) -> dict[str, Any]:
         problem = await customer_problem(promotion, user.id)
     if problem is not None:
         raise invalid("code", problem)
-    return {"valid": True, **promotion_json(promotion)}
+    return ValidCode.from_row(promotion)
 
 
 @blueprint.get("/")
-@document_querystring(PageQuery)
 @staff_required
-async def list_promotions() -> dict[str, Any]:
+@validate_querystring(PageQuery)
+@validate_response(Page[PromotionOut])
+async def list_promotions(query_args: PageQuery) -> dict[str, Any]:
     """Staff: every promotion, paginated."""
-    return await paginate(Promotion.all().order_by("id"), promotion_json)
+    return await paginate(Promotion.all().order_by("id"), PromotionOut.from_row, query_args)
 
 
 async def _save(values: dict[str, Any], promotion: Promotion | None = None) -> Promotion:
@@ -180,24 +247,28 @@ async def _promotion(promotion_id: int) -> Promotion:
 @blueprint.post("/")
 @staff_required
 @validate_request(PromotionIn)
-async def create_promotion(data: PromotionIn) -> tuple[dict[str, Any], int]:
+@validate_response(PromotionOut, 201)
+async def create_promotion(data: PromotionIn) -> tuple[PromotionOut, int]:
     """Staff: create a promotion (codes are stored upper-case)."""
-    return promotion_json(await _save(data.model_dump())), 201
+    return PromotionOut.from_row(await _save(data.model_dump())), 201
 
 
 @blueprint.get("/<int:promotion_id>/")
 @staff_required
-async def get_promotion(promotion_id: int) -> dict[str, Any]:
+@validate_response(PromotionOut)
+async def get_promotion(promotion_id: int) -> PromotionOut:
     """Staff: one promotion."""
-    return promotion_json(await _promotion(promotion_id))
+    return PromotionOut.from_row(await _promotion(promotion_id))
 
 
 @blueprint.put("/<int:promotion_id>/")
 @staff_required
 @validate_request(PromotionIn)
-async def update_promotion(promotion_id: int, data: PromotionIn) -> dict[str, Any]:
+@validate_response(PromotionOut)
+async def update_promotion(promotion_id: int, data: PromotionIn) -> PromotionOut:
     """Staff: replace a promotion (its usage count is kept)."""
-    return promotion_json(await _save(data.model_dump(), await _promotion(promotion_id)))
+    promotion = await _save(data.model_dump(), await _promotion(promotion_id))
+    return PromotionOut.from_row(promotion)
 
 
 def _as_input(promotion: Promotion) -> dict[str, Any]:
@@ -207,25 +278,26 @@ def _as_input(promotion: Promotion) -> dict[str, Any]:
 
 @blueprint.patch("/<int:promotion_id>/")
 @staff_required
-async def patch_promotion(promotion_id: int) -> dict[str, Any]:
+@validate_request(PromotionPatch)
+@validate_response(PromotionOut)
+async def patch_promotion(promotion_id: int, data: BaseModel) -> PromotionOut:
     """Staff: change only the fields sent (the fields of the create body; e.g.
     ``{"is_active": false}``). The result is validated as a whole: a new ``start_date``
     must still be before the stored ``end_date``."""
-    body = await request.get_json()
-    if not isinstance(body, dict):
-        raise invalid("non_field_errors", "send a JSON object.")
     promotion = await _promotion(promotion_id)
+    sent = {name: getattr(data, name) for name in data.model_fields_set}
     try:
-        data = PromotionIn.model_validate({**_as_input(promotion), **body})
+        merged = PromotionIn.model_validate({**_as_input(promotion), **sent})
     except ValidationError as error:
         raise RequestSchemaValidationError(error) from None
-    return promotion_json(await _save(data.model_dump(), promotion))
+    return PromotionOut.from_row(await _save(merged.model_dump(), promotion))
 
 
 @blueprint.delete("/<int:promotion_id>/")
 @staff_required
-async def deactivate_promotion(promotion_id: int) -> tuple[str, int]:
+@validate_response(NoContent, 204)
+async def deactivate_promotion(promotion_id: int) -> tuple[NoContent, int]:
     """Staff: deactivate a promotion (kept for the invoices that used it)."""
     promotion = await _promotion(promotion_id)
     await Promotion.filter(id=promotion.id).update(is_active=False)
-    return "", 204
+    return NO_CONTENT, 204
