@@ -17,9 +17,10 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, EmailStr, Field, field_validator
-from quart import Blueprint, request
+from quart import Blueprint, g, request
 from quart_rate_limiter import rate_limit
 from quart_schema import validate_request, validate_response
+from werkzeug.datastructures import Headers
 from werkzeug.http import dump_cookie
 
 from slyker.auth import authenticated_user, current_user, login_required
@@ -50,15 +51,21 @@ def signed_cart_token(token: str, secret_key: str | None = None) -> str:
 
 
 def cart_identity() -> CartIdentity:
-    user = current_user()
-    return cart_service.identity_of(
-        user.id if user is not None else None,
-        (
-            request.headers.get(CART_TOKEN_HEADER),
-            request.cookies.get(current_settings().cart_cookie_name),
-        ),
-        current_settings().secret_key,
-    )
+    """The caller's cart identity, worked out once per request (the rate limit asks too)."""
+    identity: CartIdentity | None = g.get("cart_identity")
+    if identity is None:
+        user = current_user()
+        settings = current_settings()
+        identity = cart_service.identity_of(
+            user.id if user is not None else None,
+            (
+                request.headers.get(CART_TOKEN_HEADER),
+                request.cookies.get(settings.cart_cookie_name),
+            ),
+            settings.secret_key,
+        )
+        g.cart_identity = identity
+    return identity
 
 
 async def cart_writer_key() -> str:
@@ -163,15 +170,19 @@ def _secure_cookie() -> bool:
     return (request.host.rsplit(":", 1)[0] or "").strip("[]") not in LOOPBACK_HOSTS
 
 
-CartReply = tuple[CartOut, int, dict[str, str]]
+CartReply = tuple[CartOut, int, Headers]
 
 
 def cart_reply(cart: CartView, status: int = 200) -> CartReply:
     """The cart, and for an anonymous cart its signed token (header and cookie)."""
-    headers: dict[str, str] = {}
+    headers = Headers()  # not a dict: quart-schema would run a dict through pydantic
     if cart.user_id is None and cart.anonymous_token:
         settings = current_settings()
-        token = signed_cart_token(cart.anonymous_token)
+        identity = cart_identity()
+        if identity.signed_token and identity.anonymous_token == cart.anonymous_token:
+            token = identity.signed_token  # as presented: the same MAC, no need to sign again
+        else:
+            token = signed_cart_token(cart.anonymous_token)
         headers[CART_TOKEN_HEADER] = token
         headers["Set-Cookie"] = dump_cookie(
             settings.cart_cookie_name,
