@@ -138,9 +138,8 @@ async def create_invoice(
     """The one way an invoice is written: totals computed from ``lines`` (tax on the
     discounted amount), numbered ``INV-000123`` from its id, its lines in one statement.
 
-    Runs in the caller's transaction if there is one (checkout holds the cart's lock), else
-    in its own. ``cart_id`` is unique among invoices: a second invoice of one cart is an
-    ``IntegrityError`` (a concurrent checkout won).
+    Runs in the caller's transaction if there is one (checkout holds the cart's lock, which
+    is what keeps one invoice per cart), else in its own.
     """
     if not lines:
         raise InvalidInput("items", "an invoice needs at least one line.")
