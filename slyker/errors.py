@@ -215,9 +215,16 @@ async def handle_domain_error(error: domain.ServiceError) -> Response:
         headers["Retry-After"] = str(retry_after)
     if status >= 500:
         log.warning("%s: %s", type(error).__name__, error.message)
-    return error_response(
-        status, error.message, code=error.code, errors=error.errors, headers=headers
-    )
+    if not error.extra:
+        return error_response(
+            status, error.message, code=error.code, errors=error.errors, headers=headers
+        )
+    body = error_body(status, error.message, code=error.code, errors=error.errors)
+    body.update({name: value for name, value in error.extra.items() if name not in body})
+    response = Response(json.dumps(body), status=status, content_type=JSON_CONTENT_TYPE)
+    for name, value in headers.items():
+        response.headers[name] = value
+    return response
 
 
 # The one place that knows which driver exceptions mean "a dependency is unavailable" (not a

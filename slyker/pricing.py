@@ -1,5 +1,8 @@
 """Price rules: every cart line is priced from the catalog (never from the browser), and
-promotions are checked and applied here, for the cart view and for checkout alike."""
+promotions are checked and applied here, for the cart view and for checkout alike.
+
+Pure functions over catalog rows and promotion terms; a refusal is a domain error
+(:class:`~slyker.services.errors.InvalidInput`), which the HTTP layer maps to a 400."""
 
 from __future__ import annotations
 
@@ -8,18 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from slyker.errors import invalid
 from slyker.models.billing import (
     BillingCycle,
     DiscountType,
     DomainProduct,
     HostingProduct,
-    Promotion,
     Service,
 )
 from slyker.money import ZERO, cents
+from slyker.services.errors import InvalidInput
 from slyker.validation import MAX_MONEY, whole_number
 
 DOMAIN_YEARS = (1, 2, 3, 5, 10)
@@ -65,10 +67,10 @@ def price_hosting(product: HostingProduct, billing_cycle: str | None) -> PricedL
         cycle = BillingCycle(billing_cycle or "")
     except ValueError:
         choices = ", ".join(c.value for c in BillingCycle)
-        raise invalid("billing_cycle", f"must be one of {choices}.") from None
+        raise InvalidInput("billing_cycle", f"must be one of {choices}.") from None
     price = hosting_cycle_price(product, cycle)
     if price is None:
-        raise invalid("billing_cycle", f"{product.name} is not offered {cycle.value}.")
+        raise InvalidInput("billing_cycle", f"{product.name} is not offered {cycle.value}.")
     # The setup fee is charged once per hosting account, so it belongs to the unit price.
     return PricedLine(
         unit_price=cents(price + product.setup_fee),
@@ -90,7 +92,7 @@ def _domain_years(metadata: dict[str, Any], billing_cycle: str | None) -> int:
     # ASCII digits only, bounded: int() takes "٣" and raises on "²" or 4300+ digits.
     years = whole_number(raw, maximum=MAX_DOMAIN_YEARS)
     if years is None:
-        raise invalid("registration_years", "must be a whole number of years.")
+        raise InvalidInput("registration_years", "must be a whole number of years.")
     return years
 
 
@@ -99,23 +101,23 @@ def price_domain(
 ) -> PricedLine:
     action = metadata.get("action", "registration")
     if action not in DOMAIN_ACTIONS:
-        raise invalid("action", f"must be one of {', '.join(DOMAIN_ACTIONS)}.")
+        raise InvalidInput("action", f"must be one of {', '.join(DOMAIN_ACTIONS)}.")
     name = str(metadata.get("domain_name", "")).strip().lower().rstrip(".")
     if not _DOMAIN_NAME.fullmatch(name) or not name.endswith(product.tld):
-        raise invalid("domain_name", f"must be a valid domain name ending in {product.tld}.")
+        raise InvalidInput("domain_name", f"must be a valid domain name ending in {product.tld}.")
     years = _domain_years(metadata, billing_cycle)
     if action == "transfer":
         if not str(metadata.get("epp_code", "")).strip():
-            raise invalid("epp_code", "is required to transfer a domain.")
+            raise InvalidInput("epp_code", "is required to transfer a domain.")
         years, base = 1, product.transfer_price
     elif action == "renewal":
         if years not in DOMAIN_YEARS:
-            raise invalid("registration_years", f"must be one of {DOMAIN_YEARS}.")
+            raise InvalidInput("registration_years", f"must be one of {DOMAIN_YEARS}.")
         base = product.renewal_price * years
     else:
         price = domain_registration_price(product, years)
         if price is None:
-            raise invalid(
+            raise InvalidInput(
                 "registration_years", f"{product.tld} is not offered for {years} year(s)."
             )
         base = price
@@ -145,6 +147,22 @@ def price_service(service: Service) -> PricedLine:
         product_type=service.category,
         billing_cycle=service.billing_cycle,
     )
+
+
+class PromotionTerms(Protocol):
+    """What the coupon rules read of a promotion: a :class:`~slyker.models.billing.Promotion`,
+    or the same columns read along with a cart (``slyker.services.carts.CouponTerms``)."""
+
+    code: str
+    discount_type: DiscountType | str
+    discount_value: Decimal
+    start_date: datetime | None
+    end_date: datetime | None
+    is_active: bool
+    usage_limit: int | None
+    usage_count: int
+    minimum_order_amount: Decimal
+    product_types: list[str]
 
 
 @dataclass(frozen=True)
@@ -177,7 +195,7 @@ def too_large(lines: Sequence[Line], tax_rate: Decimal) -> str | None:
 
 
 def promotion_problem(
-    promotion: Promotion, lines: Sequence[Line], now: datetime | None = None
+    promotion: PromotionTerms, lines: Sequence[Line], now: datetime | None = None
 ) -> str | None:
     """Why ``promotion`` cannot apply to these lines now, or None if it can."""
     now = now or datetime.now(UTC)
@@ -196,14 +214,14 @@ def promotion_problem(
     return None
 
 
-def _eligible(promotion: Promotion, lines: Sequence[Line]) -> list[Line]:
+def _eligible(promotion: PromotionTerms, lines: Sequence[Line]) -> list[Line]:
     if not promotion.product_types:
         return list(lines)
     types = {str(kind).lower() for kind in promotion.product_types}
     return [line for line in lines if line.product_type.lower() in types]
 
 
-def discount(promotion: Promotion, lines: Sequence[Line]) -> Decimal:
+def discount(promotion: PromotionTerms, lines: Sequence[Line]) -> Decimal:
     base = subtotal(_eligible(promotion, lines))
     if promotion.discount_type == DiscountType.PERCENTAGE:
         amount = base * promotion.discount_value / Decimal(100)
@@ -212,7 +230,7 @@ def discount(promotion: Promotion, lines: Sequence[Line]) -> Decimal:
     return cents(min(amount, base))
 
 
-def discount_description(promotion: Promotion) -> str:
+def discount_description(promotion: PromotionTerms) -> str:
     if promotion.discount_type == DiscountType.PERCENTAGE:
         return f"{promotion.discount_value.normalize():f}% off ({promotion.code})"
     return f"{promotion.discount_value:.2f} off ({promotion.code})"

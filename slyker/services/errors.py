@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class ServiceError(Exception):
@@ -19,12 +20,16 @@ class ServiceError(Exception):
         *,
         code: str | None = None,
         errors: Mapping[str, Sequence[str]] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.errors = dict(errors) if errors else None
+        # More members of the error body, after the standard ones (e.g. the invoice that a
+        # failed payment start still created).
+        self.extra = dict(extra) if extra else None
 
 
 class NotFound(ServiceError):
@@ -74,3 +79,36 @@ class Unavailable(ServiceError):
     def __init__(self, message: str, *, retry_after: int = 5) -> None:
         super().__init__(message)
         self.retry_after = max(1, int(retry_after))
+
+
+# --- carts and checkout ------------------------------------------------------------------
+
+
+class CartNotFound(NotFound):
+    """Not the caller's cart, or no such cart: the same answer (never reveal that it exists)."""
+
+    code = "cart_not_found"
+
+
+class CartClosed(Conflict):
+    """The cart was checked out or merged: it takes no more changes."""
+
+    code = "cart_closed"
+
+    def __init__(self, message: str = "This cart is closed: it was checked out or merged.") -> None:
+        super().__init__(message)
+
+
+class CartFull(Conflict):
+    code = "cart_full"
+
+    def __init__(self, max_lines: int) -> None:
+        super().__init__(
+            f"This cart is full: at most {max_lines} lines. Remove a line or check out first."
+        )
+        self.max_lines = max_lines
+
+
+class PaymentNotStarted(UpstreamError):
+    """An invoice was created, but the third party could not start its payment (502). The
+    body names the invoice (``extra``), so the client can pay it later or check out again."""

@@ -1,11 +1,13 @@
-"""Invoices staff write by hand: created as drafts, editable and deletable only while they
-are drafts without payments. Totals are always computed here, never taken from the client."""
+"""Invoices: the one way an invoice is created (:func:`create_invoice`, used by checkout and
+by staff), and the drafts staff write by hand: created as drafts, editable and deletable only
+while they are drafts without payments. Totals are always computed here, never taken from
+the client."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from slyker.models.accounts import ClientProfile, User
-from slyker.models.billing import Invoice, InvoiceItem, InvoiceStatus, Payment
+from slyker.models.billing import Invoice, InvoiceItem, InvoiceStatus, Payment, Promotion
 from slyker.money import ZERO, cents
 from slyker.services.errors import Conflict, InvalidInput, NotFound
 
@@ -23,14 +25,28 @@ STAFF_LINE_CATEGORY = "custom"
 
 
 @dataclass(frozen=True)
-class DraftLine:
+class InvoiceLine:
+    """One line of an invoice. Staff lines are free text (``custom``, ``one_time``); a
+    checkout's lines also name what was sold, for provisioning once the invoice is paid."""
+
     description: str
     quantity: int
     unit_price: Decimal
+    service_category: str = STAFF_LINE_CATEGORY
+    billing_cycle: str = "one_time"
+    service_metadata: dict[str, Any] = field(default_factory=dict)
+    hosting_product_id: int | None = None
+    domain_product_id: int | None = None
+    service_id: int | None = None
+    setup_fee: Decimal = ZERO  # the one-off part of unit_price
 
     @property
     def total(self) -> Decimal:
         return cents(self.unit_price * self.quantity)
+
+
+# What the staff routes build: a free-text line.
+DraftLine = InvoiceLine
 
 
 @dataclass(frozen=True)
@@ -80,17 +96,80 @@ def _check_dates(issue_date: date, due_date: date) -> None:
         raise InvalidInput("due_date", "cannot be before issue_date.")
 
 
-async def _write_lines(invoice: Invoice, lines: Sequence[DraftLine]) -> None:
-    for line in lines:
-        await InvoiceItem.create(
-            invoice=invoice,
-            description=line.description,
-            service_category=STAFF_LINE_CATEGORY,
-            billing_cycle="one_time",
-            quantity=line.quantity,
-            unit_price=cents(line.unit_price),
-            total=line.total,
+async def _write_lines(invoice: Invoice, lines: Sequence[InvoiceLine]) -> None:
+    """All lines in one statement (not one round trip per line)."""
+    await InvoiceItem.bulk_create(
+        [
+            InvoiceItem(
+                invoice_id=invoice.id,
+                description=line.description,
+                service_category=line.service_category,
+                billing_cycle=line.billing_cycle,
+                quantity=line.quantity,
+                unit_price=cents(line.unit_price),
+                total=line.total,
+                service_metadata=line.service_metadata,
+                hosting_product_id=line.hosting_product_id,
+                domain_product_id=line.domain_product_id,
+                service_id=line.service_id,
+                setup_fee=cents(line.setup_fee),
+            )
+            for line in lines
+        ]
+    )
+
+
+async def create_invoice(
+    owner: User | int,
+    lines: Sequence[InvoiceLine],
+    *,
+    issue_date: date,
+    due_date: date,
+    tax_rate: Decimal,
+    discount_amount: Decimal = ZERO,
+    status: InvoiceStatus = InvoiceStatus.SENT,
+    payment_method: str = "bank",
+    promotion: Promotion | int | None = None,
+    cart_id: int | None = None,
+    billing_info: dict[str, Any] | None = None,
+    notes: str = "",
+    terms: str = "",
+) -> Invoice:
+    """The one way an invoice is written: totals computed from ``lines`` (tax on the
+    discounted amount), numbered ``INV-000123`` from its id, its lines in one statement.
+
+    Runs in the caller's transaction if there is one (checkout holds the cart's lock, which
+    is what keeps one invoice per cart), else in its own.
+    """
+    if not lines:
+        raise InvalidInput("items", "an invoice needs at least one line.")
+    _check_dates(issue_date, due_date)
+    totals = compute_totals(lines, tax_rate, discount_amount)
+    owner_id = owner if isinstance(owner, int) else owner.id
+    promotion_id = promotion if promotion is None or isinstance(promotion, int) else promotion.id
+    async with in_transaction():
+        invoice = await Invoice.create(
+            invoice_number=f"PENDING-{secrets.token_hex(8)}",
+            user_id=owner_id,
+            cart_id=cart_id,
+            status=status,
+            issue_date=issue_date,
+            due_date=due_date,
+            subtotal=totals.subtotal,
+            tax_rate=totals.tax_rate,
+            tax_amount=totals.tax_amount,
+            discount_amount=totals.discount_amount,
+            total=totals.total,
+            promotion_id=promotion_id,
+            billing_info=billing_info or {},
+            payment_method=payment_method,
+            notes=notes,
+            terms=terms,
         )
+        invoice.invoice_number = f"INV-{invoice.id:06d}"
+        await Invoice.filter(id=invoice.id).update(invoice_number=invoice.invoice_number)
+        await _write_lines(invoice, lines)
+    return invoice
 
 
 async def create_draft(
@@ -106,30 +185,18 @@ async def create_draft(
     payment_method: str = "bank",
 ) -> Invoice:
     """A draft invoice with ``lines`` (numbered ``INV-000123`` like checkout's)."""
-    if not lines:
-        raise InvalidInput("items", "an invoice needs at least one line.")
-    _check_dates(issue_date, due_date)
-    totals = compute_totals(lines, tax_rate, discount_amount)
-    async with in_transaction():
-        invoice = await Invoice.create(
-            invoice_number=f"PENDING-{secrets.token_hex(8)}",
-            user=owner,
-            status=InvoiceStatus.DRAFT,
-            issue_date=issue_date,
-            due_date=due_date,
-            subtotal=totals.subtotal,
-            tax_rate=totals.tax_rate,
-            tax_amount=totals.tax_amount,
-            discount_amount=totals.discount_amount,
-            total=totals.total,
-            payment_method=payment_method,
-            notes=notes,
-            terms=terms,
-        )
-        invoice.invoice_number = f"INV-{invoice.id:06d}"
-        await Invoice.filter(id=invoice.id).update(invoice_number=invoice.invoice_number)
-        await _write_lines(invoice, lines)
-    return invoice
+    return await create_invoice(
+        owner,
+        lines,
+        issue_date=issue_date,
+        due_date=due_date,
+        tax_rate=tax_rate,
+        discount_amount=discount_amount,
+        status=InvoiceStatus.DRAFT,
+        payment_method=payment_method,
+        notes=notes,
+        terms=terms,
+    )
 
 
 async def _locked_draft(invoice_id: int) -> Invoice:
