@@ -36,9 +36,6 @@ from slyker.services.accounts import (
 )
 from slyker.settings import current_settings
 
-# client_address: billing/carts.py still imports it from here (it lives in slyker.ratelimit).
-__all__ = ["blueprint", "client_address"]
-
 blueprint = Blueprint("accounts", __name__)
 
 

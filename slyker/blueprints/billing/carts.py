@@ -24,14 +24,12 @@ from werkzeug.datastructures import Headers
 from werkzeug.http import dump_cookie
 
 from slyker.auth import authenticated_user, current_user, login_required
-from slyker.blueprints.accounts import client_address
 from slyker.money import as_number, as_string
 from slyker.pricing import MAX_QUANTITY
-from slyker.ratelimit import SettingRateLimit
+from slyker.ratelimit import SettingRateLimit, client_address
 from slyker.services import carts as cart_service
 from slyker.services import checkout as checkout_service
 from slyker.services.carts import CartIdentity, CartView, ItemChoice
-from slyker.services.carts import customer_problem as customer_problem  # promotions.py uses it
 from slyker.settings import current_settings
 from slyker.validation import NO_NUL, Id
 

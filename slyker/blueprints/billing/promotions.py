@@ -29,12 +29,13 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
 from slyker.auth import current_user, staff_required
-from slyker.blueprints.billing.carts import COUPON_CHECKS, customer_problem
+from slyker.blueprints.billing.carts import COUPON_CHECKS  # one limit shared with apply_coupon
 from slyker.contracts import NO_CONTENT, IsoDateTime, Money, NoContent, Page
 from slyker.errors import APIError, invalid
 from slyker.models.billing import DiscountType, Promotion
 from slyker.pagination import PageQuery, paginate
 from slyker.pricing import promotion_problem
+from slyker.services.carts import coupon_refusal, find_promotion
 from slyker.validation import MAX_INT, NO_NUL, Moment
 
 blueprint = Blueprint("promotions", __name__, url_prefix="/api/billing/promotions")
@@ -202,13 +203,9 @@ async def validate_code(data: CodeIn) -> ValidCode:
     saying why it cannot be used (for a signed-in client, also when they have used it up).
     Order-dependent rules are checked when applied to a cart. At most
     ``COUPON_CHECKS_PER_MINUTE`` per client address, shared with ``apply_coupon`` (429)."""
-    promotion = await Promotion.get_or_none(code=data.code.strip().upper())
-    if promotion is None:
-        raise invalid("code", "Invalid coupon code.")
-    problem = promotion_problem(promotion, [])
+    promotion = await find_promotion(data.code)
     user = current_user()
-    if problem is None and user is not None:
-        problem = await customer_problem(promotion, user.id)
+    problem = await coupon_refusal(promotion, [], user.id if user is not None else None)
     if problem is not None:
         raise invalid("code", problem)
     return ValidCode.from_row(promotion)
