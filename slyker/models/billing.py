@@ -222,9 +222,10 @@ class Invoice(Model):
     user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
         "models.User", related_name="invoices", on_delete=fields.RESTRICT
     )
-    # One invoice per cart: a repeated or concurrent checkout finds this one.
+    # One invoice per cart: a repeated or concurrent checkout finds this one. (unique_together,
+    # not unique=True: Tortoise and aerich make no constraint for a unique foreign key.)
     cart: fields.ForeignKeyNullableRelation[Cart] = fields.ForeignKeyField(
-        "models.Cart", related_name="invoices", null=True, unique=True, on_delete=fields.SET_NULL
+        "models.Cart", related_name="invoices", null=True, on_delete=fields.SET_NULL
     )
     status = fields.CharEnumField(InvoiceStatus, max_length=16, default=InvoiceStatus.SENT)
     issue_date = fields.DateField()
@@ -251,6 +252,7 @@ class Invoice(Model):
     class Meta:
         table = "billing_invoice"
         ordering = ["-id"]
+        unique_together = (("cart",),)
 
 
 class InvoiceItem(Model):

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 from quart import Quart
+from tortoise.exceptions import IntegrityError
 
 from slyker.models.accounts import Role, User
 from slyker.models.billing import (
@@ -115,6 +116,18 @@ async def test_a_cart_becomes_one_invoice_with_its_coupon_counted_once(
     assert not again.created and again.invoice.id == invoice.id
     assert await Invoice.filter(user_id=alice.id).count() == 1
     assert (await Promotion.get(code="WELCOME10")).usage_count == 1
+
+
+async def test_the_database_refuses_a_second_invoice_for_a_cart(shop: Quart, alice: User) -> None:
+    """One invoice per cart holds even for a writer that skips checkout's lock."""
+    cart_id = await cart_of(alice, HOSTING)
+    invoice = await check_out(alice, cart_id)
+    second = {
+        name: getattr(invoice, name)
+        for name in ("user_id", "cart_id", "issue_date", "due_date", "subtotal", "total")
+    }
+    with pytest.raises(IntegrityError):
+        await Invoice.create(invoice_number="INV-SECOND", payment_method="bank", **second)
 
 
 async def test_checkout_charges_todays_catalog_price(shop: Quart, alice: User) -> None:
