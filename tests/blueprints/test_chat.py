@@ -228,7 +228,7 @@ def chat_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         record.getMessage()
         for record in caplog.records
-        if record.name == "slyker.blueprints.chat" and record.levelno == logging.WARNING
+        if record.name.startswith("slyker.chat") and record.levelno == logging.WARNING
     ]
 
 
@@ -243,7 +243,7 @@ def broker_of(app: Quart) -> Broker:
 async def test_an_allowed_origin_is_accepted_on_both_routes(
     app: Quart, path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="slyker.blueprints.chat")
+    caplog.set_level(logging.DEBUG, logger="slyker.chat")
     async with chat_socket(app, path) as visitor:
         established, greeting = await visitor.receive_many(2)
         assert visitor.accepted

@@ -1,0 +1,128 @@
+"""Storing chat messages with group commit: every message of a worker goes through one writer,
+which stores whatever is waiting in one transaction (one commit, one fsync on SQLite) and then,
+in storage order, runs each message's ``on_stored`` (its publishes).
+
+Why: one socket used to wait for an insert, an update and their commits per message, and an
+agent answering 200 visitors queued its replies behind each other's round trips. Here a socket
+hands over all the messages it has and waits once; a busy worker writes tens of messages per
+commit instead of one.
+
+Guarantees: a message is either stored (its future gets the stored row, and its ``on_stored``
+has run: it is published) or not stored at all (its future gets the error: the sender is
+told). Ids grow in the order messages were handed over, so per-conversation order holds. The
+flush runs in a task of its own: a sender that goes away meanwhile cannot leave a message
+stored but unpublished, nor the others' futures unanswered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from quart import current_app
+from tortoise.transactions import in_transaction
+
+from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
+
+log = logging.getLogger(__name__)
+
+WRITER_KEY = "slyker.chat.writer"
+MAX_BATCH = 200  # messages per transaction
+
+
+@dataclass(slots=True)
+class NewMessage:
+    conversation: Conversation
+    sender_type: SenderType
+    sender_name: str
+    text: str
+    notice: bool = False
+    reopen: bool = False  # a visitor writing reopens its closed conversation
+    on_stored: Callable[[ChatMessage], None] | None = None  # runs after the commit, in order
+
+
+Waiting = tuple[NewMessage, "asyncio.Future[ChatMessage]"]
+
+
+class MessageWriter:
+    def __init__(self) -> None:
+        self._waiting: list[Waiting] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def store(self, message: NewMessage) -> ChatMessage:
+        """Store ``message`` (with whatever else is waiting); raises if it was not stored."""
+        return await self.submit([message])[0]
+
+    def submit(self, messages: list[NewMessage]) -> list[asyncio.Future[ChatMessage]]:
+        """Queue ``messages`` in this order: a future per message, its row or its error."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[ChatMessage]] = []
+        for message in messages:
+            future: asyncio.Future[ChatMessage] = loop.create_future()
+            self._waiting.append((message, future))
+            futures.append(future)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = loop.create_task(self._flush(), name="chat-message-writer")
+        return futures
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            try:
+                stored = await self._write([message for message, _ in batch])
+            except Exception as error:  # nothing of the batch was stored: tell every sender
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                        future.exception()  # retrieved here too: a sender may have gone
+                continue
+            for (message, future), row in zip(batch, stored, strict=True):
+                if message.on_stored is not None:
+                    try:
+                        message.on_stored(row)
+                    except Exception:
+                        log.exception("Chat: publishing stored message %s failed", row.id)
+                if not future.done():
+                    future.set_result(row)
+
+    async def _write(self, batch: list[NewMessage]) -> list[ChatMessage]:
+        now = datetime.now(UTC)
+        async with in_transaction() as connection:
+            stored = [
+                await ChatMessage.create(
+                    conversation=message.conversation,
+                    sender_type=message.sender_type,
+                    sender_name=message.sender_name,
+                    text=message.text,
+                    is_notice=message.notice,
+                    using_db=connection,
+                )
+                for message in batch
+            ]
+            touched = {message.conversation.id for message in batch}
+            await (
+                Conversation.filter(id__in=touched).using_db(connection).update(last_active_at=now)
+            )
+            reopened = {message.conversation.id for message in batch if message.reopen}
+            if reopened:
+                await (
+                    Conversation.filter(id__in=reopened, status=ConversationStatus.CLOSED)
+                    .using_db(connection)
+                    .update(status=ConversationStatus.ACTIVE, closed_at=None)
+                )
+        for message in batch:
+            message.conversation.last_active_at = now
+            if message.reopen:
+                message.conversation.status = ConversationStatus.ACTIVE
+                message.conversation.closed_at = None
+        return stored
+
+
+def current_writer() -> MessageWriter:
+    writer = current_app.extensions.get(WRITER_KEY)
+    if writer is None:
+        writer = current_app.extensions[WRITER_KEY] = MessageWriter()
+    return writer  # type: ignore[no-any-return]
