@@ -57,6 +57,7 @@ RESYNC_RETRY_SECONDS = 2.0  # a resync that failed (the database is down) is tri
 # Put in a socket's outbox where a resync is due: live events after it wait for the replay.
 RESYNC_MARK: Event = {"type": RESYNC_TYPE}
 SEEN_IDS_KEPT = 5000
+AGENT_OUTBOX_FACTOR = 10
 CLOSE_FLUSH_SECONDS = 1.0  # before a close, frames already queued get this long to go out
 
 
@@ -75,7 +76,10 @@ class ChatSocket:
 
     def __init__(self, settings: Settings, *, agent: bool = False) -> None:
         self.settings = settings
-        self.outbox: asyncio.Queue[Event] = asyncio.Queue(settings.chat_send_queue_size)
+        # An agent socket receives a whole department (every visitor's messages, the acks of
+        # its own replies and their echoes): its outbox holds that many more events.
+        size = settings.chat_send_queue_size * (AGENT_OUTBOX_FACTOR if agent else 1)
+        self.outbox: asyncio.Queue[Event] = asyncio.Queue(size)
         self.ended = asyncio.Event()  # the socket must close: see close_with / overflowed
         self.overflowed = False
         self.close_with: tuple[int, str] | None = None
