@@ -167,6 +167,7 @@ class Server:
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(48))
     port: int = 0
     supervisor: subprocess.Popen[bytes] | None = None
+    keep: bool = False  # the directory (logs, database) stays after the run
 
     def env(self) -> dict[str, str]:
         env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
@@ -309,7 +310,10 @@ class Server:
         if self.database is not None:
             with contextlib.suppress(Exception):
                 self.admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.keep:
+            print(f"server directory kept: {self.directory}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 # --- clients -------------------------------------------------------------------------------
@@ -628,6 +632,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --redis: an existing database to connect to for CREATE/DROP DATABASE",
     )
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
+    parser.add_argument("--keep", action="store_true", help="keep the server's directory (logs)")
     args = parser.parse_args(argv)
     if args.url and not args.token:
         parser.error("--url needs --token (a staff user's access token)")
@@ -644,7 +649,7 @@ def target(args: argparse.Namespace) -> Iterator[tuple[str, str, list[int]]]:
         yield args.url.rstrip("/"), args.token, args.pid
         return
     extra = dict(item.split("=", 1) for item in args.env)
-    server = Server(args.workers, args.redis, args.postgres, extra)
+    server = Server(args.workers, args.redis, args.postgres, extra, keep=args.keep)
     try:
         base, token = server.start()
         yield base, token, server.pids()

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from quart import current_app
 from tortoise.transactions import in_transaction
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 WRITER_KEY = "slyker.chat.writer"
 MAX_BATCH = 200  # messages per transaction
+SLOW_WRITE_SECONDS = 0.1  # a transaction slower than this is logged
 
 
 @dataclass(slots=True)
@@ -71,6 +74,7 @@ class MessageWriter:
     async def _flush(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            started = time.monotonic()
             try:
                 stored = await self._write([message for message, _ in batch])
             except Exception as error:  # nothing of the batch was stored: tell every sender
@@ -79,6 +83,9 @@ class MessageWriter:
                         future.set_exception(error)
                         future.exception()  # retrieved here too: a sender may have gone
                 continue
+            took = time.monotonic() - started
+            if took > SLOW_WRITE_SECONDS:
+                log.warning("Chat: storing %d messages took %.0f ms", len(batch), took * 1000)
             for (message, future), row in zip(batch, stored, strict=True):
                 if message.on_stored is not None:
                     try:
@@ -90,18 +97,23 @@ class MessageWriter:
 
     async def _write(self, batch: list[NewMessage]) -> list[ChatMessage]:
         now = datetime.now(UTC)
+        rows = [
+            ChatMessage(
+                conversation=message.conversation,
+                sender_type=message.sender_type,
+                sender_name=message.sender_name,
+                text=message.text,
+                is_notice=message.notice,
+                created_at=now,
+            )
+            for message in batch
+        ]
         async with in_transaction() as connection:
-            stored = [
-                await ChatMessage.create(
-                    conversation=message.conversation,
-                    sender_type=message.sender_type,
-                    sender_name=message.sender_name,
-                    text=message.text,
-                    is_notice=message.notice,
-                    using_db=connection,
-                )
-                for message in batch
-            ]
+            if connection.capabilities.dialect == "sqlite":
+                await self._insert_sqlite(rows, connection)
+            else:  # one round trip each, on the loop (no thread hop)
+                for row in rows:
+                    await row.save(using_db=connection)
             touched = {message.conversation.id for message in batch}
             await (
                 Conversation.filter(id__in=touched).using_db(connection).update(last_active_at=now)
@@ -118,7 +130,24 @@ class MessageWriter:
             if message.reopen:
                 message.conversation.status = ConversationStatus.ACTIVE
                 message.conversation.closed_at = None
-        return stored
+        return rows
+
+    @staticmethod
+    async def _insert_sqlite(rows: list[ChatMessage], connection: Any) -> None:
+        """All rows in one statement: every SQLite call is a hop to aiosqlite's thread, and
+        under load each hop waits for the GIL (milliseconds), so per-row inserts made a batch
+        of a few messages take a hundred milliseconds and more. The ids are read back: inside
+        this write transaction nobody else inserts, and new rowids are the largest, in order."""
+        await ChatMessage.bulk_create(rows, using_db=connection)
+        newest = (
+            await ChatMessage.all()
+            .using_db(connection)
+            .order_by("-id")
+            .limit(len(rows))
+            .values_list("id", flat=True)
+        )
+        for row, row_id in zip(rows, sorted(newest), strict=True):
+            row.id = row_id
 
 
 def current_writer() -> MessageWriter:
