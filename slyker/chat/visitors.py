@@ -40,6 +40,7 @@ from slyker.chat.protocol import (
     GREETING,
     INVALID_AFTER,
     INVALID_SESSION,
+    NOT_SENT,
     SESSION_MISMATCH,
     VISITOR_MESSAGE_TYPES,
     clean_name,
@@ -353,16 +354,20 @@ class VisitorSocket(ChatSocket):
             }
             broker.publish_now(channel, event)
 
-        message = await current_writer().store(
-            NewMessage(
-                conversation,
-                SenderType.USER,
-                conversation.visitor_name,
-                text,
-                reopen=True,
-                on_stored=deliver,
-            )
+        new = NewMessage(
+            conversation,
+            SenderType.USER,
+            conversation.visitor_name,
+            text,
+            reopen=True,
+            on_stored=deliver,
         )
+        try:
+            message = await current_writer().store(new)
+        except Exception:  # an outage, not the client's input: nothing was stored
+            log.warning("Chat message not stored on %s", websocket.path, exc_info=True)
+            self.offer(NOT_SENT)
+            return
         # Stored and published: from here on nothing may report the message as not sent.
         self.acknowledge(message)
         try:
