@@ -2124,3 +2124,28 @@ async def test_an_idle_visitor_socket_adds_two_tasks_to_quarts_three(app: Quart)
         added = len(asyncio.all_tasks()) - before
     # Quart runs three per connection (the ASGI call, its receiver, the handler): two of ours.
     assert added <= count * 5, added / count
+
+
+async def test_every_staff_chat_operation_declares_its_response(
+    app_factory: Callable[..., Quart],
+) -> None:
+    async with started(app_factory, API_DOCS=True) as app:
+        spec = await (await app.test_client().get("/openapi.json")).get_json()
+    operations = {
+        (path, method): operation
+        for path, item in spec["paths"].items()
+        if path.startswith("/api/livechat/")
+        for method, operation in item.items()
+    }
+    assert len(operations) == 6, sorted(operations)
+    for (path, method), operation in operations.items():
+        answers = {
+            status: answer
+            for status, answer in operation["responses"].items()
+            if status.startswith("2")
+        }
+        assert answers, (path, method)
+        for answer in answers.values():
+            assert "schema" in answer["content"]["application/json"], (path, method)
+    listing = operations[("/api/livechat/sessions/", "get")]
+    assert {p["name"] for p in listing["parameters"]} >= {"status", "page", "page_size"}
