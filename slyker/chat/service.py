@@ -140,13 +140,14 @@ def agent_reply(
     """An agent's reply, to store; once stored it is delivered live to the visitor and to the
     other agents."""
 
+    broker = current_broker()  # the callback runs in the writer's task
+
     def deliver(message: ChatMessage) -> None:
         event = {
             **message_event(message, conversation),
             "sender_type": "agent",
             "agent_id": agent.id,
         }
-        broker = current_broker()
         broker.publish_now(session_channel(conversation.session_id), event)
         broker.publish_now(
             department_channel(conversation.department), {**event, "type": "agent_message"}
@@ -168,8 +169,9 @@ async def close_conversation(conversation: Conversation, closed_by: str) -> None
     if not closed:
         return
 
+    broker = current_broker()  # the callback runs in the writer's task
+
     def deliver(notice: ChatMessage) -> None:
-        broker = current_broker()
         broker.publish_now(
             session_channel(conversation.session_id), message_event(notice, conversation)
         )
