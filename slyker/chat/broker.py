@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -50,6 +51,7 @@ LISTEN_POLL_SECONDS = 1.0  # the listener looks this often whether a command tri
 MAX_RECONNECT_DELAY_SECONDS = 2.0
 HEALTH_CHECK_SECONDS = 5  # an idle connection is PINGed before use after this long
 MAX_UNPUBLISHED = 10_000  # events waiting for Redis; beyond that Redis is too slow: trip
+PUBLISH_BATCH = 500  # events per Redis pipeline
 STOP_FLUSH_SECONDS = 1.0  # on stop, events still waiting get this long to go out
 # Resyncs look back this much further than the moment events may have been missed: message
 # times come from the clock of the worker that stored them.
@@ -344,16 +346,18 @@ class RedisBroker(Broker):
             await self._unpublished_ready.wait()
             self._unpublished_ready.clear()
             while self._unpublished:
-                channel, payload, when = self._unpublished[0]
+                when = self._unpublished[0][2]
                 if not self._available:
                     self._not_published(when)
                     self._unpublished.clear()
                     break
+                # Whatever is waiting goes in one pipeline: one round trip, not one per event.
+                batch = list(itertools.islice(self._unpublished, PUBLISH_BATCH))
                 try:
-                    await asyncio.wait_for(
-                        self._redis_client().publish(self._key(channel), payload),
-                        COMMAND_TIMEOUT_SECONDS,
-                    )
+                    async with self._redis_client().pipeline(transaction=False) as pipe:
+                        for channel, payload, _ in batch:
+                            pipe.publish(self._key(channel), payload)
+                        await asyncio.wait_for(pipe.execute(), COMMAND_TIMEOUT_SECONDS)
                 except asyncio.CancelledError:
                     raise
                 except (RedisError, TimeoutError, OSError) as error:
@@ -361,7 +365,12 @@ class RedisBroker(Broker):
                     self._not_published(when)
                     self._unpublished.clear()
                     break
-                self._unpublished.popleft()
+                for item in batch:  # a control event may have been put first meanwhile
+                    if self._unpublished and self._unpublished[0] is item:
+                        self._unpublished.popleft()
+                    else:
+                        with contextlib.suppress(ValueError):
+                            self._unpublished.remove(item)
 
     # Channels are (un)subscribed on Redis in the background, many per command: a handshake
     # never waits for a SUBSCRIBE. Who needs the subscription in place (before a visitor's
