@@ -57,7 +57,7 @@ RESYNC_RETRY_SECONDS = 2.0  # a resync that failed (the database is down) is tri
 # Put in a socket's outbox where a resync is due: live events after it wait for the replay.
 RESYNC_MARK: Event = {"type": RESYNC_TYPE}
 SEEN_IDS_KEPT = 5000
-AGENT_OUTBOX_FACTOR = 10
+AGENT_OUTBOX_FACTOR = 50  # ~8 s of a busy department (600 events a second)
 CLOSE_FLUSH_SECONDS = 1.0  # before a close, frames already queued get this long to go out
 
 

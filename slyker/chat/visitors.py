@@ -70,6 +70,8 @@ from slyker.settings import Settings, current_settings
 
 log = logging.getLogger(__name__)
 
+AGENTS_SEEN_SECONDS = 2.0  # an agent seen online this recently: no automatic reply yet
+
 
 class VisitorSocket(ChatSocket):
     def __init__(self, settings: Settings, department: str) -> None:
@@ -88,6 +90,7 @@ class VisitorSocket(ChatSocket):
         self.typing = TypingCoalescer(self.publish_typing)
         self.typing_name = "Visitor"
         self.next_slot_renewal = time.monotonic() + PRESENCE_RENEW_SECONDS
+        self.agents_seen_at = -AGENTS_SEEN_SECONDS  # when an agent was last seen online
 
     def accept_headers(self) -> dict[str, str]:
         return self.visitor_key.accept_headers()
@@ -379,7 +382,11 @@ class VisitorSocket(ChatSocket):
         """One automatic reply per conversation when no agent of the department is online."""
         if conversation.auto_reply_sent:
             return
+        now = time.monotonic()
+        if now - self.agents_seen_at < AGENTS_SEEN_SECONDS:
+            return  # not a presence query (a Redis round trip) per message of a busy visitor
         if await current_broker().agents_online(self.department):
+            self.agents_seen_at = now
             return
         claimed = await Conversation.filter(id=conversation.id, auto_reply_sent=False).update(
             auto_reply_sent=True
