@@ -570,7 +570,9 @@ def _chat_settings(read: _Reader) -> dict[str, Any]:
         "chat_message_burst": read.int("CHAT_MESSAGE_BURST", 10, minimum=1),
         "chat_max_message_bytes": read.int("CHAT_MAX_MESSAGE_BYTES", 4096, minimum=64),
         "chat_send_queue_size": read.int("CHAT_SEND_QUEUE_SIZE", 100, minimum=1),
-        "chat_agent_messages_per_second": read.int("CHAT_AGENT_MESSAGES_PER_SECOND", 20, minimum=1),
+        "chat_agent_messages_per_second": read.int(
+            "CHAT_AGENT_MESSAGES_PER_SECOND", 500, minimum=1
+        ),
         "chat_max_sockets_per_client": read.int("CHAT_MAX_SOCKETS_PER_CLIENT", 20, minimum=1),
         "chat_new_conversations_per_minute": read.int(
             "CHAT_NEW_CONVERSATIONS_PER_MINUTE", 30, minimum=1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -50,6 +51,7 @@ LISTEN_POLL_SECONDS = 1.0  # the listener looks this often whether a command tri
 MAX_RECONNECT_DELAY_SECONDS = 2.0
 HEALTH_CHECK_SECONDS = 5  # an idle connection is PINGed before use after this long
 MAX_UNPUBLISHED = 10_000  # events waiting for Redis; beyond that Redis is too slow: trip
+PUBLISH_BATCH = 500  # events per Redis pipeline
 STOP_FLUSH_SECONDS = 1.0  # on stop, events still waiting get this long to go out
 # Resyncs look back this much further than the moment events may have been missed: message
 # times come from the clock of the worker that stored them.
@@ -70,6 +72,10 @@ class Subscription:
     async def close(self) -> None:
         await self.broker._unsubscribe(self)
 
+    async def ready(self) -> None:
+        """Events published to the channel anywhere reach this subscription from now on."""
+        await self.broker.listening(self.channel)
+
 
 class Broker(ABC):
     def __init__(self) -> None:
@@ -84,15 +90,24 @@ class Broker(ABC):
     async def publish(self, channel: str, event: Event) -> None:
         """Deliver ``event`` to the subscribers of ``channel``: at once on this worker; the
         other workers get it through the broker. Never raises, never waits for Redis."""
+        self.publish_now(channel, event)
+
+    def publish_now(self, channel: str, event: Event) -> None:
+        """:meth:`publish`, for callers that cannot await (the message writer's callbacks)."""
         self._dispatch(channel, event)
 
     async def subscribe(self, channel: str, deliver: Deliver) -> Subscription:
+        """Subscribe at once on this worker; the broker's own subscription (Redis) follows in
+        the background: :meth:`Subscription.ready` waits for it."""
         subscription = Subscription(self, channel, deliver)
         first = not self._subscriptions[channel]
         self._subscriptions[channel].add(subscription)
         if first:
             await self._listen(channel)
         return subscription
+
+    async def listening(self, channel: str) -> None:  # noqa: B027 - optional hook
+        """Return once events published to ``channel`` by any worker reach this one."""
 
     async def _unsubscribe(self, subscription: Subscription) -> None:
         subscribers = self._subscriptions.get(subscription.channel)
@@ -228,6 +243,10 @@ class RedisBroker(Broker):
         self._unpublished_ready = asyncio.Event()
         self._local_presence: dict[str, set[str]] = defaultdict(set)
         self._reported_down = False
+        self._remote_channels: set[str] = set()  # subscribed on the listener's connection
+        self._changed_channels: set[str] = set()  # to (un)subscribe in the background
+        self._channels_changed = asyncio.Event()
+        self._listening: dict[str, asyncio.Future[None]] = {}
 
     @property
     def available(self) -> bool:
@@ -252,6 +271,7 @@ class RedisBroker(Broker):
         self._tasks = [
             asyncio.create_task(self._listen_forever(), name="chat-redis-listener"),
             asyncio.create_task(self._publish_forever(), name="chat-redis-publisher"),
+            asyncio.create_task(self._subscribe_forever(), name="chat-redis-subscriber"),
         ]
 
     async def stop(self) -> None:
@@ -285,6 +305,7 @@ class RedisBroker(Broker):
         if self._unreceived_since is None:
             self._unreceived_since = now
         self._broken.set()
+        self._channels_settled()  # nobody waits for a subscription while Redis is down
 
     def _not_published(self, since: float) -> None:
         if self._unpublished_since is None or since < self._unpublished_since:
@@ -304,7 +325,7 @@ class RedisBroker(Broker):
 
     # --- events ------------------------------------------------------------------------------
 
-    async def publish(self, channel: str, event: Event) -> None:
+    def publish_now(self, channel: str, event: Event) -> None:
         self._dispatch(channel, event)
         now = time.time()
         if not self._available:
@@ -325,16 +346,18 @@ class RedisBroker(Broker):
             await self._unpublished_ready.wait()
             self._unpublished_ready.clear()
             while self._unpublished:
-                channel, payload, when = self._unpublished[0]
+                when = self._unpublished[0][2]
                 if not self._available:
                     self._not_published(when)
                     self._unpublished.clear()
                     break
+                # Whatever is waiting goes in one pipeline: one round trip, not one per event.
+                batch = list(itertools.islice(self._unpublished, PUBLISH_BATCH))
                 try:
-                    await asyncio.wait_for(
-                        self._redis_client().publish(self._key(channel), payload),
-                        COMMAND_TIMEOUT_SECONDS,
-                    )
+                    async with self._redis_client().pipeline(transaction=False) as pipe:
+                        for channel, payload, _ in batch:
+                            pipe.publish(self._key(channel), payload)
+                        await asyncio.wait_for(pipe.execute(), COMMAND_TIMEOUT_SECONDS)
                 except asyncio.CancelledError:
                     raise
                 except (RedisError, TimeoutError, OSError) as error:
@@ -342,17 +365,64 @@ class RedisBroker(Broker):
                     self._not_published(when)
                     self._unpublished.clear()
                     break
-                self._unpublished.popleft()
+                for item in batch:  # a control event may have been put first meanwhile
+                    if self._unpublished and self._unpublished[0] is item:
+                        self._unpublished.popleft()
+                    else:
+                        with contextlib.suppress(ValueError):
+                            self._unpublished.remove(item)
+
+    # Channels are (un)subscribed on Redis in the background, many per command: a handshake
+    # never waits for a SUBSCRIBE. Who needs the subscription in place (before a visitor's
+    # first message is stored, or a replay is read) waits with ``listening``.
 
     async def _listen(self, channel: str) -> None:
-        if self._pubsub is not None:
-            await self._call("subscribe", lambda: self._pubsub.subscribe(self._key(channel)), None)
+        self._changed_channels.add(channel)
+        self._channels_changed.set()
 
     async def _unlisten(self, channel: str) -> None:
-        if self._pubsub is not None:
-            await self._call(
-                "unsubscribe", lambda: self._pubsub.unsubscribe(self._key(channel)), None
-            )
+        self._changed_channels.add(channel)
+        self._channels_changed.set()
+
+    async def listening(self, channel: str) -> None:
+        if channel in self._remote_channels or not self._available:
+            return  # subscribed; or Redis is down, and every socket resyncs once it is back
+        waiter = self._listening.get(channel)
+        if waiter is None or waiter.done():
+            waiter = self._listening[channel] = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiter), COMMAND_TIMEOUT_SECONDS)
+
+    def _channels_settled(self, channels: list[str] | None = None) -> None:
+        """Wake whoever waits for these channels (all: the circuit opened, or reconnected)."""
+        for channel in list(self._listening) if channels is None else channels:
+            waiter = self._listening.pop(channel, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def _subscribe_forever(self) -> None:
+        """Bring Redis's subscriptions in line with this worker's channels, in batches."""
+        while True:
+            await self._channels_changed.wait()
+            self._channels_changed.clear()
+            changed, self._changed_channels = self._changed_channels, set()
+            pubsub = self._pubsub
+            if pubsub is None or not self._available:
+                self._channels_settled(list(changed))  # the reconnect subscribes them all
+                continue
+            wanted = [c for c in changed if c in self._subscriptions]
+            wanted = [c for c in wanted if c not in self._remote_channels]
+            unwanted = [c for c in changed if c not in self._subscriptions]
+            unwanted = [c for c in unwanted if c in self._remote_channels]
+            if wanted:
+                keys = [self._key(channel) for channel in wanted]
+                await self._call("subscribe", lambda k=keys, p=pubsub: p.subscribe(*k), None)
+                self._remote_channels.update(wanted)
+            if unwanted:
+                keys = [self._key(channel) for channel in unwanted]
+                await self._call("unsubscribe", lambda k=keys, p=pubsub: p.unsubscribe(*k), None)
+                self._remote_channels.difference_update(unwanted)
+            self._channels_settled(list(changed))
 
     async def _listen_forever(self) -> None:
         delay = 0.2
@@ -362,12 +432,14 @@ class RedisBroker(Broker):
                 await asyncio.wait_for(
                     pubsub.subscribe(self._key(self.RESYNC_CHANNEL)), COMMAND_TIMEOUT_SECONDS
                 )
+                # Every channel wanted now; one added meanwhile is subscribed by
+                # _subscribe_forever once this connection is published (twice is harmless).
+                wanted = list(self._subscriptions)
+                if wanted:
+                    keys = [self._key(channel) for channel in wanted]
+                    await asyncio.wait_for(pubsub.subscribe(*keys), COMMAND_TIMEOUT_SECONDS)
+                self._remote_channels = set(wanted)
                 self._pubsub = pubsub
-                # Every channel wanted now; one added meanwhile subscribes itself (twice is
-                # harmless).
-                if self._subscriptions:
-                    channels = [self._key(channel) for channel in self._subscriptions]
-                    await asyncio.wait_for(pubsub.subscribe(*channels), COMMAND_TIMEOUT_SECONDS)
                 self._broken.clear()
                 self._reported_down = False
                 await self._on_connected()
@@ -402,6 +474,12 @@ class RedisBroker(Broker):
             await self._redis_client().connection_pool.disconnect(inuse_connections=False)
         self._available = True
         self._connected.set()
+        # Channels added while the connection was being set up.
+        self._changed_channels.update(
+            c for c in self._subscriptions if c not in self._remote_channels
+        )
+        self._channels_changed.set()
+        self._channels_settled([c for c in list(self._listening) if c in self._remote_channels])
         unpublished, self._unpublished_since = self._unpublished_since, None
         if unpublished is not None:
             log.warning("Chat broker back on Redis; other workers resync what they missed")

@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import unicodedata
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,15 +16,14 @@ from typing import Any
 from quart import current_app
 
 from slyker.chat.broker import Broker, InProcessBroker, RedisBroker
+from slyker.chat.schemas import MessageOut
+from slyker.chat.writer import NewMessage, current_writer
 from slyker.models.accounts import User
 from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
 
 BROKER_KEY = "slyker.chat.broker"
 VISITOR_KEY_COOKIE = "slyker_chat"
 _VISITOR_KEY_RE = re.compile(r"[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{43}")
-# Characters no message may carry: NUL and other C0 controls (PostgreSQL refuses NUL in text),
-# DEL, and UTF-16 surrogates (a JSON "\ud800" escape gives one; no database can store it).
-_FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 def make_broker(redis_url: str | None) -> Broker:
@@ -85,46 +83,9 @@ def may_use(
     return user is not None and conversation.user_id == user.id
 
 
-def storable_text(text: str) -> bool:
-    return _FORBIDDEN_CHARACTERS.search(text) is None
-
-
-def clean_name(value: object, default: str) -> str:
-    """A display name from client input: text only, without control or surrogate characters."""
-    if not isinstance(value, str):
-        return default
-    name = "".join(
-        c for c in value[:1000] if unicodedata.category(c) not in {"Cc", "Cs", "Cf"}
-    ).strip()
-    return name[:100] or default
-
-
 def message_event(message: ChatMessage, conversation: Conversation) -> dict[str, Any]:
-    return {
-        "type": "system" if message.is_notice else "message",
-        "id": message.id,
-        "session_id": str(conversation.session_id),
-        "department": conversation.department,
-        "message": message.text,
-        "sender": message.sender_name,
-        "sender_type": str(message.sender_type),
-        "created_at": message.created_at.isoformat(),
-        "success": True,
-    }
-
-
-def conversation_json(conversation: Conversation) -> dict[str, Any]:
-    return {
-        "id": conversation.id,
-        "session_id": str(conversation.session_id),
-        "visitor_name": conversation.visitor_name,
-        "department": conversation.department,
-        "status": str(conversation.status),
-        "user": conversation.user_id,
-        "created_at": conversation.created_at.isoformat(),
-        "last_active_at": conversation.last_active_at.isoformat(),
-        "closed_at": conversation.closed_at.isoformat() if conversation.closed_at else None,
-    }
+    """The frame of a stored message (the staff API's message shape, too)."""
+    return MessageOut.of(message, conversation).model_dump()
 
 
 async def store_message(
@@ -133,16 +94,13 @@ async def store_message(
     sender_name: str,
     text: str,
     notice: bool = False,
+    on_stored: Callable[[ChatMessage], None] | None = None,
 ) -> ChatMessage:
-    message = await ChatMessage.create(
-        conversation=conversation,
-        sender_type=sender_type,
-        sender_name=sender_name,
-        text=text,
-        is_notice=notice,
+    """Store a message (group commit: :mod:`slyker.chat.writer`); ``on_stored`` publishes it
+    once stored, before anything stored after it."""
+    return await current_writer().store(
+        NewMessage(conversation, sender_type, sender_name, text, notice, on_stored=on_stored)
     )
-    await Conversation.filter(id=conversation.id).update(last_active_at=datetime.now(UTC))
-    return message
 
 
 async def open_conversation(
@@ -176,16 +134,32 @@ async def open_conversation(
     return conversation, created
 
 
+def agent_reply(
+    conversation: Conversation, agent: User, text: str, agent_name: str | None = None
+) -> NewMessage:
+    """An agent's reply, to store; once stored it is delivered live to the visitor and to the
+    other agents."""
+
+    broker = current_broker()  # the callback runs in the writer's task
+
+    def deliver(message: ChatMessage) -> None:
+        event = {
+            **message_event(message, conversation),
+            "sender_type": "agent",
+            "agent_id": agent.id,
+        }
+        broker.publish_now(session_channel(conversation.session_id), event)
+        broker.publish_now(
+            department_channel(conversation.department), {**event, "type": "agent_message"}
+        )
+
+    name = agent_name or display_name(agent)
+    return NewMessage(conversation, SenderType.AGENT, name, text, on_stored=deliver)
+
+
 async def post_agent_reply(conversation: Conversation, agent: User, text: str) -> ChatMessage:
     """Store an agent's reply and deliver it live to the visitor and to the other agents."""
-    message = await store_message(conversation, SenderType.AGENT, display_name(agent), text)
-    event = {**message_event(message, conversation), "sender_type": "agent", "agent_id": agent.id}
-    broker = current_broker()
-    await broker.publish(session_channel(conversation.session_id), event)
-    await broker.publish(
-        department_channel(conversation.department), {**event, "type": "agent_message"}
-    )
-    return message
+    return await current_writer().store(agent_reply(conversation, agent, text))
 
 
 async def close_conversation(conversation: Conversation, closed_by: str) -> None:
@@ -194,18 +168,23 @@ async def close_conversation(conversation: Conversation, closed_by: str) -> None
     )
     if not closed:
         return
-    notice = await store_message(
+
+    broker = current_broker()  # the callback runs in the writer's task
+
+    def deliver(notice: ChatMessage) -> None:
+        broker.publish_now(
+            session_channel(conversation.session_id), message_event(notice, conversation)
+        )
+        broker.publish_now(
+            department_channel(conversation.department),
+            {"type": "conversation_closed", "session_id": str(conversation.session_id)},
+        )
+
+    await store_message(
         conversation,
         SenderType.SYSTEM,
         "Slyker Tech",
         f"This conversation was closed by {closed_by}.",
         notice=True,
-    )
-    broker = current_broker()
-    await broker.publish(
-        session_channel(conversation.session_id), message_event(notice, conversation)
-    )
-    await broker.publish(
-        department_channel(conversation.department),
-        {"type": "conversation_closed", "session_id": str(conversation.session_id)},
+        on_stored=deliver,
     )

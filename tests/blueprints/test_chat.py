@@ -26,6 +26,7 @@ import pytest
 from quart import Quart
 from quart.testing.connections import WebsocketDisconnectError, WebsocketResponseError
 from redis.asyncio import Redis
+from tortoise import connections
 from werkzeug.datastructures import Headers
 
 from slyker.chat.broker import Broker
@@ -228,7 +229,7 @@ def chat_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         record.getMessage()
         for record in caplog.records
-        if record.name == "slyker.blueprints.chat" and record.levelno == logging.WARNING
+        if record.name.startswith("slyker.chat") and record.levelno == logging.WARNING
     ]
 
 
@@ -243,7 +244,7 @@ def broker_of(app: Quart) -> Broker:
 async def test_an_allowed_origin_is_accepted_on_both_routes(
     app: Quart, path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="slyker.blueprints.chat")
+    caplog.set_level(logging.DEBUG, logger="slyker.chat")
     async with chat_socket(app, path) as visitor:
         established, greeting = await visitor.receive_many(2)
         assert visitor.accepted
@@ -2026,3 +2027,125 @@ async def test_names_are_cleaned_and_agents_get_the_same_answers(app: Quart) -> 
         assert reply.status == 400, reply.body
     _, after = await stored(app, session_id)
     assert len(after) == len(messages)
+
+
+# --- many visitors per agent: batches, group commit, fewer tasks ---------------------------------
+
+
+async def test_an_agent_answering_50_messages_in_a_burst_gets_all_delivered_in_order(
+    app: Quart,
+) -> None:
+    """An agent socket's frames are worked through in batches (not one round trip after
+    another) and agents have their own, higher rate: a burst of 50 replies is neither refused
+    (rate_limited) nor reordered, and each is acknowledged with the id it was stored under."""
+    _, token = await staff_login(app)
+    session_id = new_session()
+    async with open_agent(app, token, departments="sales") as agent, open_visitor(app) as visitor:
+        await visitor.send(visitor_frame("Hello", session_id))
+        await agent.receive_many(2)  # new_conversation, message
+        texts = [f"Reply {n}" for n in range(50)]
+        for n, text in enumerate(texts):
+            reply = {"type": "message", "session_id": session_id, "message": text}
+            await agent.send({**reply, "client_id": n})
+        delivered = await visitor.receive_many(50)
+        seen_by_agent = await agent.receive_many(100)  # an ack and an echo per reply
+    _, messages = await stored(app, session_id)
+    assert [m.text for m in messages] == ["Hello", *texts]
+    replies = messages[1:]
+    assert [frame["message"] for frame in delivered] == texts
+    assert [frame["id"] for frame in delivered] == [m.id for m in replies]
+    assert {frame["sender_type"] for frame in delivered} == {"agent"}
+    acks = [frame for frame in seen_by_agent if frame["type"] == "ack"]
+    assert acks == [{"type": "ack", "id": m.id, "client_id": n} for n, m in enumerate(replies)]
+    echoes = [frame for frame in seen_by_agent if frame["type"] == "agent_message"]
+    assert [frame["id"] for frame in echoes] == [m.id for m in replies]
+
+
+async def rename_messages_table(app: Quart, old: str, new: str) -> None:
+    with db(app):
+        await connections.get("default").execute_script(f"ALTER TABLE {old} RENAME TO {new}")
+
+
+async def test_a_visitor_message_that_cannot_be_stored_is_answered_not_sent(app: Quart) -> None:
+    """The database refuses the insert (its table is gone for a moment): the sender gets a
+    not_sent error naming its frame, never an ack or silence; nothing is stored or delivered;
+    the next message, once the table is back, is stored and acknowledged."""
+    session_id = new_session()
+    async with open_visitor(app) as visitor:
+        await start_conversation(visitor, session_id)
+        await rename_messages_table(app, "chat_message", "chat_message_away")
+        try:
+            await visitor.send({**visitor_frame("Lost?", session_id), "client_id": "m2"})
+            assert await visitor.receive() == {
+                "type": "error",
+                "message": "Your message was not sent (the service is having trouble); "
+                "please send it again",
+                "code": "not_sent",
+                "client_id": "m2",
+            }
+        finally:
+            await rename_messages_table(app, "chat_message_away", "chat_message")
+        await visitor.send({**visitor_frame("Again", session_id), "client_id": "m3"})
+        ack = await visitor.receive()
+        await visitor.expect_silence()
+    _, messages = await stored(app, session_id)
+    assert [m.text for m in messages] == ["Hello", auto_reply(), "Again"]
+    assert ack == {"type": "ack", "id": messages[-1].id, "client_id": "m3"}
+
+
+async def test_an_agent_reply_that_cannot_be_stored_is_answered_not_sent(app: Quart) -> None:
+    _, token = await staff_login(app)
+    session_id = new_session()
+    async with open_agent(app, token, departments="sales") as agent, open_visitor(app) as visitor:
+        await visitor.send(visitor_frame("Hello", session_id))
+        await agent.receive_many(2)
+        await rename_messages_table(app, "chat_message", "chat_message_away")
+        try:
+            reply = {"type": "message", "session_id": session_id, "message": "Lost?"}
+            await agent.send({**reply, "client_id": "r1"})
+            answer = await agent.receive()
+        finally:
+            await rename_messages_table(app, "chat_message_away", "chat_message")
+        assert (answer["type"], answer["code"], answer["client_id"]) == ("error", "not_sent", "r1")
+        await visitor.expect_silence()
+    _, messages = await stored(app, session_id)
+    assert [m.text for m in messages] == ["Hello"]
+
+
+async def test_an_idle_visitor_socket_adds_two_tasks_to_quarts_three(app: Quart) -> None:
+    """The handler, its receiver and its sender: pings, slot renewals and identity re-checks
+    are one task per worker, however many sockets are open."""
+    count = 10
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(open_visitor(app))  # the worker's upkeep task starts
+        before = len(asyncio.all_tasks())
+        for _ in range(count):
+            await stack.enter_async_context(open_visitor(app))
+        added = len(asyncio.all_tasks()) - before
+    # Quart runs three per connection (the ASGI call, its receiver, the handler): two of ours.
+    assert added <= count * 5, added / count
+
+
+async def test_every_staff_chat_operation_declares_its_response(
+    app_factory: Callable[..., Quart],
+) -> None:
+    async with started(app_factory, API_DOCS=True) as app:
+        spec = await (await app.test_client().get("/openapi.json")).get_json()
+    operations = {
+        (path, method): operation
+        for path, item in spec["paths"].items()
+        if path.startswith("/api/livechat/")
+        for method, operation in item.items()
+    }
+    assert len(operations) == 6, sorted(operations)
+    for (path, method), operation in operations.items():
+        answers = {
+            status: answer
+            for status, answer in operation["responses"].items()
+            if status.startswith("2")
+        }
+        assert answers, (path, method)
+        for answer in answers.values():
+            assert "schema" in answer["content"]["application/json"], (path, method)
+    listing = operations[("/api/livechat/sessions/", "get")]
+    assert {p["name"] for p in listing["parameters"]} >= {"status", "page", "page_size"}

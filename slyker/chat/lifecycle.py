@@ -1,0 +1,96 @@
+"""The live sockets of a worker, and what happens to them over time: one task per worker (not
+per socket) pings them, renews their slots and presence, re-checks their users, and closes them
+all with 1001 as soon as the process starts to stop (draining: :mod:`slyker.lifecycle`).
+
+Why one task: a socket used to run seven (a receiver, a sender, a pinger, a slot renewer and
+three waiters), most of them asleep; per idle socket that was memory for nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+from typing import Protocol
+
+from quart import abort, current_app
+
+from slyker.lifecycle import DRAINING_KEY
+
+log = logging.getLogger(__name__)
+
+SOCKETS_KEY = "slyker.chat.sockets"
+TICK_SECONDS = 0.5  # the resolution of pings, renewals and identity re-checks
+
+
+class LiveSocket(Protocol):
+    def tick(self, now: float) -> list[Awaitable[None]]:
+        """Periodic work due at ``now`` (monotonic): done at once, or returned to await."""
+
+    def stop_for_draining(self) -> None: ...
+
+
+def draining() -> asyncio.Event:
+    return current_app.extensions[DRAINING_KEY]  # type: ignore[no-any-return]
+
+
+def refuse_when_draining() -> None:
+    """Before accept: a stopping worker takes no new socket (503; the client retries)."""
+    if draining().is_set():
+        abort(503)
+
+
+class LiveSockets:
+    """The sockets of one app on this worker, with the one task that looks after them; the
+    task runs only while there are sockets."""
+
+    def __init__(self, stopping: asyncio.Event) -> None:
+        self.stopping = stopping
+        self.sockets: set[LiveSocket] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, socket: LiveSocket) -> None:
+        self.sockets.add(socket)
+        if self.stopping.is_set():
+            socket.stop_for_draining()
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(
+                self.look_after(), name="chat-sockets"
+            )
+
+    def discard(self, socket: LiveSocket) -> None:
+        self.sockets.discard(socket)
+
+    async def look_after(self) -> None:
+        drained = False
+        while self.sockets:
+            if drained:
+                await asyncio.sleep(TICK_SECONDS)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(TICK_SECONDS):
+                        await self.stopping.wait()
+            if self.stopping.is_set():
+                drained = True
+                for socket in list(self.sockets):
+                    socket.stop_for_draining()
+            now = time.monotonic()
+            work: list[Awaitable[None]] = []
+            for socket in list(self.sockets):
+                try:
+                    work.extend(socket.tick(now))
+                except Exception:
+                    log.exception("Chat socket tick failed")
+            if work:
+                for result in await asyncio.gather(*work, return_exceptions=True):
+                    if isinstance(result, Exception):
+                        log.warning("Chat socket upkeep failed: %r", result)
+
+
+def live_sockets() -> LiveSockets:
+    sockets = current_app.extensions.get(SOCKETS_KEY)
+    if sockets is None:
+        sockets = current_app.extensions[SOCKETS_KEY] = LiveSockets(draining())
+    return sockets  # type: ignore[no-any-return]

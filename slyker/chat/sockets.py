@@ -1,0 +1,373 @@
+"""One chat socket's transport: a bounded outbox drained by one sender task, a receive loop
+that counts every client frame against its kind's limit before anything else, delivery of
+stored messages at most once (live and replayed alike, replays in id order), and the end of
+the socket (the client left, overflowed, flooded, lost access, or the server stops).
+
+Tasks per socket: the handler's own (it waits for the end), the receiver and the sender.
+Periodic work (pings, renewals, identity re-checks) is done by :mod:`slyker.chat.lifecycle`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any
+
+from quart import websocket
+
+from slyker.chat.broker import RESYNC_TYPE, Event, Subscription
+from slyker.chat.handshake import Identity
+from slyker.chat.lifecycle import live_sockets
+from slyker.chat.limits import FrameLimits
+from slyker.chat.protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NOT_AUTHENTICATED,
+    CLOSE_NOT_STAFF,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER,
+    MESSAGE_EVENT_TYPES,
+    NOT_SENT,
+    SERVER_ERROR,
+    client_id_of,
+    echoed_timestamp,
+    error_event,
+    frame_type,
+    parse_frame,
+)
+from slyker.chat.service import current_broker, message_event
+from slyker.models.accounts import User
+from slyker.models.chat import ChatMessage, Conversation
+from slyker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PRESENCE_RENEW_SECONDS = 10
+# Events from different workers may arrive slightly out of id order; a resync looks back
+# this many ids behind the newest one seen, and at everything stored since the broker says
+# events may have been missed (duplicates are dropped by id anyway).
+RESYNC_LOOKBACK = 100
+RESYNC_RETRY_SECONDS = 2.0  # a resync that failed (the database is down) is tried again
+# Put in a socket's outbox where a resync is due: live events after it wait for the replay.
+RESYNC_MARK: Event = {"type": RESYNC_TYPE}
+SEEN_IDS_KEPT = 5000
+AGENT_OUTBOX_FACTOR = 50  # ~8 s of a busy department (600 events a second)
+CLOSE_FLUSH_SECONDS = 1.0  # before a close, frames already queued get this long to go out
+
+
+def moment(epoch_seconds: float) -> datetime:
+    return datetime.fromtimestamp(epoch_seconds, UTC)
+
+
+class ChatSocket:
+    """A bounded outbox drained by one task; a client that cannot keep up is closed (1013)
+    instead of growing memory or slowing the others. Events carrying a message id are
+    delivered at most once, replays and live events alike, and replays come in id order.
+
+    Every client frame is counted in a token bucket of its kind first (FrameLimits): excess
+    frames are dropped with one error frame, and a socket that keeps flooding is closed (1008).
+    """
+
+    def __init__(self, settings: Settings, *, agent: bool = False) -> None:
+        self.settings = settings
+        # An agent socket receives a whole department (every visitor's messages, the acks of
+        # its own replies and their echoes): its outbox holds that many more events.
+        size = settings.chat_send_queue_size * (AGENT_OUTBOX_FACTOR if agent else 1)
+        self.outbox: asyncio.Queue[Event] = asyncio.Queue(size)
+        self.ended = asyncio.Event()  # the socket must close: see close_with / overflowed
+        self.overflowed = False
+        self.close_with: tuple[int, str] | None = None
+        self.floor = 0  # the client said it has everything up to here (resume "after")
+        self.seen: set[int] = set()
+        self.seen_order: deque[int] | None = None  # made with the first message id
+        self.resync_queued = False
+        self.resync_since: float | None = None  # the earliest "missed since" of queued resyncs
+        self.held: list[Event] | None = None  # live events held back during a replay
+        self.client_id: str | int | None = None  # of the frame being handled
+        self.subscriptions: list[Subscription] = []
+        self.limits = FrameLimits(settings, agent=agent)
+        self.identity: Identity | None = None
+        now = time.monotonic()
+        self.next_ping = now + settings.chat_ping_interval
+        self.next_identity_check = now + settings.chat_auth_recheck_seconds
+        self.checking_identity = False
+
+    @property
+    def last_id(self) -> int:
+        return max(self.floor, max(self.seen, default=0))
+
+    def resync_after(self) -> int:
+        return max(self.floor, self.last_id - RESYNC_LOOKBACK)
+
+    # --- the outbox --------------------------------------------------------------------------
+
+    def offer(self, event: Event) -> None:
+        """Queue ``event`` for the client (held back while a replay is being prepared)."""
+        if event.get("type") == RESYNC_TYPE:
+            self.request_resync(event.get("since"))
+            return
+        if event.get("type") == "error" and self.client_id is not None:
+            event = {**event, "client_id": self.client_id}
+        if self.held is not None:
+            self.held.append(event)
+            if len(self.held) > self.outbox.maxsize:
+                self.overflow()
+            return
+        self.enqueue(event)
+
+    def answer(self, client_id: str | int | None, event: Event) -> None:
+        """:meth:`offer` an answer to the frame that carried ``client_id``."""
+        self.client_id = client_id
+        try:
+            self.offer(event)
+        finally:
+            self.client_id = None
+
+    def request_resync(self, since: object) -> None:
+        """Replay from the database what may have been missed since ``since`` (epoch seconds;
+        None: only the RESYNC_LOOKBACK). One replay covers every request queued before it."""
+        if isinstance(since, int | float) and not isinstance(since, bool):
+            earliest = self.resync_since
+            self.resync_since = float(since) if earliest is None else min(earliest, float(since))
+        if self.resync_queued:
+            return
+        self.resync_queued = True
+        if self.held is None:
+            self.held = []  # live events from now on follow the replay, in id order
+        self.enqueue(RESYNC_MARK)
+
+    def release_held(self) -> None:
+        held, self.held = self.held, None
+        for event in held or ():
+            self.enqueue(event)
+
+    def enqueue(self, event: Event) -> None:
+        """Into the outbox, unless it is a message this socket has delivered already."""
+        message_id = event.get("id")
+        if isinstance(message_id, int) and event.get("type") in MESSAGE_EVENT_TYPES:
+            if message_id <= self.floor or message_id in self.seen:
+                return
+            self.seen.add(message_id)
+            if self.seen_order is None:
+                self.seen_order = deque()
+            self.seen_order.append(message_id)
+            if len(self.seen_order) > SEEN_IDS_KEPT:
+                self.seen.discard(self.seen_order.popleft())
+        try:
+            self.outbox.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflow()
+
+    def replay(self, messages: list[ChatMessage], conversation: Conversation) -> None:
+        for message in messages:
+            self.enqueue(message_event(message, conversation))
+
+    def overflow(self) -> None:
+        self.overflowed = True
+        self.ended.set()
+
+    def close_soon(self, code: int, reason: str) -> None:
+        if self.close_with is None:
+            self.close_with = (code, reason)
+        self.ended.set()
+
+    async def subscribe(self, channel: str) -> None:
+        self.subscriptions.append(await current_broker().subscribe(channel, self.offer))
+
+    async def subscribed(self) -> None:
+        """Every channel of this socket receives what any worker publishes from now on."""
+        for subscription in list(self.subscriptions):
+            await subscription.ready()
+
+    async def unsubscribe_all(self) -> None:
+        for subscription in self.subscriptions:
+            await subscription.close()
+        self.subscriptions.clear()
+
+    async def pump(self) -> None:
+        while True:
+            event = await self.outbox.get()
+            try:
+                if event is RESYNC_MARK:
+                    await self.resync()
+                else:
+                    await websocket.send(json.dumps(event))
+            finally:
+                self.outbox.task_done()
+
+    async def resync(self) -> None:
+        self.resync_queued = False
+        since, self.resync_since = self.resync_since, None
+        try:
+            await self.on_resync(since)
+        except Exception:  # the database is down: live events go on, the replay is tried again
+            log.warning("Chat resync failed on %s; trying again", websocket.path, exc_info=True)
+            retry_since = time.time() - RESYNC_RETRY_SECONDS if since is None else since
+            asyncio.get_running_loop().call_later(
+                RESYNC_RETRY_SECONDS, self.request_resync, retry_since
+            )
+        finally:
+            self.release_held()
+
+    async def on_resync(self, since: float | None) -> None:
+        """Events may have been missed (since ``since``): subclasses replay them."""
+
+    def acknowledge(self, message: ChatMessage) -> None:
+        """The client's message is stored (and will be delivered): tell it, if it asked."""
+        if self.client_id is not None:
+            self.offer({"type": "ack", "id": message.id, "client_id": self.client_id})
+
+    # --- periodic work (called by slyker.chat.lifecycle) ------------------------------------
+
+    def tick(self, now: float) -> list[Awaitable[None]]:
+        work: list[Awaitable[None]] = []
+        if now >= self.next_ping:
+            self.next_ping = now + self.settings.chat_ping_interval
+            self.offer({"type": "ping", "timestamp": int(time.time() * 1000)})
+        identity = self.identity
+        if identity is not None and not self.checking_identity:
+            expired = time.time() >= identity.expires_at
+            if expired or now >= self.next_identity_check:
+                self.next_identity_check = now + self.settings.chat_auth_recheck_seconds
+                work.append(self.recheck_identity())
+        return work
+
+    def stop_for_draining(self) -> None:
+        self.close_soon(CLOSE_GOING_AWAY, "Server shutting down; reconnect")
+
+    # --- identity, re-checked --------------------------------------------------------------
+
+    async def identity_problem(self) -> tuple[int, str] | None:
+        """Why this socket's user may no longer use it (token expired, user deactivated or no
+        longer staff), or None."""
+        identity = self.identity
+        if identity is None:
+            return None
+        if time.time() >= identity.expires_at:
+            return CLOSE_NOT_AUTHENTICATED, "Token expired"
+        user = await User.get_or_none(id=identity.user.id)
+        if user is None or not user.is_active:
+            return CLOSE_NOT_AUTHENTICATED, "User inactive"
+        if identity.staff and not user.is_staff:
+            return CLOSE_NOT_STAFF, "Staff only"
+        identity.user = user
+        return None
+
+    async def still_authorised(self) -> bool:
+        problem = await self.identity_problem()
+        if problem is not None:
+            self.close_soon(*problem)
+        return problem is None
+
+    async def recheck_identity(self) -> None:
+        """Close the socket when its token expires or its user loses access, even if the
+        client sends nothing (it would keep receiving otherwise)."""
+        self.checking_identity = True
+        try:
+            await self.still_authorised()
+        finally:
+            self.checking_identity = False
+
+    # --- client frames ---------------------------------------------------------------------
+
+    def frame_kind(self, kind: str | None) -> str:
+        """The bucket a frame of this ``type`` counts in ("invalid" for unknown types)."""
+        return "keepalive" if kind in ("ping", "pong") else "invalid"
+
+    async def receive_frames(self) -> None:
+        while not self.ended.is_set():
+            raw = await websocket.receive()
+            if isinstance(raw, bytes):
+                raw = raw.decode("utf-8", errors="replace")
+            limit, size = self.settings.chat_max_message_bytes, len(raw.encode())
+            if size > 4 * limit:
+                await websocket.close(CLOSE_TOO_BIG, "Message too big")
+                return
+            frame = parse_frame(raw) if size <= limit else None
+            kind = self.frame_kind(frame_type(frame)) if frame is not None else "invalid"
+            self.client_id = client_id_of(frame)
+            try:
+                await self.handle_frame(frame, kind, size)
+            finally:
+                self.client_id = None
+            if self.close_with is not None:
+                return
+
+    async def handle_frame(self, frame: dict[str, Any] | None, kind: str, size: int) -> None:
+        verdict = self.limits.check(kind)
+        if verdict.abusive:
+            log.warning("Chat client flooding on %s: closed with 1008", websocket.path)
+            self.close_soon(CLOSE_POLICY_VIOLATION, "Too many frames")
+            return
+        if not verdict.allowed:
+            if verdict.warn:
+                text = "Too many messages" if kind == "message" else f"Too many {kind} frames"
+                self.error(text, "rate_limited")
+            return
+        if size > self.settings.chat_max_message_bytes:
+            self.error("Message too large", "too_large")
+        elif frame is None:
+            self.error("Invalid message format", "invalid_format")
+        else:
+            await self.dispatch(frame)
+
+    async def dispatch(self, frame: dict[str, Any]) -> None:
+        kind = frame_type(frame)
+        if kind == "ping":
+            self.offer({"type": "pong", "timestamp": echoed_timestamp(frame.get("timestamp"))})
+            return
+        if kind == "pong":
+            return
+        try:
+            if not await self.still_authorised():
+                return
+            await self.handle(frame)
+        except Exception:  # a bug or an outage, not the client's input: tell it, keep going
+            log.exception("Chat frame failed on %s", websocket.path)
+            self.offer(NOT_SENT if self.frame_kind(kind) == "message" else SERVER_ERROR)
+
+    def error(self, message: str, code: str) -> None:
+        self.offer(error_event(message, code))
+
+    async def handle(self, frame: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # --- the socket's life -------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Run until the client leaves, overflows, floods, loses access or the server stops."""
+        sockets = live_sockets()
+        tasks = [asyncio.create_task(self.receive_frames()), asyncio.create_task(self.pump())]
+        for task in tasks:
+            task.add_done_callback(lambda _: self.ended.set())
+        sockets.add(self)
+        try:
+            await self.ended.wait()
+            if self.close_with is not None:
+                # What the client was told before (the error that explains a 1008) goes first.
+                if not tasks[1].done():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.outbox.join(), CLOSE_FLUSH_SECONDS)
+                await websocket.close(*self.close_with)
+            elif self.overflowed:
+                log.warning("Chat client too slow on %s: closed with 1013", websocket.path)
+                await websocket.close(CLOSE_TRY_AGAIN_LATER, "Too slow; reconnect")
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            sockets.discard(self)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.unsubscribe_all()
+            await self.leave()
+
+    async def leave(self) -> None:
+        """Clean-up when the socket ends."""

@@ -1,0 +1,187 @@
+"""Storing chat messages with group commit: every message of a worker goes through one writer,
+which stores whatever is waiting in one transaction (one commit, one fsync on SQLite) and then,
+in storage order, runs each message's ``on_stored`` (its publishes).
+
+Why: one socket used to wait for an insert, an update and their commits per message, and an
+agent answering 200 visitors queued its replies behind each other's round trips. Here a socket
+hands over all the messages it has and waits once; a busy worker writes tens of messages per
+commit instead of one.
+
+Guarantees: a message is either stored (its future gets the stored row, and its ``on_stored``
+has run: it is published) or not stored at all (its future gets the error: the sender is
+told). Ids grow in the order messages were handed over, so per-conversation order holds. The
+flush runs in a task of its own: a sender that goes away meanwhile cannot leave a message
+stored but unpublished, nor the others' futures unanswered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from quart import current_app
+from tortoise.transactions import in_transaction
+
+from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
+
+log = logging.getLogger(__name__)
+
+WRITER_KEY = "slyker.chat.writer"
+MAX_BATCH = 200  # messages per transaction
+MESSAGES_TABLE = "chat_message"  # ChatMessage's table (slyker/models/chat.py)
+SLOW_WRITE_SECONDS = 0.1  # a transaction slower than this is logged
+
+
+@dataclass(slots=True)
+class NewMessage:
+    conversation: Conversation
+    sender_type: SenderType
+    sender_name: str
+    text: str
+    notice: bool = False
+    reopen: bool = False  # a visitor writing reopens its closed conversation
+    on_stored: Callable[[ChatMessage], None] | None = None  # runs after the commit, in order
+
+
+Waiting = tuple[NewMessage, "asyncio.Future[ChatMessage]"]
+
+
+class MessageWriter:
+    def __init__(self) -> None:
+        self._waiting: list[Waiting] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def store(self, message: NewMessage) -> ChatMessage:
+        """Store ``message`` (with whatever else is waiting); raises if it was not stored."""
+        return await self.submit([message])[0]
+
+    def submit(self, messages: list[NewMessage]) -> list[asyncio.Future[ChatMessage]]:
+        """Queue ``messages`` in this order: a future per message, its row or its error."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[ChatMessage]] = []
+        for message in messages:
+            future: asyncio.Future[ChatMessage] = loop.create_future()
+            self._waiting.append((message, future))
+            futures.append(future)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = loop.create_task(self._flush(), name="chat-message-writer")
+        return futures
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            started = time.monotonic()
+            try:
+                stored = await self._write([message for message, _ in batch])
+            except Exception as error:  # nothing of the batch was stored: tell every sender
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                        future.exception()  # retrieved here too: a sender may have gone
+                continue
+            took = time.monotonic() - started
+            if took > SLOW_WRITE_SECONDS:
+                log.warning("Chat: storing %d messages took %.0f ms", len(batch), took * 1000)
+            for (message, future), row in zip(batch, stored, strict=True):
+                if message.on_stored is not None:
+                    try:
+                        message.on_stored(row)
+                    except Exception:
+                        log.exception("Chat: publishing stored message %s failed", row.id)
+                if not future.done():
+                    future.set_result(row)
+
+    async def _write(self, batch: list[NewMessage]) -> list[ChatMessage]:
+        now = datetime.now(UTC)
+        rows = [
+            ChatMessage(
+                conversation=message.conversation,
+                sender_type=message.sender_type,
+                sender_name=message.sender_name,
+                text=message.text,
+                is_notice=message.notice,
+                created_at=now,
+            )
+            for message in batch
+        ]
+        async with in_transaction() as connection:
+            if connection.capabilities.dialect == "sqlite":
+                await self._insert_sqlite(rows, connection)
+            else:
+                await self._insert_postgres(rows, connection)
+            touched = {message.conversation.id for message in batch}
+            await (
+                Conversation.filter(id__in=touched).using_db(connection).update(last_active_at=now)
+            )
+            reopened = {message.conversation.id for message in batch if message.reopen}
+            if reopened:
+                await (
+                    Conversation.filter(id__in=reopened, status=ConversationStatus.CLOSED)
+                    .using_db(connection)
+                    .update(status=ConversationStatus.ACTIVE, closed_at=None)
+                )
+        for message in batch:
+            message.conversation.last_active_at = now
+            if message.reopen:
+                message.conversation.status = ConversationStatus.ACTIVE
+                message.conversation.closed_at = None
+        return rows
+
+    @staticmethod
+    async def _insert_postgres(rows: list[ChatMessage], connection: Any) -> None:
+        """Two round trips whatever the batch: the ids first (from the table's sequence, in
+        ascending order), then every row in one pipelined ``executemany``. One round trip per
+        row made an agent's batch of a hundred replies wait for a hundred loop turns."""
+        _, drawn = await connection.execute_query(
+            f"SELECT nextval(pg_get_serial_sequence('{MESSAGES_TABLE}', 'id'))"
+            " AS id FROM generate_series(1, $1)",
+            [len(rows)],
+        )
+        for row, row_id in zip(rows, sorted(record["id"] for record in drawn), strict=True):
+            row.id = row_id
+        await connection.execute_many(
+            f'INSERT INTO "{MESSAGES_TABLE}" ("id", "conversation_id", "sender_type",'
+            ' "sender_name", "text", "is_notice", "created_at")'
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [
+                [
+                    row.id,
+                    row.conversation_id,  # type: ignore[attr-defined]
+                    str(row.sender_type),
+                    row.sender_name,
+                    row.text,
+                    row.is_notice,
+                    row.created_at,
+                ]
+                for row in rows
+            ],
+        )
+
+    @staticmethod
+    async def _insert_sqlite(rows: list[ChatMessage], connection: Any) -> None:
+        """All rows in one statement: every SQLite call is a hop to aiosqlite's thread, and
+        under load each hop waits for the GIL (milliseconds), so per-row inserts made a batch
+        of a few messages take a hundred milliseconds and more. The ids are read back: inside
+        this write transaction nobody else inserts, and new rowids are the largest, in order."""
+        await ChatMessage.bulk_create(rows, using_db=connection)
+        newest = (
+            await ChatMessage.all()
+            .using_db(connection)
+            .order_by("-id")
+            .limit(len(rows))
+            .values_list("id", flat=True)
+        )
+        for row, row_id in zip(rows, sorted(newest), strict=True):
+            row.id = row_id
+
+
+def current_writer() -> MessageWriter:
+    writer = current_app.extensions.get(WRITER_KEY)
+    if writer is None:
+        writer = current_app.extensions[WRITER_KEY] = MessageWriter()
+    return writer  # type: ignore[no-any-return]
