@@ -12,17 +12,6 @@ from quart import Quart
 from quart_schema.extension import QUART_SCHEMA_HIDDEN_ATTRIBUTE
 from quart_schema.validation import QUART_SCHEMA_RESPONSE_ATTRIBUTE
 
-# Not converted yet: the carts and chat helpers declare these in their own branches. The
-# coordinator empties this set once they are merged; a route listed here that now declares
-# its response, or no longer exists, fails the test (so the set only ever shrinks).
-PENDING = {
-    "GET /api/livechat/sessions/",
-    "GET /api/livechat/sessions/active/",
-    "GET /api/livechat/sessions/stats/",
-    "GET /api/livechat/sessions/{session_pk}/",
-    "POST /api/livechat/sessions/{session_pk}/close_session/",
-    "POST /api/livechat/sessions/{session_pk}/send_message/",
-}
 IMPLICIT_METHODS = {"HEAD", "OPTIONS"}  # answered by Quart (and the CORS layers) for every route
 _VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 # The code of quart-schema's validate_response wrapper (functools.wraps copies the view's
@@ -90,7 +79,7 @@ async def test_every_operation_has_a_response_schema_for_its_success_status(
             status == "204" or "schema" in response.get("content", {}).get("application/json", {})
             for status, response in successes.items()
         )
-        if not described and name not in PENDING:
+        if not described:
             missing.append(name)
     assert not missing, f"operations without a response schema: {missing}"
 
@@ -119,8 +108,4 @@ async def test_every_http_route_validates_its_response(
         for name, view in operations.items()
         if not (getattr(view, QUART_SCHEMA_RESPONSE_ATTRIBUTE, None) and validates_response(view))
     )
-    assert [name for name in undeclared if name not in PENDING] == [], (
-        "routes without validate_response"
-    )
-    # The pending set only shrinks: a converted or removed route must leave it.
-    assert sorted(PENDING) == undeclared, "remove the converted or gone routes from PENDING"
+    assert undeclared == [], "routes without validate_response"
