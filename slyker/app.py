@@ -15,6 +15,7 @@ from slyker.blueprints.billing import carts, catalog, domains, invoices, paynow,
 from slyker.chat.service import BROKER_KEY, make_broker
 from slyker.cors import CORSMiddleware, init_cors
 from slyker.errors import register_error_handlers
+from slyker.fixed_cost import remove_fixed_costs
 from slyker.headers import SecurityHeadersMiddleware
 from slyker.hosts import AllowedHostsMiddleware, announce_allowed_hosts
 from slyker.proxy import H2CUpgradeGuard, TrustedProxyMiddleware
@@ -104,6 +105,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Quart:
     lifecycle.init_draining(app)  # SIGTERM: /ready/ 503, chat sockets closed with 1001
     cli.register_commands(app, settings)
 
+    remove_fixed_costs(app)  # per-request work of Quart and quart-schema done once
     # Outermost last: request id, nosniff, then CORS (preflights and the last net), the Host check
     # (before routing; its 400 gets CORS headers), then the database.
     app.asgi_app = database.DatabaseContextMiddleware(app.asgi_app, app)  # type: ignore[method-assign]
