@@ -49,8 +49,11 @@ RESULTS_DIR = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
 ORIGIN = "http://localhost:3000"
 PASSWORD = "bench-Password-81!"
-POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "BENCH_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/test"
+)
+POSTGRES_URL = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/slyker_bench"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 START_TIMEOUT = 60.0
 CONNECTIONS = 32  # wrk connections for cheap requests (wrk -c); login uses fewer
 LOGIN_CONNECTIONS = 4  # Argon2 in 2 threads: more only queue (and then get 503)
@@ -296,23 +299,25 @@ def prepare_database(env: dict[str, str]) -> None:
 
 
 def reset_postgres() -> None:
-    """A clean schema for each PostgreSQL set-up (the bench owns the database it is given)."""
-    sql = "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"
-    url = httpx.URL(POSTGRES_URL.replace("postgres://", "http://", 1))
-    command = [
-        "psql",
-        "-q",
-        "-h",
-        url.host,
-        "-p",
-        str(url.port or 5432),
-        "-U",
-        url.username or "postgres",
-        "-c",
-        sql,
-        url.path.lstrip("/"),
-    ]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    """A fresh database of the bench's own for each PostgreSQL set-up (never the test suite's:
+    it is made and dropped through the admin database ``BENCH_POSTGRES_ADMIN_URL``), and an
+    emptied Redis database the tests do not use (14; the suite uses 15)."""
+    name = POSTGRES_URL.rsplit("/", 1)[1]
+    for statement in (
+        f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+        f'CREATE DATABASE "{name}"',
+    ):
+        subprocess.run(
+            [
+                "psql",
+                "-q",
+                POSTGRES_ADMIN_URL.replace("postgres://", "postgresql://", 1),
+                "-c",
+                statement,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], check=True, stdout=subprocess.DEVNULL)
 
 
