@@ -14,7 +14,7 @@ from slyker.areas import ALL_AREAS, chosen_areas, install_areas
 from slyker.blueprints import health
 from slyker.cors import CORSMiddleware, init_cors
 from slyker.errors import register_error_handlers
-from slyker.headers import SecurityHeadersMiddleware
+from slyker.fixed_cost import remove_fixed_costs
 from slyker.hosts import AllowedHostsMiddleware, announce_allowed_hosts
 from slyker.proxy import H2CUpgradeGuard, TrustedProxyMiddleware
 from slyker.ratelimit import RateLimiter, make_store
@@ -89,13 +89,14 @@ def create_app(
     install_areas(app, areas)  # each area's blueprints, lifecycle and CLI commands
     lifecycle.init_draining(app)  # SIGTERM: /ready/ 503, chat sockets closed with 1001
 
-    # Outermost last: request id, nosniff, then CORS (preflights and the last net), the Host check
-    # (before routing; its 400 gets CORS headers), then the database.
+    remove_fixed_costs(app)  # per-request work of Quart and quart-schema done once
+    # Outermost last: request id and nosniff (one pass over the response headers), then CORS
+    # (preflights, the origin decision once per request, the last net), the Host check (before
+    # routing; its 400 gets CORS headers), then the database.
     app.asgi_app = database.DatabaseContextMiddleware(app.asgi_app, app)  # type: ignore[method-assign]
     app.asgi_app = AllowedHostsMiddleware(app.asgi_app, settings.allowed_hosts)  # type: ignore[method-assign]
     app.asgi_app = CORSMiddleware(app.asgi_app, cors_config)  # type: ignore[method-assign]
-    app.asgi_app = SecurityHeadersMiddleware(app.asgi_app)  # type: ignore[method-assign]
-    app.asgi_app = RequestIDMiddleware(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = RequestIDMiddleware(app.asgi_app, security_headers=True)  # type: ignore[method-assign]
     if settings.trusted_proxy_hops:
         # Behind nginx: the client address, scheme (ws/wss for a WebSocket) and host come
         # from the proxy's X-Forwarded-* headers (rate limits key on that address); only as

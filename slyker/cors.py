@@ -16,6 +16,10 @@ correct set of headers and any other origin gets none, whatever the status:
      headers are missing, duplicated or wrong, turns a crash (or a non-JSON error page such
      as Quart's debug traceback) into the generic JSON error, and logs a WARNING each time,
      because it means an inner layer missed a case.
+
+The origin decision is taken once per request, by :class:`CORSMiddleware` (which runs
+first), and kept in the ASGI scope; layers 1 and 2 read it from there instead of asking the
+policy again (issue 12: quart-cors alone asked it twice per response).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from slyker.origins import OriginPolicy
 from slyker.settings import Settings
 
 log = logging.getLogger(__name__)
+_JSON_CONTENT_TYPE_BYTES = JSON_CONTENT_TYPE.encode()
 
 EXTENSION_KEY = "slyker.cors"
 ALLOW_ORIGIN = "Access-Control-Allow-Origin"
@@ -61,6 +66,13 @@ CORS_RESPONSE_HEADERS = frozenset(
     )
 )
 PREFLIGHT_VARY = ("Origin", REQUEST_METHOD, REQUEST_HEADERS)
+_CORS_RESPONSE_HEADER_BYTES = frozenset(name.encode() for name in CORS_RESPONSE_HEADERS)
+_REQUEST_METHOD_BYTES = REQUEST_METHOD.lower().encode()
+_REQUEST_HEADERS_BYTES = REQUEST_HEADERS.lower().encode()
+_ERROR_BODY_HEADERS = (b"content-type", b"content-length", b"transfer-encoding")
+# The scope key holding the request's decision: the Origin to echo, or None.
+ORIGIN_SCOPE_KEY = "slyker.cors_origin"
+_EXPECTED_CACHE_SIZE = 256  # allowed origins seen recently (regex rules allow many)
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,16 @@ def _config() -> CORSConfig:
     return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
 
 
+def request_origin() -> str | None:
+    """The current request's allowed Origin (to echo), or None: the decision
+    :class:`CORSMiddleware` took for it, else (a request that did not pass through it) taken
+    now."""
+    scope = request.scope
+    if ORIGIN_SCOPE_KEY in scope:
+        return scope[ORIGIN_SCOPE_KEY]  # type: ignore[no-any-return]
+    return _config().allowed_origin(request.headers.getlist("Origin"))
+
+
 def merge_vary(existing: Iterable[str], *names: str) -> str:
     """One Vary value holding every existing entry once plus ``names``."""
     merged: dict[str, str] = {}
@@ -149,8 +171,7 @@ def _log_value(value: object) -> str:
 async def fill_in_cors_headers(response: Response) -> Response:
     """Add what quart-cors left out of a response; never duplicate a header."""
     response.headers["Vary"] = merge_vary(response.headers.getlist("Vary"), "Origin")
-    origin = _config().allowed_origin(request.headers.getlist("Origin"))
-    for name, value in _config().response_headers(origin):
+    for name, value in _config().response_headers(request_origin()):
         if name not in response.headers:
             log.debug("CORS header %s filled in after quart-cors on %s", name, request.path)
             response.headers[name] = value
@@ -165,9 +186,7 @@ class _PolicyOrigin:
     def __eq__(self, other: object) -> bool:
         if not has_request_context():  # WebSocket handshakes are checked by the chat blueprint
             return False
-        return isinstance(other, str) and other == _config().allowed_origin(
-            request.headers.getlist("Origin")
-        )
+        return isinstance(other, str) and other == request_origin()
 
     def __hash__(self) -> int:
         return id(self)
@@ -218,6 +237,20 @@ class CORSMiddleware:
     def __init__(self, app: ASGIFramework, config: CORSConfig) -> None:
         self.app = app
         self.config = config
+        # The CORS headers for each allowed origin (and None), encoded once.
+        self._expected: dict[str | None, tuple[tuple[bytes, bytes], ...]] = {}
+
+    def _expected_headers(self, origin: str | None) -> tuple[tuple[bytes, bytes], ...]:
+        expected = self._expected.get(origin)
+        if expected is None:
+            if len(self._expected) >= _EXPECTED_CACHE_SIZE:
+                self._expected.clear()
+            expected = tuple(
+                (name.lower().encode(), value.encode())
+                for name, value in self.config.response_headers(origin)
+            )
+            self._expected[origin] = expected
+        return expected
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -225,15 +258,21 @@ class CORSMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_headers = scope["headers"]
-        origins = _header_values(request_headers, b"origin")
-        origin = self.config.allowed_origin(origins)
+        origins: list[bytes] = []
+        requested_method: list[bytes] = []
+        for name, value in scope["headers"]:  # one pass over the request headers
+            name = name.lower()
+            if name == b"origin":
+                origins.append(value)
+            elif name == _REQUEST_METHOD_BYTES:
+                requested_method.append(value)
+        origin = self.config.allowed_origin(origins) if origins else None
+        scope[ORIGIN_SCOPE_KEY] = origin  # type: ignore[literal-required]
         where = f"{scope['method']} {scope['path']}"
-        requested_method = _header_values(request_headers, REQUEST_METHOD.lower().encode())
         if scope["method"] == "OPTIONS" and origins and requested_method:
             await self._answer_preflight(scope, send, origins, origin, requested_method, where)
             return
-        expected = self.config.response_headers(origin)
+        expected = self._expected_headers(origin)
         state = {"started": False, "replacing": False, "disconnected": False}
 
         async def watched_receive() -> ASGIReceiveEvent:
@@ -244,9 +283,7 @@ class CORSMiddleware:
 
         async def send_error(status: int, headers: list[tuple[bytes, bytes]]) -> None:
             kept = [
-                (key, value)
-                for key, value in headers
-                if key.lower() not in (b"content-type", b"content-length", b"transfer-encoding")
+                (key, value) for key, value in headers if key.lower() not in _ERROR_BODY_HEADERS
             ]
             await _send_json(
                 send,
@@ -261,8 +298,9 @@ class CORSMiddleware:
                 state["started"] = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
-                content_type = b"".join(_header_values(headers, b"content-type"))
-                if status >= 400 and not content_type.startswith(JSON_CONTENT_TYPE.encode()):
+                if status >= 400 and not b"".join(
+                    _header_values(headers, b"content-type")
+                ).startswith(_JSON_CONTENT_TYPE_BYTES):
                     log.warning(
                         "CORS safety net replaced a non-JSON %s error body on %s", status, where
                     )
@@ -302,7 +340,7 @@ class CORSMiddleware:
         where: str,
     ) -> None:
         requested_headers = b", ".join(
-            _header_values(scope["headers"], REQUEST_HEADERS.lower().encode())
+            _header_values(scope["headers"], _REQUEST_HEADERS_BYTES)
         ).decode("latin-1")
         reason = self.config.preflight_rejection(
             origin, b", ".join(requested_method).decode("latin-1"), requested_headers
@@ -328,34 +366,33 @@ class CORSMiddleware:
     def _corrected(
         self,
         headers: list[tuple[bytes, bytes]],
-        expected: list[tuple[str, str]],
+        expected: tuple[tuple[bytes, bytes], ...],
         where: str,
         status: int,
     ) -> list[tuple[bytes, bytes]]:
-        vary = [value.decode("latin-1") for value in _header_values(headers, b"vary")]
-        others = [
-            (key, value)
-            for key, value in headers
-            if key.lower() != b"vary" and key.decode("latin-1").lower() not in CORS_RESPONSE_HEADERS
-        ]
-        present = sorted(
-            (key.decode("latin-1").lower(), value.decode("latin-1"))
-            for key, value in headers
-            if key.decode("latin-1").lower() in CORS_RESPONSE_HEADERS
-        )
-        wanted = sorted((name.lower(), value) for name, value in expected)
+        """``headers`` with exactly the ``expected`` CORS headers and ``Vary: Origin``; a
+        WARNING when they were not so already. One pass; text is decoded only for Vary and
+        for the warning."""
+        others: list[tuple[bytes, bytes]] = []
+        present: list[tuple[bytes, bytes]] = []
+        vary: list[str] = []
+        for key, value in headers:
+            name = key.lower()
+            if name == b"vary":
+                vary.append(value.decode("latin-1"))
+            elif name in _CORS_RESPONSE_HEADER_BYTES:
+                present.append((name, value))
+            else:
+                others.append((key, value))
+        merged_vary = merge_vary(vary, "Origin")
         varies_on_origin = "origin" in merge_vary(vary).lower().split(", ")
-        if present != wanted or not varies_on_origin:
+        if sorted(present) != sorted(expected) or not varies_on_origin:
             log.warning(
                 "CORS safety net corrected headers on %s (status %s): had %s%s, set %s",
                 where,
                 status,
-                present,
+                sorted((k.decode("latin-1"), v.decode("latin-1")) for k, v in present),
                 "" if varies_on_origin else " and no Vary: Origin",
-                wanted,
+                sorted((k.decode("latin-1"), v.decode("latin-1")) for k, v in expected),
             )
-        return [
-            *others,
-            *((name.encode(), value.encode()) for name, value in expected),
-            (b"vary", merge_vary(vary, "Origin").encode()),
-        ]
+        return [*others, *expected, (b"vary", merged_vary.encode())]

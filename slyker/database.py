@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextvars
 from pathlib import Path
 from typing import Any
 
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 from quart import Quart
 from tortoise import connections
+from tortoise import context as tortoise_context
 from tortoise.backends.base.config_generator import expand_db_url
-from tortoise.context import TortoiseContext, _current_context
+from tortoise.context import TortoiseContext
 
 from slyker import postgres, sqlite
 from slyker.settings import Settings, load_settings
@@ -110,6 +112,22 @@ def init_database(app: Quart, settings: Settings) -> None:
             await context.close_connections()
 
 
+def enter_context(context: TortoiseContext) -> contextvars.Token[TortoiseContext | None]:
+    """Make ``context`` the current Tortoise context of this task; :func:`leave_context`
+    with the token undoes it.
+
+    Tortoise 1.1 has no public per-task setter: ``with context`` keeps its reset token on
+    the context object (so concurrent requests sharing one context would reset each other's)
+    and ``set_global_context`` is one per process (tests run several apps). So this reaches
+    into its private context variable, here only; tests/test_database_context.py fails if a
+    Tortoise release renames it or stops reading it."""
+    return tortoise_context._current_context.set(context)
+
+
+def leave_context(token: contextvars.Token[TortoiseContext | None]) -> None:
+    tortoise_context._current_context.reset(token)
+
+
 class DatabaseContextMiddleware:
     def __init__(self, asgi_app: ASGIFramework, app: Quart) -> None:
         self.asgi_app = asgi_app
@@ -122,13 +140,11 @@ class DatabaseContextMiddleware:
         if context is None:  # lifespan, or a request before serving started
             await self.asgi_app(scope, receive, send)
             return
-        # Not ``with context``: a TortoiseContext keeps its reset token on itself, so
-        # concurrent requests entering the same context would reset each other's.
-        token = _current_context.set(context)
+        token = enter_context(context)  # not ``with context``: see enter_context
         try:
             await self.asgi_app(scope, receive, send)
         finally:
-            _current_context.reset(token)
+            leave_context(token)
 
 
 async def database_is_ready() -> bool:

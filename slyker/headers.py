@@ -3,6 +3,10 @@
 ``X-Content-Type-Options: nosniff``: a browser must not guess that a JSON body (an error
 echoing a client's text, say) is HTML or script. It sits outside the CORS layer, so even
 the responses the CORS safety net or the Host check make carry it.
+
+The app adds them in the request-id layer's pass over the response headers
+(``RequestIDMiddleware(..., security_headers=True)``, one send wrapper for both);
+:class:`SecurityHeadersMiddleware` is the same rule as a layer of its own.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
+SECURITY_HEADERS = (_NOSNIFF,)
+SECURITY_HEADER_NAMES = frozenset(name for name, _value in SECURITY_HEADERS)
 
 
 class SecurityHeadersMiddleware:
@@ -28,9 +34,9 @@ class SecurityHeadersMiddleware:
                 headers = [
                     (key, value)
                     for key, value in message.get("headers", [])
-                    if key.lower() != _NOSNIFF[0]
+                    if key.lower() not in SECURITY_HEADER_NAMES
                 ]
-                message = {**message, "headers": [*headers, _NOSNIFF]}
+                message = {**message, "headers": [*headers, *SECURITY_HEADERS]}
             await send(message)  # type: ignore[arg-type]
 
         await self.app(scope, receive, send_with_headers)  # type: ignore[arg-type]

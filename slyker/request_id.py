@@ -2,6 +2,8 @@
 
 The outermost ASGI layer: it runs before Quart (and before the CORS safety net), so even a
 response that no Quart code produced carries the id, and a crash can be matched to its log.
+The same pass over the response headers adds the headers of :mod:`slyker.headers` (nosniff):
+one send wrapper instead of two (issue 12: each layer re-copied every response's headers).
 """
 
 from __future__ import annotations
@@ -13,10 +15,18 @@ from contextvars import ContextVar
 
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 
+from slyker.headers import SECURITY_HEADER_NAMES, SECURITY_HEADERS
+
 HEADER = "X-Request-ID"
 _HEADER_BYTES = HEADER.lower().encode()
 # Incoming ids are kept only when they are short and plain: they go into logs and headers.
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_ID_MESSAGES = frozenset(
+    {"http.response.start", "websocket.http.response.start", "websocket.accept"}
+)
+# websocket.accept is a handshake answer, not a document: it gets the id only.
+_SECURITY_MESSAGES = frozenset({"http.response.start", "websocket.http.response.start"})
+_REPLACED = frozenset({_HEADER_BYTES, *SECURITY_HEADER_NAMES})
 SCOPE_KEY = "slyker.request_id"
 
 current_request_id: ContextVar[str] = ContextVar("slyker_request_id", default="-")
@@ -27,8 +37,11 @@ def request_id_from_scope(scope: Scope) -> str:
 
 
 class RequestIDMiddleware:
-    def __init__(self, app: ASGIFramework) -> None:
+    """The id, and with ``security_headers`` (the app's set-up) the nosniff header too."""
+
+    def __init__(self, app: ASGIFramework, security_headers: bool = False) -> None:
         self.app = app
+        self.security_headers = security_headers
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -40,16 +53,20 @@ class RequestIDMiddleware:
         scope[SCOPE_KEY] = request_id  # type: ignore[literal-required]
         token = current_request_id.set(request_id)
 
+        id_header = (_HEADER_BYTES, request_id.encode())
+        security = self.security_headers
+
         async def send_with_id(message: dict) -> None:  # type: ignore[type-arg]
-            if message["type"] in (
-                "http.response.start",
-                "websocket.http.response.start",
-                "websocket.accept",
-            ):
+            kind = message["type"]
+            if kind in _ID_MESSAGES:
+                with_security = security and kind in _SECURITY_MESSAGES
+                replaced = _REPLACED if with_security else (_HEADER_BYTES,)
                 headers = [
-                    (k, v) for k, v in message.get("headers", []) if k.lower() != _HEADER_BYTES
+                    (k, v) for k, v in message.get("headers", []) if k.lower() not in replaced
                 ]
-                headers.append((_HEADER_BYTES, request_id.encode()))
+                headers.append(id_header)
+                if with_security:
+                    headers += SECURITY_HEADERS
                 message = {**message, "headers": headers}
             await send(message)  # type: ignore[arg-type]
 

@@ -1,0 +1,717 @@
+"""slyker's benchmark (issue 12): ``./dev bench [--quick]`` or ``python -m bench.run``.
+
+It starts slyker itself on loopback (free ports), seeds what it needs, loads it with wrk
+(HTTP/1.1 keep-alive; a Lua script for the POSTs) and prints one table with req/s, p50 and
+p99 per workload, each next to the minimal Quart + quart-cors app and raw Hypercorn serving
+the same ``/health/`` JSON in the same run (:mod:`bench.reference_app`):
+
+- ``sqlite``: SQLite, 1 worker (``./dev run``'s set-up): /health/, catalog list, cart
+  ``current/`` (3 items, by cart token), ``add_item``, login, checkout.
+- ``postgres``: PostgreSQL + Redis, 2 workers, the same workloads.
+- ``scaling``: PostgreSQL + Redis with 1, 2 and 4 workers: /health/ and cart ``current/``.
+- chat: ``python -m bench.chat`` (when present) at 50 and 200 visitors per agent.
+
+Login and checkout run against a second server started with ``TRUSTED_PROXY_HOPS=1`` (as
+behind nginx): wrk sends a different ``X-Forwarded-For`` per login, so the per-address
+login limit (10/min) counts each synthetic client apart instead of refusing the benchmark.
+Cart write limits are raised for the run (settings). Non-2xx answers are counted and shown.
+
+Durations are bounded (``--duration``, default 10 s per workload; ``--quick``: 3 s and the
+SQLite set-up only). Results also go to bench/results/<UTC time>.json. Never a CI gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench" / "results"
+HOST = "127.0.0.1"
+ORIGIN = "http://localhost:3000"
+PASSWORD = "bench-Password-81!"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "BENCH_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/test"
+)
+POSTGRES_URL = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/slyker_bench"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+START_TIMEOUT = 60.0
+CONNECTIONS = 32  # wrk connections for cheap requests (wrk -c); login uses fewer
+LOGIN_CONNECTIONS = 4  # Argon2 in 2 threads: more only queue (and then get 503)
+CHECKOUT_CLIENTS = 4
+
+
+@dataclass
+class Measurement:
+    workload: str
+    setup: str
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int = 0
+    errors: int = 0
+    note: str = ""
+    reference: dict[str, float] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def python() -> str:
+    return sys.executable
+
+
+def base_env(database_url: str, redis_url: str | None, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "QUART_SKIP_DOTENV": "1",
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-" + "k" * 60,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url or "",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "CORS_ALLOWED_ORIGINS": ORIGIN,
+        "CART_WRITES_PER_MINUTE": "100000000",
+        "CART_CREATIONS_PER_MINUTE": "100000000",
+        "LOG_LEVEL": "WARNING",
+        "BENCH_ORIGIN": ORIGIN,
+    }
+    env.update(extra)
+    return env
+
+
+class Server:
+    """One server process (its own process group), its log in a file."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int) -> None:
+        self.name = name
+        self.port = port
+        self.url = f"http://{HOST}:{port}"
+        self.log_path = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, path: str = "/health/") -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start; log: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+@contextlib.contextmanager
+def slyker_server(name: str, env: dict[str, str], workers: int) -> Iterator[Server]:
+    port = free_port()
+    command = [
+        python(),
+        "-m",
+        "slyker",
+        "serve",
+        "--config",
+        "hypercorn.toml",
+        "--bind",
+        f"{HOST}:{port}",
+        "--workers",
+        str(workers),
+        "slyker:create_app()",
+    ]
+    server = Server(name, command, env, port)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def hypercorn_server(name: str, app: str) -> Iterator[Server]:
+    port = free_port()
+    command = [python(), "-m", "hypercorn", "--bind", f"{HOST}:{port}", "--workers", "1", app]
+    server = Server(name, command, base_env("sqlite://:memory:", None), port)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+# --- wrk -------------------------------------------------------------------------------------
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        return float("nan")
+    return float(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+def lua_script(method: str, body: dict[str, Any] | None, headers: dict[str, str]) -> str:
+    lines = [f'wrk.method = "{method}"']
+    if body is not None:
+        lines.append(f"wrk.body = {json.dumps(json.dumps(body))}")
+        headers = {**headers, "Content-Type": "application/json"}
+    lines += [f'wrk.headers["{key}"] = {json.dumps(value)}' for key, value in headers.items()]
+    return "\n".join(lines) + "\n"
+
+
+LOGIN_LUA = """
+-- A different X-Forwarded-For per request: the server trusts one proxy hop (as behind
+-- nginx), so the per-address login limit counts each synthetic client apart.
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Origin"] = "%(origin)s"
+local counter = 0
+request = function()
+  counter = counter + 1
+  local address = string.format("10.%%d.%%d.%%d", math.random(0, 255), math.random(0, 255),
+    counter %% 250 + 1)
+  wrk.headers["X-Forwarded-For"] = address
+  return wrk.format(nil, nil, nil, '%(body)s')
+end
+"""
+
+
+def wrk(
+    url: str,
+    duration: float,
+    connections: int,
+    script: str | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
+        file.write(script or "")
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        file.name,
+        url,
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    os.unlink(file.name)
+    result: dict[str, Any] = {"non_2xx": 0, "errors": 0}
+    for line in output.splitlines():
+        line = line.strip()
+        if line.startswith("Requests/sec:"):
+            result["rps"] = float(line.split()[1])
+        elif re.match(r"^50(\.0+)?%", line):
+            result["p50"] = _ms(line.split()[1])
+        elif re.match(r"^99(\.0+)?%", line):
+            result["p99"] = _ms(line.split()[1])
+        elif "requests in" in line:
+            result["requests"] = int(line.split()[0])
+        elif line.startswith("Non-2xx or 3xx responses:"):
+            result["non_2xx"] = int(line.split()[-1])
+        elif line.startswith("Socket errors:"):
+            result["errors"] = sum(int(n) for n in re.findall(r"\d+", line))
+    if "rps" not in result:
+        raise RuntimeError("wrk output not understood:\n" + output)
+    return result
+
+
+def measured(workload: str, setup: str, result: dict[str, Any], note: str = "") -> Measurement:
+    return Measurement(
+        workload=workload,
+        setup=setup,
+        requests_per_second=result["rps"],
+        p50_ms=result.get("p50", float("nan")),
+        p99_ms=result.get("p99", float("nan")),
+        requests=result.get("requests", 0),
+        non_2xx=result["non_2xx"],
+        errors=result["errors"],
+        note=note,
+    )
+
+
+# --- seeding ---------------------------------------------------------------------------------
+
+
+def prepare_database(env: dict[str, str]) -> None:
+    subprocess.run(
+        [python(), "-m", "slyker", "migrate"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    quart = str(Path(python()).with_name("quart"))
+    subprocess.run(
+        [quart, "--app", "slyker:create_app()", "load-demo-catalog"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def reset_postgres() -> None:
+    """A fresh database of the bench's own for each PostgreSQL set-up (never the test suite's:
+    it is made and dropped through the admin database ``BENCH_POSTGRES_ADMIN_URL``), and an
+    emptied Redis database the tests do not use (14; the suite uses 15)."""
+    name = POSTGRES_URL.rsplit("/", 1)[1]
+    for statement in (
+        f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+        f'CREATE DATABASE "{name}"',
+    ):
+        subprocess.run(
+            [
+                "psql",
+                "-q",
+                POSTGRES_ADMIN_URL.replace("postgres://", "postgresql://", 1),
+                "-c",
+                statement,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    subprocess.run(["redis-cli", "-u", REDIS_URL, "flushdb"], check=True, stdout=subprocess.DEVNULL)
+
+
+ADD_ITEM_CARTS = 100  # add_item rotates over these: a cart holds at most CART_MAX_LINES (50)
+
+ADD_ITEM_LUA = """
+-- add_item rotates over %(count)d empty carts (one line each time): a cart holds 50 lines.
+local carts = {%(carts)s}
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Origin"] = "%(origin)s"
+request = function()
+  i = i %% #carts + 1
+  wrk.headers["X-Cart-Token"] = carts[i][2]
+  return wrk.format(nil, "/api/billing/carts/" .. carts[i][1] .. "/add_item/", nil, '%(body)s')
+end
+"""
+
+
+@dataclass
+class Seed:
+    product_ids: list[int]
+    cart_id: int
+    cart_token: str
+    emails: list[str]
+    empty_carts: list[tuple[int, str]]
+
+    def add_item_script(self) -> str:
+        carts = ", ".join(f'{{{cart_id}, "{token}"}}' for cart_id, token in self.empty_carts)
+        body = {"hosting_product": self.product_ids[0], "billing_cycle": "monthly"}
+        return ADD_ITEM_LUA % {
+            "count": len(self.empty_carts),
+            "carts": carts,
+            "origin": ORIGIN,
+            "body": json.dumps(body),
+        }
+
+
+def seed(server: Server, users: int) -> Seed:
+    with httpx.Client(base_url=server.url, headers={"Origin": ORIGIN}, timeout=30) as client:
+        products = client.get("/api/services/hosting-products/").json()
+        items = products["results"] if isinstance(products, dict) else products
+        product_ids = [product["id"] for product in items][:3]
+        cart = client.get("/api/billing/carts/current/")
+        cart.raise_for_status()
+        token = cart.headers["X-Cart-Token"]
+        cart_id = cart.json()["id"]
+        for product_id in product_ids:
+            added = client.post(
+                f"/api/billing/carts/{cart_id}/add_item/",
+                json={"hosting_product": product_id, "billing_cycle": "monthly"},
+                headers={"X-Cart-Token": token},
+                cookies={},
+            )
+            if added.status_code != 201 and added.status_code != 200:
+                raise RuntimeError(f"seeding the cart: {added.status_code} {added.text}")
+        client.cookies.clear()
+        empty_carts = []
+        for _ in range(ADD_ITEM_CARTS if users else 0):
+            empty = client.get("/api/billing/carts/current/")
+            empty_carts.append((empty.json()["id"], empty.headers["X-Cart-Token"]))
+            client.cookies.clear()
+        emails = []
+        for number in range(users):
+            email = f"bench{number}-{int(time.time())}@example.com"
+            registered = client.post(
+                "/api/accounts/register/",
+                json={"email": email, "password": PASSWORD, "password2": PASSWORD},
+            )
+            registered.raise_for_status()
+            emails.append(email)
+    return Seed(product_ids, cart_id, token, emails, empty_carts)
+
+
+# --- checkout: a Python driver (each checkout needs a freshly filled cart) --------------------
+
+
+async def _checkout_loop(
+    url: str,
+    email: str,
+    product_id: int,
+    deadline: float,
+    latencies: list[float],
+    failures: list[int],
+) -> None:
+    async with httpx.AsyncClient(base_url=url, headers={"Origin": ORIGIN}, timeout=30) as client:
+        login = await client.post(
+            "/api/token/",
+            json={"email": email, "password": PASSWORD},
+            headers={"X-Forwarded-For": f"10.200.0.{len(email) % 250 + 1}"},
+        )
+        login.raise_for_status()
+        client.headers["Authorization"] = "Bearer " + login.json()["access"]
+        body = {
+            "billing_info": {"full_name": "Bench Customer", "email": email},
+            "payment_method": "bank",
+        }
+        while time.monotonic() < deadline:
+            cart = await client.get("/api/billing/carts/current/")
+            cart_id = cart.json()["id"]
+            await client.post(
+                f"/api/billing/carts/{cart_id}/add_item/",
+                json={"hosting_product": product_id, "billing_cycle": "monthly"},
+            )
+            started = time.perf_counter()
+            response = await client.post(f"/api/billing/carts/{cart_id}/checkout/", json=body)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 201:
+                failures.append(response.status_code)
+
+
+def checkout(server: Server, seeded: Seed, duration: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    failures: list[int] = []
+
+    async def run() -> float:
+        deadline = time.monotonic() + duration
+        started = time.monotonic()
+        await asyncio.gather(
+            *(
+                _checkout_loop(
+                    server.url, email, seeded.product_ids[0], deadline, latencies, failures
+                )
+                for email in seeded.emails[:CHECKOUT_CLIENTS]
+            )
+        )
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(run())
+    ordered = sorted(latencies)
+    return {
+        "rps": len(ordered) / elapsed,
+        "p50": statistics.median(ordered) if ordered else float("nan"),
+        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        if ordered
+        else float("nan"),
+        "requests": len(ordered),
+        "non_2xx": len(failures),
+        "errors": 0,
+    }
+
+
+# --- set-ups ---------------------------------------------------------------------------------
+
+
+def http_workloads(
+    server: Server, proxied: Server, seeded: Seed, setup: str, duration: float, full: bool
+) -> list[Measurement]:
+    origin = {"Origin": ORIGIN}
+    cart_headers = {**origin, "X-Cart-Token": seeded.cart_token}
+    results = [
+        measured(
+            "GET /health/",
+            setup,
+            wrk(server.url + "/health/", duration, CONNECTIONS, lua_script("GET", None, origin)),
+        ),
+        measured(
+            "GET cart current/ (3 items)",
+            setup,
+            wrk(
+                server.url + "/api/billing/carts/current/",
+                duration,
+                CONNECTIONS,
+                lua_script("GET", None, cart_headers),
+            ),
+        ),
+    ]
+    if not full:
+        return results
+    results += [
+        measured(
+            "GET catalog list (hosting products)",
+            setup,
+            wrk(
+                server.url + "/api/services/hosting-products/",
+                duration,
+                CONNECTIONS,
+                lua_script("GET", None, origin),
+            ),
+        ),
+        measured(
+            "POST add_item (carts of 0-50 lines)",
+            setup,
+            wrk(server.url, duration, CONNECTIONS, seeded.add_item_script()),
+        ),
+        measured(
+            "POST login (/api/token/, Argon2)",
+            setup,
+            wrk(
+                proxied.url + "/api/token/",
+                duration,
+                LOGIN_CONNECTIONS,
+                LOGIN_LUA
+                % {
+                    "origin": ORIGIN,
+                    "body": json.dumps({"email": seeded.emails[0], "password": PASSWORD}),
+                },
+            ),
+            note=f"{LOGIN_CONNECTIONS} connections",
+        ),
+        measured(
+            "POST checkout (fresh cart each)",
+            setup,
+            checkout(proxied, seeded, duration),
+            note=f"Python driver, {CHECKOUT_CLIENTS} clients",
+        ),
+    ]
+    return results
+
+
+def run_setup(
+    setup: str, database_url: str, redis_url: str | None, workers: int, duration: float, full: bool
+) -> list[Measurement]:
+    env = base_env(database_url, redis_url)
+    prepare_database(env)
+    proxied_env = base_env(database_url, redis_url, TRUSTED_PROXY_HOPS="1")
+    with slyker_server(setup, env, workers) as server:
+        seeded = seed(server, CHECKOUT_CLIENTS if full else 0)
+        if not full:
+            return http_workloads(server, server, seeded, setup, duration, full)
+        with slyker_server(setup + "-proxied", proxied_env, workers) as proxied:
+            return http_workloads(server, proxied, seeded, setup, duration, full)
+
+
+def references(duration: float) -> dict[str, Measurement]:
+    script = lua_script("GET", None, {"Origin": ORIGIN})
+    found = {}
+    for name, app in (
+        ("Quart + quart-cors", "bench.reference_app:create_reference_app()"),
+        ("raw Hypercorn ASGI", "bench.reference_app:raw_asgi"),
+    ):
+        with hypercorn_server(name, app) as server:
+            found[name] = measured(
+                "GET /health/", name, wrk(server.url + "/health/", duration, CONNECTIONS, script)
+            )
+    return found
+
+
+def chat_figures(duration: float) -> list[dict[str, Any]]:
+    if not (ROOT / "bench" / "chat.py").exists():
+        return []
+    figures = []
+    for visitors in (50, 200):
+        command = [
+            python(),
+            "-m",
+            "bench.chat",
+            "--visitors",
+            str(visitors),
+            "--duration",
+            str(round(duration)),
+        ]
+        done = subprocess.run(
+            command,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=base_env("sqlite://:memory:", None),
+        )
+        lines = [line for line in done.stdout.splitlines() if line.strip().startswith("{")]
+        if done.returncode != 0 or not lines:
+            figures.append({"visitors": visitors, "error": done.stderr[-500:]})
+            continue
+        figures.append({"visitors": visitors, **json.loads(lines[-1])})
+    return figures
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def table(measurements: list[Measurement], refs: dict[str, Measurement]) -> str:
+    quart = refs.get("Quart + quart-cors")
+    raw = refs.get("raw Hypercorn ASGI")
+    rows = [
+        "| set-up | workload | req/s | p50 ms | p99 ms | non-2xx "
+        "| x Quart+quart-cors /health/ | x raw Hypercorn |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in [*refs.values(), *measurements]:
+        ratio_quart = f"{m.requests_per_second / quart.requests_per_second:.2f}" if quart else "-"
+        ratio_raw = f"{m.requests_per_second / raw.requests_per_second:.2f}" if raw else "-"
+        note = f" ({m.note})" if m.note else ""
+        rows.append(
+            f"| {m.setup} | {m.workload}{note} | {m.requests_per_second:,.0f} | {m.p50_ms:.1f} "
+            f"| {m.p99_ms:.1f} | {m.non_2xx + m.errors} | {ratio_quart} | {ratio_raw} |"
+        )
+    return "\n".join(rows)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cpu": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "?",
+        )
+        if Path("/proc/cpuinfo").exists()
+        else "?",
+        "load_average_at_start": os.getloadavg(),
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="3 s per workload, SQLite only")
+    parser.add_argument("--duration", type=float, help="seconds per workload (default 10)")
+    parser.add_argument(
+        "--setups",
+        default=None,
+        help="comma-separated: sqlite,postgres,scaling,chat (default all; --quick: sqlite)",
+    )
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("bench: wrk is not installed (./dev bench installs it)", file=sys.stderr)
+        return 1
+    duration = args.duration or (3.0 if args.quick else 10.0)
+    setups = (args.setups or ("sqlite" if args.quick else "sqlite,postgres,scaling,chat")).split(
+        ","
+    )
+    started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    info = machine()
+    print(
+        f"bench: {info['cpus']} CPUs ({info['cpu']}), load {info['load_average_at_start']}, "
+        f"{duration:g} s per workload, set-ups {', '.join(setups)}",
+        file=sys.stderr,
+    )
+
+    refs = references(duration)
+    measurements: list[Measurement] = []
+    full = not args.quick
+    if "sqlite" in setups:
+        data_dir = tempfile.mkdtemp(prefix="bench-sqlite-")
+        measurements += run_setup(
+            "SQLite, 1 worker", f"sqlite://{data_dir}/db.sqlite3", None, 1, duration, True
+        )
+        shutil.rmtree(data_dir, ignore_errors=True)
+    if "postgres" in setups:
+        reset_postgres()
+        measurements += run_setup(
+            "PostgreSQL+Redis, 2 workers", POSTGRES_URL, REDIS_URL, 2, duration, full
+        )
+    if "scaling" in setups:
+        for workers in (1, 2, 4):
+            reset_postgres()
+            measurements += run_setup(
+                f"PostgreSQL+Redis, {workers} worker(s)",
+                POSTGRES_URL,
+                REDIS_URL,
+                workers,
+                duration,
+                False,
+            )
+    refs_after = references(duration)  # again: the machine's load drifts during a run
+    chats = chat_figures(duration) if "chat" in setups else []
+
+    for name, after in refs_after.items():
+        before = refs[name]
+        before.requests_per_second = (before.requests_per_second + after.requests_per_second) / 2
+        before.note = f"mean of start and end of run: {before.requests_per_second:,.0f}"
+        before.p50_ms = (before.p50_ms + after.p50_ms) / 2
+        before.p99_ms = (before.p99_ms + after.p99_ms) / 2
+    print(table(measurements, refs))
+    for figure in chats:
+        print(f"chat, {figure['visitors']} visitors per agent: {json.dumps(figure)}")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{started}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "started": started,
+                "command": "./dev bench " + " ".join(sys.argv[1:] if argv is None else argv),
+                "duration_s": duration,
+                "machine": info,
+                "references": {name: asdict(m) for name, m in refs.items()},
+                "measurements": [asdict(m) for m in measurements],
+                "chat": chats,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"bench: results written to {out.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
