@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import hashlib
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +14,8 @@ import asyncpg
 import pytest
 from argon2 import PasswordHasher
 from quart import Quart
+from tortoise.utils import get_schema_sql
+from werkzeug.routing import Rule
 
 from slyker import auth, create_app
 from slyker.database import EXTENSION_KEY as DATABASE_KEY
@@ -165,20 +171,73 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.contract)
 
 
+def _build_urls_on_first_use() -> None:
+    """Werkzeug compiles two URL-building functions (ast, then compile) for every route as
+    it is added: ~25 ms of each create_app, about a third of the fast loop's CPU, for
+    ``url_for``, which few tests reach. In the tests they are compiled on first use instead;
+    matching and building are unchanged. (A Werkzeug without the hook: nothing is changed.)"""
+    compile_builder = getattr(Rule, "_compile_builder", None)
+    if compile_builder is None:
+        return
+
+    def compile_on_first_use(rule: Rule, append_unknown: bool = True) -> Callable[..., Any]:
+        name = "_build_unknown" if append_unknown else "_build"
+
+        def build(rule: Rule, **values: Any) -> Any:
+            compiled = compile_builder(rule, append_unknown).__get__(rule, None)
+            setattr(rule, name, compiled)
+            return compiled(**values)
+
+        return build
+
+    Rule._compile_builder = compile_on_first_use  # type: ignore[method-assign]
+
+
+_build_urls_on_first_use()
+
+
+# Each test's SQLite database lives in memory-backed storage (/dev/shm) where the machine has
+# it: on disk every commit waits for fsync, which doubled the time of the database tests for
+# data thrown away after each test. One directory per run, removed when the run ends.
+MEMORY_DISK = Path("/dev/shm")
+_memory_data_root: Path | None = None
+
+
+def _data_root() -> Path | None:
+    global _memory_data_root
+    if _memory_data_root is None and MEMORY_DISK.is_dir() and os.access(MEMORY_DISK, os.W_OK):
+        _memory_data_root = Path(tempfile.mkdtemp(prefix="slyker-tests-", dir=MEMORY_DISK))
+        atexit.register(shutil.rmtree, _memory_data_root, ignore_errors=True)
+    return _memory_data_root
+
+
 def database_settings(tmp_path: Path) -> dict[str, str]:
-    settings = {"DATA_DIR": str(tmp_path / "data")}
+    """DATA_DIR (the SQLite database's directory) for a test with this ``tmp_path``, and on
+    PostgreSQL this run's database."""
+    root = _data_root()
+    # The same tmp_path always gives the same directory (a test may start two apps on it).
+    data_dir = root / hashlib.sha256(str(tmp_path).encode()).hexdigest()[:16] if root else tmp_path
+    settings = {"DATA_DIR": str(data_dir / "data")}
     if TEST_DATABASE == "postgres":
         settings["DATABASE_URL"] = POSTGRES_RUN_URL
     return settings
+
+
+# The schema's SQL, generated once per dialect: Tortoise builds it in Python (~15 ms a time),
+# and every test makes a fresh database. Executing it is what each test still does.
+_SCHEMA_SQL: dict[str, str] = {}
 
 
 async def prepare_database(app: Quart) -> None:
     """Create the schema (and on PostgreSQL empty every table) for a started app."""
     context = app.extensions[DATABASE_KEY]
     with context:
-        await context.generate_schemas(safe=True)
+        connection = context.db()
+        dialect = connection.capabilities.dialect
+        if dialect not in _SCHEMA_SQL:
+            _SCHEMA_SQL[dialect] = get_schema_sql(connection, safe=True)
+        await connection.execute_script(_SCHEMA_SQL[dialect])
         if TEST_DATABASE == "postgres":
-            connection = context.db()
             tables = await connection.execute_query_dict(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
             )
@@ -186,12 +245,17 @@ async def prepare_database(app: Quart) -> None:
             await connection.execute_script(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
 
 
-@pytest.fixture
-def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Argon2 with tiny costs, for modules that log many users in (login still hashes and
-    verifies for real); test_accounts keeps the production parameters."""
-    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    monkeypatch.setattr(auth, "_password_hasher", hasher)
+# Argon2 with tiny costs for every test (login still hashes and verifies for real): the
+# production parameters cost ~0.1 s of CPU per hash, and most tests make and log in users.
+# Tests about hashing itself (its cost, the pool that keeps it off the event loop) are
+# marked ``production_password_hashing`` and keep the real parameters.
+CHEAP_PASSWORD_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("production_password_hashing") is None:
+        monkeypatch.setattr(auth, "_password_hasher", CHEAP_PASSWORD_HASHER)
 
 
 @pytest.fixture
