@@ -3,7 +3,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import hashlib
+import inspect
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -139,9 +141,16 @@ def postgres_run_database() -> Iterator[None]:
     asyncio.run(postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-# Modules that start real servers (Hypercorn, nginx, redis-server, PostgreSQL clusters,
-# Next.js) or drive Chromium. `./dev test --fast` leaves them out (-m "not live"); `./dev test`
-# and CI run everything. A new module of that kind ends in ``_live`` or belongs here.
+# Markers are set here, centrally, so that ``-m`` selects by what a test needs:
+#   live      starts real servers (Hypercorn, nginx, redis-server, PostgreSQL clusters,
+#             Next.js): a module in LIVE_MODULES, or one whose name ends in ``_live``;
+#   browser   drives Debian's Chromium; contract  the CORS contract matrix;
+#   fuzz      schemathesis over /openapi.json;
+#   redis     talks to a Redis server (the test, a fixture or its parameter names Redis);
+#   postgres  talks to PostgreSQL: on a PostgreSQL run (SLYKER_TEST_DATABASE=postgres) every
+#             test with a database, on any run the tests that start PostgreSQL themselves.
+# ``pytest --fast`` (./dev test --fast) leaves out live, browser, contract and fuzz, and does
+# not even import those modules.
 LIVE_MODULES = {
     "test_browser",
     "test_chat_live",
@@ -156,19 +165,96 @@ LIVE_MODULES = {
 }
 BROWSER_MODULES = {"test_browser", "test_storefront"}
 # The CORS contract matrix: every route, method, origin class and mode (tens of thousands of
-# in-process cases); the fast loop leaves it out too.
+# in-process cases).
 CONTRACT_MODULES = {"test_cors_contract"}
+FUZZ_MODULES = {"test_openapi_fuzz"}
+FAST_LOOP_LEAVES_OUT = {"live", "browser", "contract", "fuzz"}
+# Names that show a test uses a database (the fixtures, or conftest's database helpers).
+DATABASE_FIXTURES = {"app", "app_factory", "settings_env"}
+# A test's own code that reaches the real servers: conftest's URLs used as values (not a
+# ``REDIS_URL=`` keyword pointing elsewhere), or a Redis client of its own.
+REAL_REDIS = re.compile(
+    r"(?<![\w\"'])REDIS_URL(?![\w\"'=])|Redis\.from_url|Redis\(|redis=True|\.redis\b"
+)
+REAL_POSTGRES = re.compile(r"(?<![\w\"'])POSTGRES_URL(?![\w\"'=])|postgres_admin\(")
+DATABASE_HELPERS = ("database_settings", "prepare_database", "TEST_DATABASE", "POSTGRES_URL")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="the fast loop: leave out live, browser, contract and fuzz tests (not imported)",
+    )
+
+
+def module_markers(module: str) -> set[str]:
+    """The markers every test of a test module (by its name) gets."""
+    markers = set()
+    if module in LIVE_MODULES or module.endswith("_live"):
+        markers.add("live")
+    if module in BROWSER_MODULES:
+        markers.add("browser")
+    if module in CONTRACT_MODULES:
+        markers.add("contract")
+    if module in FUZZ_MODULES:
+        markers.add("fuzz")
+    return markers
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    fast = config.getoption("fast") and collection_path.suffix == ".py"
+    if fast and module_markers(collection_path.stem) & FAST_LOOP_LEAVES_OUT:
+        return True
+    return None
+
+
+def _source(thing: Any) -> str:
+    try:
+        return inspect.getsource(thing)
+    except (OSError, TypeError):
+        return ""
+
+
+def uses_redis(item: pytest.Item) -> bool:
+    # A test parametrised over brokers or stores ("redis" among the values) uses Redis
+    # only in its "redis" case.
+    callspec = getattr(item, "callspec", None)
+    for mark in item.iter_markers("parametrize"):
+        names = mark.args[0]
+        names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+        if len(names) == 1 and "redis" in mark.args[1] and callspec is not None:
+            return bool(callspec.params.get(names[0]) == "redis")
+    if any("redis" in name for name in getattr(item, "fixturenames", ())):
+        return True
+    return bool(REAL_REDIS.search(_source(getattr(item, "function", None))))
+
+
+def uses_postgres(item: pytest.Item) -> bool:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    source = _source(getattr(item, "function", None))
+    if "postgres" in fixtures or REAL_POSTGRES.search(source):  # PostgreSQL on any run
+        return True
+    if TEST_DATABASE != "postgres":
+        return False
+    return bool(DATABASE_FIXTURES & fixtures) or any(name in source for name in DATABASE_HELPERS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        if module in LIVE_MODULES or module.endswith("_live"):
-            item.add_marker(pytest.mark.live)
-        if module in BROWSER_MODULES:
-            item.add_marker(pytest.mark.browser)
-        if module in CONTRACT_MODULES:
-            item.add_marker(pytest.mark.contract)
+        for name in module_markers(module):
+            item.add_marker(name)
+        if uses_redis(item):
+            item.add_marker(pytest.mark.redis)
+        if uses_postgres(item):
+            item.add_marker(pytest.mark.postgres)
+    if config.getoption("fast"):
+        # Single tests of other modules carrying one of these markers themselves.
+        kept = [i for i in items if not {m.name for m in i.iter_markers()} & FAST_LOOP_LEAVES_OUT]
+        if len(kept) < len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+            items[:] = kept
 
 
 def _build_urls_on_first_use() -> None:
