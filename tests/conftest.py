@@ -149,8 +149,8 @@ def postgres_run_database() -> Iterator[None]:
 #   redis     talks to a Redis server (the test, a fixture or its parameter names Redis);
 #   postgres  talks to PostgreSQL: on a PostgreSQL run (SLYKER_TEST_DATABASE=postgres) every
 #             test with a database, on any run the tests that start PostgreSQL themselves.
-# ``pytest --fast`` (./dev test --fast) leaves out live, browser, contract and fuzz, and does
-# not even import those modules.
+# ``pytest --fast`` (./dev test --fast) leaves out live, browser, contract and fuzz (whole
+# modules are not even imported) and the production-cost hashing tests.
 LIVE_MODULES = {
     "test_browser",
     "test_chat_live",
@@ -168,7 +168,11 @@ BROWSER_MODULES = {"test_browser", "test_storefront"}
 # in-process cases).
 CONTRACT_MODULES = {"test_cors_contract"}
 FUZZ_MODULES = {"test_openapi_fuzz"}
-FAST_LOOP_LEAVES_OUT = {"live", "browser", "contract", "fuzz"}
+# Fixtures of other modules that start real server processes: their tests are live too.
+LIVE_FIXTURES = {"h2c_servers", "redis_server"}
+# The fast loop leaves these out; they run in ./dev test. production_password_hashing: the
+# two tests of Argon2's real cost (about 10 s of CPU).
+FAST_LOOP_LEAVES_OUT = {"live", "browser", "contract", "fuzz", "production_password_hashing"}
 # Names that show a test uses a database (the fixtures, or conftest's database helpers).
 DATABASE_FIXTURES = {"app", "app_factory", "settings_env"}
 # A test's own code that reaches the real servers: conftest's URLs used as values (not a
@@ -184,7 +188,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--fast",
         action="store_true",
-        help="the fast loop: leave out live, browser, contract and fuzz tests (not imported)",
+        help="the fast loop: leave out live, browser, contract, fuzz and hashing-cost tests",
     )
 
 
@@ -245,6 +249,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
         for name in module_markers(module):
             item.add_marker(name)
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.live)
         if uses_redis(item):
             item.add_marker(pytest.mark.redis)
         if uses_postgres(item):
