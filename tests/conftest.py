@@ -1,7 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import hashlib
+import inspect
 import os
+import re
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +16,8 @@ import asyncpg
 import pytest
 from argon2 import PasswordHasher
 from quart import Quart
+from tortoise.utils import get_schema_sql
+from werkzeug.routing import Rule
 
 from slyker import auth, create_app
 from slyker.database import EXTENSION_KEY as DATABASE_KEY
@@ -133,9 +141,16 @@ def postgres_run_database() -> Iterator[None]:
     asyncio.run(postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-# Modules that start real servers (Hypercorn, nginx, redis-server, PostgreSQL clusters,
-# Next.js) or drive Chromium. `./dev test --fast` leaves them out (-m "not live"); `./dev test`
-# and CI run everything. A new module of that kind ends in ``_live`` or belongs here.
+# Markers are set here, centrally, so that ``-m`` selects by what a test needs:
+#   live      starts real servers (Hypercorn, nginx, redis-server, PostgreSQL clusters,
+#             Next.js): a module in LIVE_MODULES, or one whose name ends in ``_live``;
+#   browser   drives Debian's Chromium; contract  the CORS contract matrix;
+#   fuzz      schemathesis over /openapi.json;
+#   redis     talks to a Redis server (the test, a fixture or its parameter names Redis);
+#   postgres  talks to PostgreSQL: on a PostgreSQL run (SLYKER_TEST_DATABASE=postgres) every
+#             test with a database, on any run the tests that start PostgreSQL themselves.
+# ``pytest --fast`` (./dev test --fast) leaves out live, browser, contract and fuzz (whole
+# modules are not even imported) and the production-cost hashing tests.
 LIVE_MODULES = {
     "test_browser",
     "test_chat_live",
@@ -150,35 +165,171 @@ LIVE_MODULES = {
 }
 BROWSER_MODULES = {"test_browser", "test_storefront"}
 # The CORS contract matrix: every route, method, origin class and mode (tens of thousands of
-# in-process cases); the fast loop leaves it out too.
+# in-process cases).
 CONTRACT_MODULES = {"test_cors_contract"}
+FUZZ_MODULES = {"test_openapi_fuzz"}
+# Fixtures of other modules that start real server processes: their tests are live too.
+LIVE_FIXTURES = {"h2c_servers", "redis_server"}
+# The fast loop leaves these out; they run in ./dev test. production_password_hashing: the
+# two tests of Argon2's real cost (about 10 s of CPU).
+FAST_LOOP_LEAVES_OUT = {"live", "browser", "contract", "fuzz", "production_password_hashing"}
+# Names that show a test uses a database (the fixtures, or conftest's database helpers).
+DATABASE_FIXTURES = {"app", "app_factory", "settings_env"}
+# A test's own code that reaches the real servers: conftest's URLs used as values (not a
+# ``REDIS_URL=`` keyword pointing elsewhere), or a Redis client of its own.
+REAL_REDIS = re.compile(
+    r"(?<![\w\"'])REDIS_URL(?![\w\"'=])|Redis\.from_url|Redis\(|redis=True|\.redis\b"
+)
+REAL_POSTGRES = re.compile(r"(?<![\w\"'])POSTGRES_URL(?![\w\"'=])|postgres_admin\(")
+DATABASE_HELPERS = ("database_settings", "prepare_database", "TEST_DATABASE", "POSTGRES_URL")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="the fast loop: leave out live, browser, contract, fuzz and hashing-cost tests",
+    )
+
+
+def module_markers(module: str) -> set[str]:
+    """The markers every test of a test module (by its name) gets."""
+    markers = set()
+    if module in LIVE_MODULES or module.endswith("_live"):
+        markers.add("live")
+    if module in BROWSER_MODULES:
+        markers.add("browser")
+    if module in CONTRACT_MODULES:
+        markers.add("contract")
+    if module in FUZZ_MODULES:
+        markers.add("fuzz")
+    return markers
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    fast = config.getoption("fast") and collection_path.suffix == ".py"
+    if fast and module_markers(collection_path.stem) & FAST_LOOP_LEAVES_OUT:
+        return True
+    return None
+
+
+def _source(thing: Any) -> str:
+    try:
+        return inspect.getsource(thing)
+    except (OSError, TypeError):
+        return ""
+
+
+def uses_redis(item: pytest.Item) -> bool:
+    # A test parametrised over brokers or stores ("redis" among the values) uses Redis
+    # only in its "redis" case.
+    callspec = getattr(item, "callspec", None)
+    for mark in item.iter_markers("parametrize"):
+        names = mark.args[0]
+        names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+        if len(names) == 1 and "redis" in mark.args[1] and callspec is not None:
+            return bool(callspec.params.get(names[0]) == "redis")
+    if any("redis" in name for name in getattr(item, "fixturenames", ())):
+        return True
+    return bool(REAL_REDIS.search(_source(getattr(item, "function", None))))
+
+
+def uses_postgres(item: pytest.Item) -> bool:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    source = _source(getattr(item, "function", None))
+    if "postgres" in fixtures or REAL_POSTGRES.search(source):  # PostgreSQL on any run
+        return True
+    if TEST_DATABASE != "postgres":
+        return False
+    return bool(DATABASE_FIXTURES & fixtures) or any(name in source for name in DATABASE_HELPERS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        if module in LIVE_MODULES or module.endswith("_live"):
+        for name in module_markers(module):
+            item.add_marker(name)
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.live)
-        if module in BROWSER_MODULES:
-            item.add_marker(pytest.mark.browser)
-        if module in CONTRACT_MODULES:
-            item.add_marker(pytest.mark.contract)
+        if uses_redis(item):
+            item.add_marker(pytest.mark.redis)
+        if uses_postgres(item):
+            item.add_marker(pytest.mark.postgres)
+    if config.getoption("fast"):
+        # Single tests of other modules carrying one of these markers themselves.
+        kept = [i for i in items if not {m.name for m in i.iter_markers()} & FAST_LOOP_LEAVES_OUT]
+        if len(kept) < len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+            items[:] = kept
+
+
+def _build_urls_on_first_use() -> None:
+    """Werkzeug compiles two URL-building functions (ast, then compile) for every route as
+    it is added: ~25 ms of each create_app, about a third of the fast loop's CPU, for
+    ``url_for``, which few tests reach. In the tests they are compiled on first use instead;
+    matching and building are unchanged. (A Werkzeug without the hook: nothing is changed.)"""
+    compile_builder = getattr(Rule, "_compile_builder", None)
+    if compile_builder is None:
+        return
+
+    def compile_on_first_use(rule: Rule, append_unknown: bool = True) -> Callable[..., Any]:
+        name = "_build_unknown" if append_unknown else "_build"
+
+        def build(rule: Rule, **values: Any) -> Any:
+            compiled = compile_builder(rule, append_unknown).__get__(rule, None)
+            setattr(rule, name, compiled)
+            return compiled(**values)
+
+        return build
+
+    Rule._compile_builder = compile_on_first_use  # type: ignore[method-assign]
+
+
+_build_urls_on_first_use()
+
+
+# Each test's SQLite database lives in memory-backed storage (/dev/shm) where the machine has
+# it: on disk every commit waits for fsync, which doubled the time of the database tests for
+# data thrown away after each test. One directory per run, removed when the run ends.
+MEMORY_DISK = Path("/dev/shm")
+_memory_data_root: Path | None = None
+
+
+def _data_root() -> Path | None:
+    global _memory_data_root
+    if _memory_data_root is None and MEMORY_DISK.is_dir() and os.access(MEMORY_DISK, os.W_OK):
+        _memory_data_root = Path(tempfile.mkdtemp(prefix="slyker-tests-", dir=MEMORY_DISK))
+        atexit.register(shutil.rmtree, _memory_data_root, ignore_errors=True)
+    return _memory_data_root
 
 
 def database_settings(tmp_path: Path) -> dict[str, str]:
-    settings = {"DATA_DIR": str(tmp_path / "data")}
+    """DATA_DIR (the SQLite database's directory) for a test with this ``tmp_path``, and on
+    PostgreSQL this run's database."""
+    root = _data_root()
+    # The same tmp_path always gives the same directory (a test may start two apps on it).
+    data_dir = root / hashlib.sha256(str(tmp_path).encode()).hexdigest()[:16] if root else tmp_path
+    settings = {"DATA_DIR": str(data_dir / "data")}
     if TEST_DATABASE == "postgres":
         settings["DATABASE_URL"] = POSTGRES_RUN_URL
     return settings
+
+
+# The schema's SQL, generated once per dialect: Tortoise builds it in Python (~15 ms a time),
+# and every test makes a fresh database. Executing it is what each test still does.
+_SCHEMA_SQL: dict[str, str] = {}
 
 
 async def prepare_database(app: Quart) -> None:
     """Create the schema (and on PostgreSQL empty every table) for a started app."""
     context = app.extensions[DATABASE_KEY]
     with context:
-        await context.generate_schemas(safe=True)
+        connection = context.db()
+        dialect = connection.capabilities.dialect
+        if dialect not in _SCHEMA_SQL:
+            _SCHEMA_SQL[dialect] = get_schema_sql(connection, safe=True)
+        await connection.execute_script(_SCHEMA_SQL[dialect])
         if TEST_DATABASE == "postgres":
-            connection = context.db()
             tables = await connection.execute_query_dict(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
             )
@@ -186,12 +337,17 @@ async def prepare_database(app: Quart) -> None:
             await connection.execute_script(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
 
 
-@pytest.fixture
-def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Argon2 with tiny costs, for modules that log many users in (login still hashes and
-    verifies for real); test_accounts keeps the production parameters."""
-    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    monkeypatch.setattr(auth, "_password_hasher", hasher)
+# Argon2 with tiny costs for every test (login still hashes and verifies for real): the
+# production parameters cost ~0.1 s of CPU per hash, and most tests make and log in users.
+# Tests about hashing itself (its cost, the pool that keeps it off the event loop) are
+# marked ``production_password_hashing`` and keep the real parameters.
+CHEAP_PASSWORD_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("production_password_hashing") is None:
+        monkeypatch.setattr(auth, "_password_hasher", CHEAP_PASSWORD_HASHER)
 
 
 @pytest.fixture

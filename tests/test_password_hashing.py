@@ -13,6 +13,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from slyker import auth
 from tests.api import API, FRONTEND_ORIGIN, PASSWORD, Reply, make_user
 from tests.blueprints.test_accounts import post_from
@@ -20,6 +22,8 @@ from tests.conftest import prepare_database
 
 TOKEN = "/api/token/"
 EMAIL = "hasher@example.com"
+
+pytestmark = pytest.mark.production_password_hashing
 
 
 def address(number: int) -> str:

@@ -1828,6 +1828,8 @@ async def test_new_conversations_per_client_address_are_limited(
     address = unique_address()
     await wait_for_a_fresh_minute()
     async with started(app_factory, **settings) as app:
+        if broker == "redis":  # until it listens, Redis is not asked and nothing is counted
+            await broker_listening(app)
         cookie: dict[str, str] = {}
         first = new_session()
         for session_id in (first, new_session(), new_session()):
