@@ -1757,6 +1757,8 @@ async def test_sockets_per_client_address_are_limited_and_released_on_every_path
         del settings["REDIS_URL"]
     address, neighbour = unique_address(), unique_address()
     async with started(app_factory, **settings) as app:
+        if broker == "redis":  # until it listens, Redis is not asked and nothing is counted
+            await broker_listening(app)
         _, token = await staff_login(app)
         async with contextlib.AsyncExitStack() as stack:
             await open_many(stack, app, address, 3)
@@ -1794,6 +1796,7 @@ async def test_a_crashed_workers_socket_slots_expire_in_redis(
         from slyker.chat.limits import client_key
 
         key = f"{REDIS_PREFIX}sockets:{client_key(address)}"
+        await broker_listening(app)  # until it listens, Redis is not asked
         redis = Redis.from_url(REDIS_URL)
         try:
             # two slots of a worker that died: one expired a second ago, one still "live"
