@@ -153,6 +153,7 @@ async def test_billing_alone_answers_the_catalog(area_apps: dict[Any, Quart]) ->
 # --- the CORS contract on each area's app -----------------------------------------------------
 
 
+@pytest.mark.contract  # the matrix: out of the fast loop, in ./dev test
 @pytest.mark.parametrize("mode", AREA_MODES)
 @pytest.mark.parametrize("origin_class", AREA_ORIGIN_CLASSES)
 @pytest.mark.parametrize("method", matrix.METHODS)
@@ -171,6 +172,7 @@ async def test_every_route_of_the_area(
     )
 
 
+@pytest.mark.contract  # the matrix: out of the fast loop, in ./dev test
 @pytest.mark.parametrize("origin_class", AREA_ORIGIN_CLASSES)
 @pytest.mark.parametrize(("area", "rule"), SLASH_ROUTES, ids=SLASH_IDS)
 async def test_strict_slash_redirects_of_the_area(
@@ -181,6 +183,7 @@ async def test_strict_slash_redirects_of_the_area(
     )
 
 
+@pytest.mark.contract  # the matrix: out of the fast loop, in ./dev test
 @pytest.mark.parametrize("mode", AREA_MODES)
 @pytest.mark.parametrize("origin_class", AREA_ORIGIN_CLASSES)
 @pytest.mark.parametrize("outcome", list(matrix.OUTCOMES))
