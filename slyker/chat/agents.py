@@ -186,7 +186,7 @@ class AgentSocket(ChatSocket):
         return NOT_SENT if frame_type(frame) == "message" else SERVER_ERROR
 
     async def work_through(self) -> None:
-        while self.waiting and not self.ended.is_set():
+        while self.waiting and not self.ending:
             batch = [self.waiting.popleft() for _ in range(min(MAX_BATCH, len(self.waiting)))]
             try:
                 authorised = await self.still_authorised()

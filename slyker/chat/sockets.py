@@ -3,8 +3,8 @@ that counts every client frame against its kind's limit before anything else, de
 stored messages at most once (live and replayed alike, replays in id order), and the end of
 the socket (the client left, overflowed, flooded, lost access, or the server stops).
 
-Tasks per socket: the handler's own (it waits for the end) and the receiver; the sender runs
-only while frames are waiting to go out (an idle socket has none). Periodic work (pings,
+Tasks per socket: the handler's own, which reads the client's frames; the sender runs only
+while frames are waiting to go out (an idle socket has none). Periodic work (pings,
 renewals, identity re-checks) is done by :mod:`slyker.chat.lifecycle`. Memory per idle socket
 matters (a department may keep thousands of widgets open): the sockets use ``__slots__``, and
 what only some sockets need (the outbox's sender, seen ids, rate-limit buckets) is made when
@@ -63,6 +63,7 @@ RESYNC_MARK: Event = {"type": RESYNC_TYPE}
 SEEN_IDS_KEPT = 5000
 AGENT_OUTBOX_FACTOR = 50  # ~8 s of a busy department (600 events a second)
 CLOSE_FLUSH_SECONDS = 1.0  # before a close, frames already queued get this long to go out
+END_OF_SOCKET = "chat socket ending"  # the message of end()'s cancellation of the handler
 
 
 def moment(epoch_seconds: float) -> datetime:
@@ -85,16 +86,19 @@ class ChatSocket:
         "close_with",
         "context",
         "done",
-        "ended",
+        "ending",
         "floor",
+        "handler",
         "held",
         "identity",
+        "interrupted",
         "limits",
         "next_identity_check",
         "next_ping",
         "outbox",
         "outbox_size",
         "overflowed",
+        "receiving",
         "resync_queued",
         "resync_since",
         "seen",
@@ -117,7 +121,10 @@ class ChatSocket:
         self.context = contextvars.copy_context()
         self.send_error: Exception | None = None  # why the sender stopped, if it failed
         self.done = False  # the socket is gone: nothing is queued any more
-        self.ended = asyncio.Event()  # the socket must close: see close_with / overflowed
+        self.ending = False  # the socket must close: see close_with / overflowed / send_error
+        self.handler: asyncio.Task[Any] | None = None  # the task that reads the client's frames
+        self.receiving = False  # the handler waits for the client's next frame
+        self.interrupted = False  # end() cancelled that wait
         self.overflowed = False
         self.close_with: tuple[int, str] | None = None
         self.floor = 0  # the client said it has everything up to here (resume "after")
@@ -213,12 +220,22 @@ class ChatSocket:
 
     def overflow(self) -> None:
         self.overflowed = True
-        self.ended.set()
+        self.end()
 
     def close_soon(self, code: int, reason: str) -> None:
         if self.close_with is None:
             self.close_with = (code, reason)
-        self.ended.set()
+        self.end()
+
+    def end(self) -> None:
+        """The socket must close: the handler stops reading (at once if it is waiting for a
+        frame, else once the frame it is handling is done) and closes it."""
+        if self.ending:
+            return
+        self.ending = True
+        if self.receiving and self.handler is not None:
+            self.interrupted = True
+            self.handler.cancel(END_OF_SOCKET)
 
     async def subscribe(self, channel: str) -> None:
         self.subscriptions.append(await current_broker().subscribe(channel, self.offer))
@@ -249,7 +266,7 @@ class ChatSocket:
             self.send_error = error
             self.done = True
             self.outbox.clear()
-            self.ended.set()
+            self.end()
         finally:
             self.sender = None
 
@@ -333,8 +350,12 @@ class ChatSocket:
         return "keepalive" if kind in ("ping", "pong") else "invalid"
 
     async def receive_frames(self) -> None:
-        while not self.ended.is_set():
-            raw = await websocket.receive()
+        while not self.ending:
+            self.receiving = True
+            try:
+                raw = await websocket.receive()
+            finally:
+                self.receiving = False
             if isinstance(raw, bytes):
                 raw = raw.decode("utf-8", errors="replace")
             limit, size = self.settings.chat_max_message_bytes, len(raw.encode())
@@ -395,11 +416,18 @@ class ChatSocket:
     async def serve(self) -> None:
         """Run until the client leaves, overflows, floods, loses access or the server stops."""
         sockets = live_sockets()
-        receiver = asyncio.create_task(self.receive_frames())
-        receiver.add_done_callback(lambda _: self.ended.set())
+        handler = self.handler = asyncio.current_task()
         sockets.add(self)
         try:
-            await self.ended.wait()
+            try:
+                await self.receive_frames()
+            except asyncio.CancelledError:
+                # end() woke the handler from its wait for a frame: not a cancellation of it.
+                # (Had the handler been cancelled too, that is delivered at its next await.)
+                if not self.interrupted or handler is None:
+                    raise
+                handler.uncancel()
+            self.ending = True
             if self.close_with is not None:
                 # What the client was told before (the error that explains a 1008) goes first.
                 sender = self.sender
@@ -409,18 +437,17 @@ class ChatSocket:
             elif self.overflowed:
                 log.warning("Chat client too slow on %s: closed with 1013", websocket.path)
                 await websocket.close(CLOSE_TRY_AGAIN_LATER, "Too slow; reconnect")
-            if receiver.done() and not receiver.cancelled() and receiver.exception() is not None:
-                raise receiver.exception()  # type: ignore[misc]
             if self.send_error is not None:
                 raise self.send_error
         finally:
             sockets.discard(self)
             self.done = True  # events still published to it are dropped, no sender restarts
             self.outbox.clear()
-            tasks = [task for task in (receiver, self.sender) if task is not None]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            self.handler = None
+            sender = self.sender
+            if sender is not None:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
             await self.unsubscribe_all()
             await self.leave()
 
