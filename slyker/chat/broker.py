@@ -64,6 +64,8 @@ def resync_event(since: float) -> Event:
 
 
 class Subscription:
+    __slots__ = ("broker", "channel", "deliver")
+
     def __init__(self, broker: Broker, channel: str, deliver: Deliver) -> None:
         self.broker = broker
         self.channel = channel

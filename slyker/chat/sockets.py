@@ -114,7 +114,7 @@ class ChatSocket:
         # An agent socket receives a whole department (every visitor's messages, the acks of
         # its own replies and their echoes): its outbox holds that many more events.
         self.outbox_size = settings.chat_send_queue_size * (AGENT_OUTBOX_FACTOR if agent else 1)
-        self.outbox: deque[Event] = deque()
+        self.outbox: deque[Event] | None = None  # made when needed, dropped once sent
         self.sender: asyncio.Task[None] | None = None  # drains the outbox while it has events
         # The sender runs in this socket's context (its ``websocket``, its database context),
         # not in that of whoever queued the event (another socket, the message writer).
@@ -206,10 +206,13 @@ class ChatSocket:
             order.append(message_id)
             if len(order) > SEEN_IDS_KEPT:
                 seen.discard(order.popleft())
-        if len(self.outbox) >= self.outbox_size:
+        outbox = self.outbox
+        if outbox is None:
+            outbox = self.outbox = deque()
+        elif len(outbox) >= self.outbox_size:
             self.overflow()
             return
-        self.outbox.append(event)
+        outbox.append(event)
         if self.sender is None:
             loop = asyncio.get_running_loop()
             self.sender = loop.create_task(self.pump(), context=self.context)
@@ -254,8 +257,8 @@ class ChatSocket:
         """Send what the outbox holds, in order, then end (the next event starts another).
         Nothing awaits between the last look at the outbox and ``sender = None``: an event
         queued meanwhile cannot be left without a sender."""
+        outbox = self.outbox
         try:
-            outbox = self.outbox
             while outbox:
                 event = outbox.popleft()
                 if event is RESYNC_MARK:
@@ -265,9 +268,9 @@ class ChatSocket:
         except Exception as error:  # the connection is gone: the socket ends
             self.send_error = error
             self.done = True
-            self.outbox.clear()
             self.end()
         finally:
+            self.outbox = None
             self.sender = None
 
     async def resync(self) -> None:
@@ -442,7 +445,7 @@ class ChatSocket:
         finally:
             sockets.discard(self)
             self.done = True  # events still published to it are dropped, no sender restarts
-            self.outbox.clear()
+            self.outbox = None
             self.handler = None
             sender = self.sender
             if sender is not None:
