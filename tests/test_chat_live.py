@@ -631,6 +631,30 @@ async def test_allowed_identity_keeps_the_socket_open(
         assert client.closed is None
 
 
+@pytest.mark.parametrize(
+    "path", ["/livechat/ws/sales/", "/ws/chat/agents/"], ids=["visitor", "agent"]
+)
+async def test_permessage_deflate_is_declined(origin_server: Deployment, path: str) -> None:
+    """Browsers offer compression on every socket; accepted, each socket kept a zlib
+    compressor of ~95 KiB (slyker.chat.handshake.DeclinedDeflate). The socket works without."""
+    server = origin_server.a
+    url = server.ws_url + _with_token(path, origin_server.tokens.get("staff"))
+    async with connect(
+        url,
+        origin=Origin(ORIGIN),
+        open_timeout=FRAME_TIMEOUT,
+        close_timeout=2,
+        ping_interval=None,
+        proxy=None,
+        compression="deflate",  # offered, as a browser does
+    ) as ws:
+        assert ws.response is not None
+        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None, server.log()
+        assert ws.protocol.extensions == []
+        first = json.loads(await asyncio.wait_for(ws.recv(), FRAME_TIMEOUT))
+        assert first["type"] == "connection_established", first
+
+
 # --- 3. two Hypercorn processes, one Redis, one database ---------------------------------------
 
 

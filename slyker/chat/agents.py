@@ -28,6 +28,7 @@ from slyker.chat.handshake import (
     Identity,
     auth_frame_token,
     check_origin,
+    decline_compression,
     offered_token,
     socket_identity,
 )
@@ -71,6 +72,17 @@ Waiting = tuple[dict[str, Any], str | int | None]  # a frame and its client_id
 
 
 class AgentSocket(ChatSocket):
+    __slots__ = (
+        "agent",
+        "departments",
+        "known",
+        "member",
+        "next_presence",
+        "typing",
+        "waiting",
+        "working",
+    )
+
     def __init__(self, settings: Settings, identity: Identity) -> None:
         super().__init__(settings, agent=True)
         self.identity = identity
@@ -174,7 +186,7 @@ class AgentSocket(ChatSocket):
         return NOT_SENT if frame_type(frame) == "message" else SERVER_ERROR
 
     async def work_through(self) -> None:
-        while self.waiting and not self.ended.is_set():
+        while self.waiting and not self.ending:
             batch = [self.waiting.popleft() for _ in range(min(MAX_BATCH, len(self.waiting)))]
             try:
                 authorised = await self.still_authorised()
@@ -289,6 +301,7 @@ async def serve_agent() -> None:
     check_origin(settings)
     refuse_when_draining()
     token, subprotocol = offered_token()
+    decline_compression()
     await websocket.accept(subprotocol=subprotocol)
     if token is None:
         token = await auth_frame_token(settings)

@@ -25,7 +25,7 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -49,6 +49,7 @@ NEW_CONVERSATION_WINDOW_SECONDS = 60
 COMMAND_TIMEOUT_SECONDS = 1.0
 LISTEN_POLL_SECONDS = 1.0  # the listener looks this often whether a command tripped the circuit
 MAX_RECONNECT_DELAY_SECONDS = 2.0
+REDIS_CONNECTIONS = 100  # per worker (the listener's subscription holds one of them)
 HEALTH_CHECK_SECONDS = 5  # an idle connection is PINGed before use after this long
 MAX_UNPUBLISHED = 10_000  # events waiting for Redis; beyond that Redis is too slow: trip
 PUBLISH_BATCH = 500  # events per Redis pipeline
@@ -64,6 +65,8 @@ def resync_event(since: float) -> Event:
 
 
 class Subscription:
+    __slots__ = ("broker", "channel", "deliver")
+
     def __init__(self, broker: Broker, channel: str, deliver: Deliver) -> None:
         self.broker = broker
         self.channel = channel
@@ -254,14 +257,19 @@ class RedisBroker(Broker):
 
     def _redis_client(self) -> Redis:
         if self._redis is None:
-            # No retries: a call that fails opens the circuit instead of waiting.
-            self._redis = Redis.from_url(
+            # No retries: a call that fails opens the circuit instead of waiting. A blocking
+            # pool: when every connection is busy (sockets opened or closed together each
+            # take or release a slot) a call waits for one, within the command timeout,
+            # instead of failing at once with "Too many connections" and opening the circuit.
+            pool = BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=COMMAND_TIMEOUT_SECONDS,
                 socket_connect_timeout=COMMAND_TIMEOUT_SECONDS,
                 socket_timeout=COMMAND_TIMEOUT_SECONDS * 5,
                 health_check_interval=HEALTH_CHECK_SECONDS,
-                retry=Retry(NoBackoff(), 0),
             )
+            self._redis = Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         return self._redis
 
     def _key(self, channel: str) -> str:

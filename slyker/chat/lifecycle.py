@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 
 SOCKETS_KEY = "slyker.chat.sockets"
 TICK_SECONDS = 0.5  # the resolution of pings, renewals and identity re-checks
+# Upkeep calls (slot renewals and presence on Redis, identity re-checks on the database) run
+# at most this many at a time. Sockets opened together fall due together: a hundred renewals
+# at once took more connections than the Redis client's pool (100) holds, the failure opened
+# the broker's circuit, and every socket of the worker then resynced from the database.
+UPKEEP_CONCURRENCY = 16
 
 
 class LiveSocket(Protocol):
@@ -84,9 +89,18 @@ class LiveSockets:
                 except Exception:
                     log.exception("Chat socket tick failed")
             if work:
-                for result in await asyncio.gather(*work, return_exceptions=True):
+                gate = asyncio.Semaphore(UPKEEP_CONCURRENCY)
+                results = await asyncio.gather(
+                    *(_bounded(gate, upkeep) for upkeep in work), return_exceptions=True
+                )
+                for result in results:
                     if isinstance(result, Exception):
                         log.warning("Chat socket upkeep failed: %r", result)
+
+
+async def _bounded(gate: asyncio.Semaphore, upkeep: Awaitable[None]) -> None:
+    async with gate:
+        await upkeep
 
 
 def live_sockets() -> LiveSockets:

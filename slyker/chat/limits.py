@@ -20,6 +20,8 @@ STRIKES_DRAINED_PER_SECOND = 1.0
 
 
 class TokenBucket:
+    __slots__ = ("burst", "rate", "refilled_at", "tokens")
+
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate
         self.burst = burst
@@ -43,32 +45,52 @@ class Verdict:
     abusive: bool = False  # close the socket (1008)
 
 
+# (rate per second, burst) of the kinds whose limit is fixed: no widget needs more.
+FIXED_LIMITS = {
+    "typing": (10, 20),
+    "resume": (1, 5),
+    "close": (2, 10),
+    "keepalive": (2, 10),  # ping and pong
+    "invalid": (2, 10),  # frames answered with an error
+}
+ALLOWED = Verdict(True)
+
+
 class FrameLimits:
     """One bucket per frame kind for one socket. ``message`` follows the settings (agents have
-    their own, higher rate); the others are fixed: no widget needs more."""
+    their own, higher rate); the others are fixed (FIXED_LIMITS). A bucket is made when its
+    kind is first seen (a full bucket and a bucket not made yet allow the same): most sockets
+    only ever send a few kinds, and an idle one none."""
+
+    __slots__ = ("agent", "buckets", "settings", "strikes", "struck_at", "warned")
 
     def __init__(self, settings: Settings, agent: bool = False) -> None:
-        if agent:
-            rate = settings.chat_agent_messages_per_second
-            messages = TokenBucket(rate, max(2 * rate, settings.chat_message_burst))
-        else:
-            messages = TokenBucket(settings.chat_messages_per_second, settings.chat_message_burst)
-        self.buckets = {
-            "message": messages,
-            "typing": TokenBucket(10, 20),
-            "resume": TokenBucket(1, 5),
-            "close": TokenBucket(2, 10),
-            "keepalive": TokenBucket(2, 10),  # ping and pong
-            "invalid": TokenBucket(2, 10),  # frames answered with an error
-        }
-        self.warned: set[str] = set()
+        self.settings = settings
+        self.agent = agent
+        self.buckets: dict[str, TokenBucket] = {}
+        self.warned: set[str] | None = None
         self.strikes = 0.0
-        self.struck_at = time.monotonic()
+        self.struck_at = 0.0
+
+    def bucket(self, kind: str) -> TokenBucket:
+        bucket = self.buckets.get(kind)
+        if bucket is None:
+            if kind != "message":
+                bucket = TokenBucket(*FIXED_LIMITS[kind])
+            elif self.agent:
+                rate = self.settings.chat_agent_messages_per_second
+                bucket = TokenBucket(rate, max(2 * rate, self.settings.chat_message_burst))
+            else:
+                settings = self.settings
+                bucket = TokenBucket(settings.chat_messages_per_second, settings.chat_message_burst)
+            self.buckets[kind] = bucket
+        return bucket
 
     def check(self, kind: str) -> Verdict:
-        if self.buckets[kind].take():
-            self.warned.discard(kind)
-            return Verdict(True)
+        if self.bucket(kind).take():
+            if self.warned:
+                self.warned.discard(kind)
+            return ALLOWED
         now = time.monotonic()
         self.strikes = max(0.0, self.strikes - (now - self.struck_at) * STRIKES_DRAINED_PER_SECOND)
         self.struck_at = now
@@ -77,6 +99,8 @@ class FrameLimits:
             return Verdict(False, abusive=True)
         # Every refused chat message is reported (the client must know it was not delivered);
         # for the other kinds one error per run of refusals is enough.
+        if self.warned is None:
+            self.warned = set()
         warn = kind == "message" or kind not in self.warned
         self.warned.add(kind)
         return Verdict(False, warn=warn)
@@ -88,6 +112,8 @@ Publish = Callable[[bool], Awaitable[None]]
 class TypingCoalescer:
     """Typing state of one conversation towards the other side: the first change goes out at
     once, later ones at most every TYPING_INTERVAL_SECONDS, and the latest state always wins."""
+
+    __slots__ = ("pending", "publish", "sent", "sent_at", "task")
 
     def __init__(self, publish: Publish) -> None:
         self.publish = publish

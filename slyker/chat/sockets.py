@@ -3,14 +3,18 @@ that counts every client frame against its kind's limit before anything else, de
 stored messages at most once (live and replayed alike, replays in id order), and the end of
 the socket (the client left, overflowed, flooded, lost access, or the server stops).
 
-Tasks per socket: the handler's own (it waits for the end), the receiver and the sender.
-Periodic work (pings, renewals, identity re-checks) is done by :mod:`slyker.chat.lifecycle`.
+Tasks per socket: the handler's own, which reads the client's frames; the sender runs only
+while frames are waiting to go out (an idle socket has none). Periodic work (pings,
+renewals, identity re-checks) is done by :mod:`slyker.chat.lifecycle`. Memory per idle socket
+matters (a department may keep thousands of widgets open): the sockets use ``__slots__``, and
+what only some sockets need (the outbox's sender, seen ids, rate-limit buckets) is made when
+first needed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import contextvars
 import json
 import logging
 import time
@@ -59,6 +63,7 @@ RESYNC_MARK: Event = {"type": RESYNC_TYPE}
 SEEN_IDS_KEPT = 5000
 AGENT_OUTBOX_FACTOR = 50  # ~8 s of a busy department (600 events a second)
 CLOSE_FLUSH_SECONDS = 1.0  # before a close, frames already queued get this long to go out
+END_OF_SOCKET = "chat socket ending"  # the message of end()'s cancellation of the handler
 
 
 def moment(epoch_seconds: float) -> datetime:
@@ -66,26 +71,65 @@ def moment(epoch_seconds: float) -> datetime:
 
 
 class ChatSocket:
-    """A bounded outbox drained by one task; a client that cannot keep up is closed (1013)
-    instead of growing memory or slowing the others. Events carrying a message id are
-    delivered at most once, replays and live events alike, and replays come in id order.
+    """A bounded outbox drained by one task (while it has frames); a client that cannot keep
+    up is closed (1013) instead of growing memory or slowing the others. Events carrying a
+    message id are delivered at most once, replays and live events alike, and replays come in
+    id order.
 
     Every client frame is counted in a token bucket of its kind first (FrameLimits): excess
     frames are dropped with one error frame, and a socket that keeps flooding is closed (1008).
     """
 
+    __slots__ = (
+        "checking_identity",
+        "client_id",
+        "close_with",
+        "context",
+        "done",
+        "ending",
+        "floor",
+        "handler",
+        "held",
+        "identity",
+        "interrupted",
+        "limits",
+        "next_identity_check",
+        "next_ping",
+        "outbox",
+        "outbox_size",
+        "overflowed",
+        "receiving",
+        "resync_queued",
+        "resync_since",
+        "seen",
+        "seen_order",
+        "send_error",
+        "sender",
+        "settings",
+        "subscriptions",
+    )
+
     def __init__(self, settings: Settings, *, agent: bool = False) -> None:
         self.settings = settings
         # An agent socket receives a whole department (every visitor's messages, the acks of
         # its own replies and their echoes): its outbox holds that many more events.
-        size = settings.chat_send_queue_size * (AGENT_OUTBOX_FACTOR if agent else 1)
-        self.outbox: asyncio.Queue[Event] = asyncio.Queue(size)
-        self.ended = asyncio.Event()  # the socket must close: see close_with / overflowed
+        self.outbox_size = settings.chat_send_queue_size * (AGENT_OUTBOX_FACTOR if agent else 1)
+        self.outbox: deque[Event] | None = None  # made when needed, dropped once sent
+        self.sender: asyncio.Task[None] | None = None  # drains the outbox while it has events
+        # The sender runs in this socket's context (its ``websocket``, its database context),
+        # not in that of whoever queued the event (another socket, the message writer).
+        self.context = contextvars.copy_context()
+        self.send_error: Exception | None = None  # why the sender stopped, if it failed
+        self.done = False  # the socket is gone: nothing is queued any more
+        self.ending = False  # the socket must close: see close_with / overflowed / send_error
+        self.handler: asyncio.Task[Any] | None = None  # the task that reads the client's frames
+        self.receiving = False  # the handler waits for the client's next frame
+        self.interrupted = False  # end() cancelled that wait
         self.overflowed = False
         self.close_with: tuple[int, str] | None = None
         self.floor = 0  # the client said it has everything up to here (resume "after")
-        self.seen: set[int] = set()
-        self.seen_order: deque[int] | None = None  # made with the first message id
+        self.seen: set[int] | None = None  # made with the first message id
+        self.seen_order: deque[int] | None = None
         self.resync_queued = False
         self.resync_since: float | None = None  # the earliest "missed since" of queued resyncs
         self.held: list[Event] | None = None  # live events held back during a replay
@@ -100,7 +144,7 @@ class ChatSocket:
 
     @property
     def last_id(self) -> int:
-        return max(self.floor, max(self.seen, default=0))
+        return max(self.floor, max(self.seen or (), default=0))
 
     def resync_after(self) -> int:
         return max(self.floor, self.last_id - RESYNC_LOOKBACK)
@@ -116,7 +160,7 @@ class ChatSocket:
             event = {**event, "client_id": self.client_id}
         if self.held is not None:
             self.held.append(event)
-            if len(self.held) > self.outbox.maxsize:
+            if len(self.held) > self.outbox_size:
                 self.overflow()
             return
         self.enqueue(event)
@@ -149,20 +193,29 @@ class ChatSocket:
 
     def enqueue(self, event: Event) -> None:
         """Into the outbox, unless it is a message this socket has delivered already."""
+        if self.done:
+            return
         message_id = event.get("id")
         if isinstance(message_id, int) and event.get("type") in MESSAGE_EVENT_TYPES:
-            if message_id <= self.floor or message_id in self.seen:
+            seen, order = self.seen, self.seen_order
+            if seen is None or order is None:
+                seen, order = self.seen, self.seen_order = set(), deque()
+            if message_id <= self.floor or message_id in seen:
                 return
-            self.seen.add(message_id)
-            if self.seen_order is None:
-                self.seen_order = deque()
-            self.seen_order.append(message_id)
-            if len(self.seen_order) > SEEN_IDS_KEPT:
-                self.seen.discard(self.seen_order.popleft())
-        try:
-            self.outbox.put_nowait(event)
-        except asyncio.QueueFull:
+            seen.add(message_id)
+            order.append(message_id)
+            if len(order) > SEEN_IDS_KEPT:
+                seen.discard(order.popleft())
+        outbox = self.outbox
+        if outbox is None:
+            outbox = self.outbox = deque()
+        elif len(outbox) >= self.outbox_size:
             self.overflow()
+            return
+        outbox.append(event)
+        if self.sender is None:
+            loop = asyncio.get_running_loop()
+            self.sender = loop.create_task(self.pump(), context=self.context)
 
     def replay(self, messages: list[ChatMessage], conversation: Conversation) -> None:
         for message in messages:
@@ -170,12 +223,22 @@ class ChatSocket:
 
     def overflow(self) -> None:
         self.overflowed = True
-        self.ended.set()
+        self.end()
 
     def close_soon(self, code: int, reason: str) -> None:
         if self.close_with is None:
             self.close_with = (code, reason)
-        self.ended.set()
+        self.end()
+
+    def end(self) -> None:
+        """The socket must close: the handler stops reading (at once if it is waiting for a
+        frame, else once the frame it is handling is done) and closes it."""
+        if self.ending:
+            return
+        self.ending = True
+        if self.receiving and self.handler is not None:
+            self.interrupted = True
+            self.handler.cancel(END_OF_SOCKET)
 
     async def subscribe(self, channel: str) -> None:
         self.subscriptions.append(await current_broker().subscribe(channel, self.offer))
@@ -191,15 +254,24 @@ class ChatSocket:
         self.subscriptions.clear()
 
     async def pump(self) -> None:
-        while True:
-            event = await self.outbox.get()
-            try:
+        """Send what the outbox holds, in order, then end (the next event starts another).
+        Nothing awaits between the last look at the outbox and ``sender = None``: an event
+        queued meanwhile cannot be left without a sender."""
+        outbox = self.outbox
+        try:
+            while outbox:
+                event = outbox.popleft()
                 if event is RESYNC_MARK:
                     await self.resync()
                 else:
                     await websocket.send(json.dumps(event))
-            finally:
-                self.outbox.task_done()
+        except Exception as error:  # the connection is gone: the socket ends
+            self.send_error = error
+            self.done = True
+            self.end()
+        finally:
+            self.outbox = None
+            self.sender = None
 
     async def resync(self) -> None:
         self.resync_queued = False
@@ -281,8 +353,12 @@ class ChatSocket:
         return "keepalive" if kind in ("ping", "pong") else "invalid"
 
     async def receive_frames(self) -> None:
-        while not self.ended.is_set():
-            raw = await websocket.receive()
+        while not self.ending:
+            self.receiving = True
+            try:
+                raw = await websocket.receive()
+            finally:
+                self.receiving = False
             if isinstance(raw, bytes):
                 raw = raw.decode("utf-8", errors="replace")
             limit, size = self.settings.chat_max_message_bytes, len(raw.encode())
@@ -343,29 +419,38 @@ class ChatSocket:
     async def serve(self) -> None:
         """Run until the client leaves, overflows, floods, loses access or the server stops."""
         sockets = live_sockets()
-        tasks = [asyncio.create_task(self.receive_frames()), asyncio.create_task(self.pump())]
-        for task in tasks:
-            task.add_done_callback(lambda _: self.ended.set())
+        handler = self.handler = asyncio.current_task()
         sockets.add(self)
         try:
-            await self.ended.wait()
+            try:
+                await self.receive_frames()
+            except asyncio.CancelledError:
+                # end() woke the handler from its wait for a frame: not a cancellation of it.
+                # (Had the handler been cancelled too, that is delivered at its next await.)
+                if not self.interrupted or handler is None:
+                    raise
+                handler.uncancel()
+            self.ending = True
             if self.close_with is not None:
                 # What the client was told before (the error that explains a 1008) goes first.
-                if not tasks[1].done():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.outbox.join(), CLOSE_FLUSH_SECONDS)
+                sender = self.sender
+                if sender is not None:
+                    await asyncio.wait([sender], timeout=CLOSE_FLUSH_SECONDS)
                 await websocket.close(*self.close_with)
             elif self.overflowed:
                 log.warning("Chat client too slow on %s: closed with 1013", websocket.path)
                 await websocket.close(CLOSE_TRY_AGAIN_LATER, "Too slow; reconnect")
-            for task in tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            if self.send_error is not None:
+                raise self.send_error
         finally:
             sockets.discard(self)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            self.done = True  # events still published to it are dropped, no sender restarts
+            self.outbox = None
+            self.handler = None
+            sender = self.sender
+            if sender is not None:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
             await self.unsubscribe_all()
             await self.leave()
 

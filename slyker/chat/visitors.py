@@ -27,6 +27,7 @@ from slyker.chat.handshake import (
     VisitorKey,
     auth_frame_token,
     check_origin,
+    decline_compression,
     offered_token,
     socket_identity,
 )
@@ -74,6 +75,23 @@ AGENTS_SEEN_SECONDS = 2.0  # an agent seen online this recently: no automatic re
 
 
 class VisitorSocket(ChatSocket):
+    __slots__ = (
+        "agents_seen_at",
+        "client",
+        "conversation",
+        "department",
+        "forked",
+        "key",
+        "key_hashes",
+        "next_slot_renewal",
+        "session_id",
+        "slot",
+        "typing",
+        "typing_name",
+        "user",
+        "visitor_key",
+    )
+
     def __init__(self, settings: Settings, department: str) -> None:
         super().__init__(settings)
         self.department = department
@@ -87,7 +105,7 @@ class VisitorSocket(ChatSocket):
         self.visitor_key = VisitorKey.of_handshake(settings.secret_key)
         self.key = self.visitor_key.key
         self.key_hashes = self.visitor_key.hashes
-        self.typing = TypingCoalescer(self.publish_typing)
+        self.typing: TypingCoalescer | None = None  # made with the first typing frame
         self.typing_name = "Visitor"
         self.next_slot_renewal = time.monotonic() + PRESENCE_RENEW_SECONDS
         self.agents_seen_at = -AGENTS_SEEN_SECONDS  # when an agent was last seen online
@@ -113,7 +131,8 @@ class VisitorSocket(ChatSocket):
         return work
 
     async def leave(self) -> None:
-        await self.typing.stop()
+        if self.typing is not None:
+            await self.typing.stop()
 
     # --- access -----------------------------------------------------------------------------
 
@@ -243,6 +262,8 @@ class VisitorSocket(ChatSocket):
                 await self.resume(session_id, after)
         elif kind == "typing":
             self.typing_name = self.visitor_name(frame)
+            if self.typing is None:
+                self.typing = TypingCoalescer(self.publish_typing)
             self.typing.update(bool(frame.get("is_typing")))
         elif kind in VISITOR_MESSAGE_TYPES:
             await self.visitor_message(frame)
@@ -416,6 +437,7 @@ async def serve_visitor(department: str) -> None:
     refuse_when_draining()
     socket = VisitorSocket(settings, department)
     token, subprotocol = offered_token()
+    decline_compression()
     await websocket.accept(headers=socket.accept_headers(), subprotocol=subprotocol)
     # Refused after accept, so that the browser sees why (a refused handshake is only "1006").
     if not await socket.take_slot():

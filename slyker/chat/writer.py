@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from quart import current_app
+from tortoise.backends.base.client import TransactionalDBClient
+from tortoise.backends.sqlite.client import SqliteClient
 from tortoise.transactions import in_transaction
 
 from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 WRITER_KEY = "slyker.chat.writer"
 MAX_BATCH = 200  # messages per transaction
 MESSAGES_TABLE = "chat_message"  # ChatMessage's table (slyker/models/chat.py)
+CONVERSATIONS_TABLE = "chat_conversation"  # Conversation's
 SLOW_WRITE_SECONDS = 0.1  # a transaction slower than this is logged
 
 
@@ -109,6 +113,88 @@ class MessageWriter:
             )
             for message in batch
         ]
+        database = ChatMessage._meta.db
+        if isinstance(database, SqliteClient) and not isinstance(database, TransactionalDBClient):
+            await self._write_sqlite(batch, rows, database)
+        else:
+            await self._write_transaction(batch, rows, now)
+        for message in batch:
+            message.conversation.last_active_at = now
+            if message.reopen:
+                message.conversation.status = ConversationStatus.ACTIVE
+                message.conversation.closed_at = None
+        return rows
+
+    @staticmethod
+    async def _write_sqlite(
+        batch: list[NewMessage], rows: list[ChatMessage], database: SqliteClient
+    ) -> None:
+        """The whole transaction in one call on aiosqlite's thread. Every SQLite call is a hop
+        to that thread and back, and under load each hop waits for the GIL (a switch interval,
+        5 ms, when the event loop is busy): six hops per batch (commit, BEGIN, insert, read the
+        ids, update, COMMIT) made a reply wait tens of milliseconds. One hop, under the
+        client's lock (the one every Tortoise query and transaction on it takes), is atomic
+        whatever happens to the awaiting task: the thread runs it to its COMMIT or ROLLBACK."""
+        now = rows[0].created_at
+        touched = sorted({message.conversation.id for message in batch})
+        reopened = sorted({message.conversation.id for message in batch if message.reopen})
+        values = [
+            (
+                message.conversation.id,
+                message.sender_type.value,
+                message.sender_name,
+                message.text,
+                message.notice,
+                now,
+            )
+            for message in batch
+        ]
+
+        def write(connection: sqlite3.Connection) -> list[int]:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [
+                    connection.execute(
+                        f'INSERT INTO "{MESSAGES_TABLE}" ("conversation_id", "sender_type",'
+                        ' "sender_name", "text", "is_notice", "created_at")'
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        row,
+                    ).lastrowid
+                    or 0
+                    for row in values
+                ]
+                marks = ", ".join("?" * len(touched))
+                connection.execute(
+                    f'UPDATE "{CONVERSATIONS_TABLE}" SET "last_active_at" = ?'
+                    f' WHERE "id" IN ({marks})',
+                    [now, *touched],
+                )
+                if reopened:
+                    marks = ", ".join("?" * len(reopened))
+                    connection.execute(
+                        f'UPDATE "{CONVERSATIONS_TABLE}" SET "status" = ?, "closed_at" = NULL'
+                        f' WHERE "status" = ? AND "id" IN ({marks})',
+                        [
+                            ConversationStatus.ACTIVE.value,
+                            ConversationStatus.CLOSED.value,
+                            *reopened,
+                        ],
+                    )
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            return ids
+
+        async with database.acquire_connection() as connection:
+            ids = await connection._execute(write, connection._conn)
+        for row, row_id in zip(rows, ids, strict=True):
+            row.id = row_id
+
+    async def _write_transaction(
+        self, batch: list[NewMessage], rows: list[ChatMessage], now: datetime
+    ) -> None:
         async with in_transaction() as connection:
             if connection.capabilities.dialect == "sqlite":
                 await self._insert_sqlite(rows, connection)
@@ -125,12 +211,6 @@ class MessageWriter:
                     .using_db(connection)
                     .update(status=ConversationStatus.ACTIVE, closed_at=None)
                 )
-        for message in batch:
-            message.conversation.last_active_at = now
-            if message.reopen:
-                message.conversation.status = ConversationStatus.ACTIVE
-                message.conversation.closed_at = None
-        return rows
 
     @staticmethod
     async def _insert_postgres(rows: list[ChatMessage], connection: Any) -> None:
