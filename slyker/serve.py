@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -213,6 +214,10 @@ def run_worker(
 
     async def serve_until_shutdown() -> None:
         # Hypercorn awaits this only after lifespan start-up, with its servers listening.
+        # Start-up's objects (modules, routes, schemas: ~120k) go to the permanent generation:
+        # full collections stop walking them (90 ms pauses, the chat's p99, before).
+        gc.collect()
+        gc.freeze()
         serving.set()
         # A process-shared Event cannot be awaited: poll it, as Hypercorn's own worker does.
         while not (shutdown.is_set() or terminated) and os.getppid() == supervisor:  # noqa: ASYNC110
