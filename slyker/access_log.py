@@ -13,6 +13,7 @@ that line, so every format gives the same line as with Hypercorn's logger.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -84,7 +85,25 @@ class LazyAccessLogAtoms(Mapping[str, Any]):
 
 
 class AccessLogger(Logger):
-    """Hypercorn's logger with :class:`LazyAccessLogAtoms` for the access log."""
+    """Hypercorn's logger with :class:`LazyAccessLogAtoms` for the access log, and the line's
+    record made directly: ``logger.info`` would look for its caller's file and line on
+    every request (``findCaller``: frames walked, paths normalised), which no access-log
+    format shows. Levels, filters and handlers apply as with ``logger.info``."""
 
     def atoms(self, request: Any, response: Any, request_time: float) -> Mapping[str, Any]:
         return LazyAccessLogAtoms(request, response, request_time)
+
+    async def access(self, request: Any, response: Any, request_time: float) -> None:
+        logger = self.access_logger
+        if logger is None or not logger.isEnabledFor(logging.INFO):
+            return
+        record = logger.makeRecord(
+            logger.name,
+            logging.INFO,
+            "(access log)",
+            0,
+            self.access_log_format,
+            (self.atoms(request, response, request_time),),
+            None,
+        )
+        logger.handle(record)

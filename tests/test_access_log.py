@@ -96,3 +96,24 @@ def test_the_log_record_gets_the_atoms_as_its_mapping() -> None:
 def test_serve_installs_the_lazy_logger() -> None:
     config = parse_config(["--config", str(ROOT / "hypercorn.toml")])
     assert config.logger_class is AccessLogger
+
+
+async def test_the_access_line_goes_through_the_access_loggers_handlers(tmp_path: Path) -> None:
+    config = parse_config(["--config", str(ROOT / "hypercorn.toml")])
+    config.accesslog = str(tmp_path / "access.log")
+    logger = config.log
+    assert isinstance(logger, AccessLogger)
+    await logger.access(http_scope(), RESPONSE, 0.002)
+    assert logger.access_logger is not None
+    for handler in logger.access_logger.handlers:
+        handler.flush()
+    line = (tmp_path / "access.log").read_text()
+    assert '"POST /api/carts/current/ 1.1" 201 17 2000us rid=abc123 "curl/8 \xe9"' in line
+    assert "[INFO]" in line
+    level = logger.access_logger.level
+    logger.access_logger.setLevel(logging.WARNING)  # a level above INFO: no line
+    try:
+        await logger.access(http_scope(), RESPONSE, 0.002)
+    finally:
+        logger.access_logger.setLevel(level)
+    assert (tmp_path / "access.log").read_text() == line
