@@ -600,6 +600,8 @@ def health_only(duration: float, rounds: int, compare: Path | None) -> list[Meas
             ):
                 name = f"slyker ({label}, {log_label})"
                 servers.append((name, stack.enter_context(slyker_server(name, env, 1, extra))))
+        for _, server in servers:  # warm-up: first requests build caches, pages get mapped
+            wrk(server.url + "/health/", 1, CONNECTIONS, script)
         for number in range(1, rounds + 1):
             reference: Measurement | None = None
             for name, server in servers:
