@@ -2,6 +2,7 @@
 ASGI stack (every middleware, Quart, hooks) without sockets or a server, under cProfile.
 
     python -m bench.profile_health [--requests 5000] [--top 40] [--origin URL]
+    python -m bench.profile_health --versus 6 --requests 1000   # CPU µs/request vs reference
 
 It prints requests/s of the in-process loop (no HTTP parsing: an upper bound for the
 server) and the cProfile breakdown by cumulative and own time.
@@ -99,6 +100,54 @@ async def _run(
         await app.shutdown()
 
 
+async def _versus(requests: int, blocks: int, path: str, origin: str | None) -> None:
+    """CPU time per request (``time.process_time``, so other processes on the machine do
+    not count) of slyker and of the minimal Quart + quart-cors app, in one process, in
+    alternating blocks: the in-process counterpart of ``bench.run --only health``, precise
+    enough to see a few per cent. The reference shares nothing with slyker's set-up
+    (quart-cors on its own, no quart-schema)."""
+    from bench.reference_app import create_reference_app
+    from slyker import create_app
+
+    data_dir = tempfile.mkdtemp(prefix="slyker-profile-")
+    slyker_app = create_app(
+        {
+            "SECRET_KEY": "x" * 50,
+            "DATABASE_URL": f"sqlite://{data_dir}/db.sqlite3",
+            "ALLOWED_HOSTS": "localhost,127.0.0.1",
+            "CORS_ALLOWED_ORIGINS": ORIGIN,
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    reference_app = create_reference_app()
+    apps = {"slyker": slyker_app, "Quart + quart-cors": reference_app}
+    for app in apps.values():
+        await app.startup()
+    try:
+        for app in apps.values():
+            for _ in range(300):  # warm-up
+                assert await _one(app, path, origin) == 200
+        spent: dict[str, list[float]] = {name: [] for name in apps}
+        for _ in range(blocks):
+            for name, app in apps.items():
+                started = time.process_time()
+                for _ in range(requests):
+                    await _one(app, path, origin)
+                spent[name].append((time.process_time() - started) / requests * 1e6)
+        best = {name: min(times) for name, times in spent.items()}
+        for name, times in spent.items():
+            print(
+                f"{name}: best {best[name]:.0f} µs CPU per request, median "
+                f"{sorted(times)[len(times) // 2]:.0f} ({blocks} blocks of {requests})"
+            )
+        print(
+            f"slyker / reference CPU per request: {best['slyker'] / best['Quart + quart-cors']:.2f}"
+        )
+    finally:
+        for app in apps.values():
+            await app.shutdown()
+
+
 async def _measure(
     app: Any, requests: int, top: int, path: str, origin: str | None, profile: bool
 ) -> None:
@@ -134,8 +183,18 @@ def main() -> None:
     parser.add_argument(
         "--reference", action="store_true", help="the minimal Quart + quart-cors app instead"
     )
+    parser.add_argument(
+        "--versus",
+        type=int,
+        metavar="BLOCKS",
+        help="no profile: CPU time per request of slyker and the reference, BLOCKS "
+        "alternating blocks of --requests each",
+    )
     args = parser.parse_args()
     os.environ.setdefault("QUART_SKIP_DOTENV", "1")
+    if args.versus:
+        asyncio.run(_versus(args.requests, args.versus, args.path, args.origin or None))
+        return
     asyncio.run(
         _run(
             args.requests,

@@ -58,6 +58,7 @@ START_TIMEOUT = 60.0
 CONNECTIONS = 32  # wrk connections for cheap requests (wrk -c); login uses fewer
 LOGIN_CONNECTIONS = 4  # Argon2 in 2 threads: more only queue (and then get 503)
 CHECKOUT_CLIENTS = 4
+REFERENCE_APP = "bench.reference_app:create_reference_app()"
 
 
 @dataclass
@@ -107,15 +108,18 @@ def base_env(database_url: str, redis_url: str | None, **extra: str) -> dict[str
 class Server:
     """One server process (its own process group), its log in a file."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int) -> None:
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str], port: int, cwd: Path = ROOT
+    ) -> None:
         self.name = name
         self.port = port
         self.url = f"http://{HOST}:{port}"
-        self.log_path = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
+        safe_name = re.sub(r"[^A-Za-z0-9_.]+", "-", name)
+        self.log_path = Path(tempfile.mkstemp(prefix=f"bench-{safe_name}-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -147,7 +151,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def slyker_server(name: str, env: dict[str, str], workers: int) -> Iterator[Server]:
+def slyker_server(
+    name: str, env: dict[str, str], workers: int, extra_args: tuple[str, ...] = ()
+) -> Iterator[Server]:
     port = free_port()
     command = [
         python(),
@@ -160,9 +166,10 @@ def slyker_server(name: str, env: dict[str, str], workers: int) -> Iterator[Serv
         f"{HOST}:{port}",
         "--workers",
         str(workers),
+        *extra_args,
         "slyker:create_app()",
     ]
-    server = Server(name, command, env, port)
+    server = Server(name, command, env, port, cwd=Path(env.get("BENCH_SLYKER_ROOT", ROOT)))
     try:
         server.wait_ready()
         yield server
@@ -557,6 +564,87 @@ def references(duration: float) -> dict[str, Measurement]:
     return found
 
 
+def health_only(duration: float, rounds: int, compare: Path | None) -> list[Measurement]:
+    """``--only health``: the issue's fixed-cost figure, A/B interleaved. Every server is
+    started first (idle ones cost nothing); then each round loads, one after the other, the
+    minimal Quart + quart-cors app, slyker as served in production (its access log on),
+    slyker without the access log (the reference logs nothing) and, with ``--compare``,
+    another slyker checkout (e.g. the branch point) the same two ways. Each slyker figure
+    gets the ratio to the reference of its own round, so drift of the machine's load
+    between rounds cancels out. SQLite, 1 worker."""
+    script = lua_script("GET", None, {"Origin": ORIGIN})
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-health-"))
+    roots = {"this checkout": ROOT}
+    if compare is not None:
+        roots[f"--compare {compare.name}"] = compare
+    found: list[Measurement] = []
+    with contextlib.ExitStack() as stack:
+        servers: list[tuple[str, Server]] = [
+            (
+                "Quart + quart-cors",
+                stack.enter_context(
+                    hypercorn_server(
+                        "Quart + quart-cors", "bench.reference_app:create_reference_app()"
+                    )
+                ),
+            )
+        ]
+        for label, root in roots.items():
+            env = base_env(f"sqlite://{data_dir}/{len(servers)}.sqlite3", None)
+            env["PYTHONPATH"] = str(root)
+            env["BENCH_SLYKER_ROOT"] = str(root)
+            prepare_database(env)
+            for log_label, extra in (
+                ("access log on", ()),
+                ("access log off", ("--access-logfile", "")),
+            ):
+                name = f"slyker ({label}, {log_label})"
+                servers.append((name, stack.enter_context(slyker_server(name, env, 1, extra))))
+        for _, server in servers:  # warm-up: first requests build caches, pages get mapped
+            wrk(server.url + "/health/", 1, CONNECTIONS, script)
+        for number in range(1, rounds + 1):
+            reference: Measurement | None = None
+            for name, server in servers:
+                m = measured(
+                    "GET /health/",
+                    name,
+                    wrk(server.url + "/health/", duration, CONNECTIONS, script),
+                    note=f"round {number}, load {os.getloadavg()[0]:.2f}",
+                )
+                if reference is None:
+                    reference = m
+                else:
+                    m.reference = {"Quart + quart-cors": reference.requests_per_second}
+                found.append(m)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return found
+
+
+def health_table(found: list[Measurement]) -> str:
+    rows = [
+        "| server | round | req/s | p50 ms | p99 ms | non-2xx | x Quart+quart-cors (same round) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for m in found:
+        reference = m.reference.get("Quart + quart-cors")
+        ratio = f"{m.requests_per_second / reference:.2f}" if reference else "1"
+        rows.append(
+            f"| {m.setup} | {m.note} | {m.requests_per_second:,.0f} | {m.p50_ms:.1f} "
+            f"| {m.p99_ms:.1f} | {m.non_2xx + m.errors} | {ratio} |"
+        )
+    means: dict[str, list[float]] = {}
+    for m in found:
+        if m.reference:
+            means.setdefault(m.setup, []).append(
+                m.requests_per_second / m.reference["Quart + quart-cors"]
+            )
+    for setup, ratios in means.items():
+        rows.append(
+            f"| {setup} | mean of {len(ratios)} | | | | | **{statistics.mean(ratios):.2f}** |"
+        )
+    return "\n".join(rows)
+
+
 def chat_figures(duration: float) -> list[dict[str, Any]]:
     if not (ROOT / "bench" / "chat.py").exists():
         return []
@@ -639,11 +727,26 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="comma-separated: sqlite,postgres,scaling,chat (default all; --quick: sqlite)",
     )
+    parser.add_argument(
+        "--only",
+        choices=["health"],
+        help="health: only GET /health/, slyker (access log on and off) against the minimal "
+        "Quart + quart-cors app, interleaved in --rounds rounds",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --only health (default 3)")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="with --only health: another slyker checkout (e.g. `git archive` of the branch "
+        "point) measured in the same rounds",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed (./dev bench installs it)", file=sys.stderr)
         return 1
     duration = args.duration or (3.0 if args.quick else 10.0)
+    if args.only == "health":
+        return _health_only_main(args, duration, argv)
     setups = (args.setups or ("sqlite" if args.quick else "sqlite,postgres,scaling,chat")).split(
         ","
     )
@@ -704,6 +807,36 @@ def main(argv: list[str] | None = None) -> int:
                 "references": {name: asdict(m) for name, m in refs.items()},
                 "measurements": [asdict(m) for m in measurements],
                 "chat": chats,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"bench: results written to {out.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
+def _health_only_main(args: argparse.Namespace, duration: float, argv: list[str] | None) -> int:
+    started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    info = machine()
+    print(
+        f"bench: {info['cpus']} CPUs ({info['cpu']}), load {info['load_average_at_start']}, "
+        f"GET /health/ only, {duration:g} s x {args.rounds} rounds",
+        file=sys.stderr,
+    )
+    found = health_only(duration, args.rounds, args.compare.resolve() if args.compare else None)
+    print(health_table(found))
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"health-{started}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "started": started,
+                "command": "./dev bench " + " ".join(sys.argv[1:] if argv is None else argv),
+                "duration_s": duration,
+                "machine": info,
+                "load_average_at_end": os.getloadavg(),
+                "measurements": [asdict(m) for m in found],
             },
             indent=2,
         )

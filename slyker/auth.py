@@ -270,8 +270,10 @@ async def load_identity() -> None:
     on public endpoints too (the storefront answers a 401 by refreshing its token)."""
     g.user = None
     header = request.headers.get("Authorization")
+    if header is None:
+        return  # most requests: no view look-up (issue 12, fixed cost per request)
     view = current_app.view_functions.get(request.endpoint or "")
-    if header is None or getattr(view, _IGNORES_BEARER, False):
+    if getattr(view, _IGNORES_BEARER, False):
         return
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from math import ceil
 
 import redis.exceptions
-from quart import current_app, request
+from quart import Response, current_app, request
 from quart_rate_limiter import KeyCallable, RateLimit, RateLimitExceeded, SkipCallable
 from quart_rate_limiter import RateLimiter as BaseRateLimiter
 from quart_rate_limiter.store import RateLimiterStoreABC
@@ -266,6 +266,28 @@ class RateLimiter(BaseRateLimiter):
 
     def __init__(self, store: AtomicStore) -> None:
         super().__init__(store=store)
+        # Whether an endpoint has any limit: fixed once routes are registered (Quart refuses
+        # new ones after the first request), so both hooks answer routes without limits
+        # (/health/, most reads) from this dict instead of looking up the view, its
+        # blueprint and their limits on every request (issue 12).
+        self._limited_endpoints: dict[str | None, bool] = {}
+
+    def _has_limits(self) -> bool:
+        endpoint = request.endpoint
+        limited = self._limited_endpoints.get(endpoint)
+        if limited is None:
+            view_func = current_app.view_functions.get(endpoint)  # type: ignore[arg-type]
+            blueprint = current_app.blueprints.get(request.blueprint)  # type: ignore[arg-type]
+            limited = view_func is not None and bool(
+                self._get_limits_for_view_function(view_func, blueprint)
+            )
+            self._limited_endpoints[endpoint] = limited
+        return limited
+
+    async def _after_request(self, response: Response) -> Response:
+        if not self._has_limits():
+            return response
+        return await super()._after_request(response)
 
     async def _create_key(self, endpoint: str, rate_limit: RateLimit) -> str:
         if isinstance(rate_limit, SettingRateLimit) and rate_limit.shared:
@@ -275,7 +297,7 @@ class RateLimiter(BaseRateLimiter):
         return await super()._create_key(endpoint, rate_limit)
 
     async def _before_request(self) -> None:
-        if not current_app.config["QUART_RATE_LIMITER_ENABLED"]:
+        if not current_app.config["QUART_RATE_LIMITER_ENABLED"] or not self._has_limits():
             return
         endpoint = request.endpoint
         view_func = current_app.view_functions.get(endpoint)

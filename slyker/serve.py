@@ -54,6 +54,7 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import load_application
 
+from slyker.access_log import AccessLogger
 from slyker.lifecycle import start_draining
 from slyker.settings import SettingsError
 
@@ -103,6 +104,7 @@ def parse_config(argv: list[str]) -> Config:
     if not Path(args.config).is_file():
         parser.error(f"--config: no such file: {args.config}")
     config = Config.from_toml(args.config)
+    config.logger_class = AccessLogger  # the same lines, fewer atoms built (slyker.access_log)
     config.application_path = args.application
     if args.binds:
         config.bind = args.binds

@@ -243,10 +243,11 @@ def _printable(field: str) -> str:
 async def refuse_unstorable_query() -> None:
     """``before_request``: query parameters (names and values) and path segments must be
     text the database can store, like every JSON string; otherwise a 400 naming them."""
-    for name, value in request.args.items(multi=True):
-        problem = text_problem(name) or text_problem(value)
-        if problem is not None:
-            raise invalid(_printable(name), problem)
+    if request.query_string:  # no query: no MultiDict built (issue 12)
+        for name, value in request.args.items(multi=True):
+            problem = text_problem(name) or text_problem(value)
+            if problem is not None:
+                raise invalid(_printable(name), problem)
     problem = text_problem(request.path)
     if problem is not None:
         raise invalid("path", problem)
