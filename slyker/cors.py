@@ -4,13 +4,11 @@ The origin decision itself is :mod:`slyker.origins` (one policy for HTTP and Web
 this module only applies it, in layers, so that an allowed origin always gets exactly one
 correct set of headers and any other origin gets none, whatever the status:
 
-1. :func:`apply_cors_headers` (``after_request``) sets the CORS headers of ordinary
-   responses and merges ``Vary: Origin``. (The error handlers of :mod:`slyker.errors` return
-   ordinary responses, so this layer covers every handled error status.) It replaced
-   quart-cors plus a fill-in hook (issue 12: quart-cors re-read its configuration, parsed the
-   request's CORS headers and went through Werkzeug's header properties on every response,
-   ~15 % of ``GET /health/``).
-2. :class:`CORSMiddleware`, an ASGI wrapper around the whole app:
+1. quart-cors, asking the policy through :class:`_PolicyOrigin`, decorates ordinary responses.
+2. :func:`fill_in_cors_headers` (``after_request``) adds whatever an ordinary response still
+   lacks and merges ``Vary: Origin``. (The error handlers of :mod:`slyker.errors` return
+   ordinary responses, so layers 1 and 2 cover every handled error status.)
+3. :class:`CORSMiddleware`, an ASGI wrapper around the whole app:
    - answers every CORS preflight itself, so before routing, authentication, strict-slash
      redirects, 405 handling and any hook that could fail; a preflight's headers are decided
      there and nowhere else;
@@ -20,8 +18,8 @@ correct set of headers and any other origin gets none, whatever the status:
      because it means an inner layer missed a case.
 
 The origin decision is taken once per request, by :class:`CORSMiddleware` (which runs
-first), and kept in the ASGI scope; layer 1 reads it from there instead of asking the
-policy again.
+first), and kept in the ASGI scope; layers 1 and 2 read it from there instead of asking the
+policy again (issue 12: quart-cors alone asked it twice per response).
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import quart_cors
 from hypercorn.typing import (
     ASGIFramework,
     ASGIReceiveCallable,
@@ -37,7 +36,7 @@ from hypercorn.typing import (
     ASGISendCallable,
     Scope,
 )
-from quart import Quart, Response, current_app, request
+from quart import Quart, Response, current_app, has_request_context, request
 
 from slyker.errors import JSON_CONTENT_TYPE, error_body_bytes
 from slyker.origins import OriginPolicy
@@ -169,24 +168,46 @@ def _log_value(value: object) -> str:
     return repr(value)[:300]
 
 
-async def apply_cors_headers(response: Response) -> Response:
-    """``after_request``: exactly the CORS headers the request's origin gets (replacing any a
-    view set) and ``Vary: Origin`` merged into the response's Vary."""
-    headers = response.headers
-    vary = headers.getlist("Vary")
-    headers["Vary"] = merge_vary(vary, "Origin") if vary else "Origin"
+async def fill_in_cors_headers(response: Response) -> Response:
+    """Add what quart-cors left out of a response; never duplicate a header."""
+    response.headers["Vary"] = merge_vary(response.headers.getlist("Vary"), "Origin")
     for name, value in _config().response_headers(request_origin()):
-        headers[name] = value
+        if name not in response.headers:
+            log.debug("CORS header %s filled in after quart-cors on %s", name, request.path)
+            response.headers[name] = value
     return response
 
 
+class _PolicyOrigin:
+    """quart-cors compares the request's Origin with each configured entry using ``==``;
+    this entry makes that comparison ask the one origin policy instead, so quart-cors never
+    uses its own prefix-matching (``re.match``) rule."""
+
+    def __eq__(self, other: object) -> bool:
+        if not has_request_context():  # WebSocket handshakes are checked by the chat blueprint
+            return False
+        return isinstance(other, str) and other == request_origin()
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
 def init_cors(app: Quart, settings: Settings) -> CORSConfig:
-    """Install layer 1 on ``app``; the factory wraps the app in :class:`CORSMiddleware`."""
+    """Install layers 1 and 2 on ``app``; the factory wraps the app in :class:`CORSMiddleware`."""
     config = CORSConfig.from_settings(settings)
     app.extensions[EXTENSION_KEY] = config
-    # after_request hooks run in reverse order: registered first, this one runs last, so
-    # it sees whatever the other hooks added.
-    app.after_request(apply_cors_headers)
+    # after_request hooks run in reverse order: registered first, this one runs last.
+    app.after_request(fill_in_cors_headers)
+    quart_cors.cors(
+        app,
+        allow_origin=[_PolicyOrigin()],  # type: ignore[list-item]
+        allow_credentials=config.allow_credentials,
+        allow_methods=config.allow_methods,
+        allow_headers=config.allow_headers,
+        expose_headers=config.expose_headers,
+        max_age=config.max_age,
+        send_origin_wildcard=False,
+    )
     return config
 
 
