@@ -34,6 +34,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from quart import Quart, current_app, g, has_app_context, request
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.models import Model
+from tortoise.queryset import QuerySet
 
 from slyker.errors import APIError
 from slyker.models.accounts import RefreshToken, User
@@ -51,6 +53,7 @@ _DUMMY_HASH = _password_hasher.hash(secrets.token_urlsafe(16))
 
 P = ParamSpec("P")
 R = TypeVar("R")
+ModelT = TypeVar("ModelT", bound=Model)
 
 
 HASHING_KEY = "slyker.password_hashing"
@@ -327,3 +330,14 @@ def staff_required(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]
         return await func(*args, **kwargs)
 
     return wrapper
+
+
+def visible_to_caller(model: type[ModelT], owner_field: str = "user_id") -> QuerySet[ModelT]:
+    """The rows of ``model`` the signed-in caller may see: every row for staff, else only
+    the caller's own (``owner_field`` holds the owning user's id, through a relation if
+    need be: ``invoice__user_id``). Someone else's row is simply absent, so a view that
+    looks one up by id answers 404, not 403: an id that is not yours does not tell whether
+    it exists. 401 without a signed-in caller."""
+    user = authenticated_user()
+    rows = model.all()
+    return rows if user.is_staff else rows.filter(**{owner_field: user.id})

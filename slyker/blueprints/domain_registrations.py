@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_response
 
-from slyker.auth import authenticated_user, login_required
+from slyker.auth import login_required, visible_to_caller
 from slyker.contracts import IsoDate, IsoDateTime, Page
 from slyker.errors import APIError
 from slyker.models.services import (
@@ -80,12 +80,6 @@ class DomainRegistrationOut(BaseModel):
         return [cls.from_row(r, clients[r.user_id]) for r in registrations]  # type: ignore[attr-defined]
 
 
-def _visible_registrations() -> Any:
-    user = authenticated_user()
-    queryset = DomainRegistration.all()
-    return queryset if user.is_staff else queryset.filter(user_id=user.id)
-
-
 class DomainRegistrationQuery(PageQuery):
     status: Annotated[DomainStatus | None, query_choice(DomainStatus)] = None
 
@@ -96,7 +90,7 @@ class DomainRegistrationQuery(PageQuery):
 @validate_response(Page[DomainRegistrationOut])
 async def list_domain_registrations(query_args: DomainRegistrationQuery) -> dict[str, Any]:
     """The caller's domains (staff: everyone's), newest first; ``?status=``."""
-    queryset = _visible_registrations()
+    queryset = visible_to_caller(DomainRegistration)
     if query_args.status is not None:
         queryset = queryset.filter(status=query_args.status)
     return await paginate_rows(queryset.order_by("-id"), DomainRegistrationOut.of_rows, query_args)
@@ -107,7 +101,7 @@ async def list_domain_registrations(query_args: DomainRegistrationQuery) -> dict
 @validate_response(DomainRegistrationOut)
 async def get_domain_registration(registration_id: int) -> DomainRegistrationOut:
     """One domain registration (404 if it is not the caller's)."""
-    registration = await _visible_registrations().get_or_none(id=registration_id)
+    registration = await visible_to_caller(DomainRegistration).get_or_none(id=registration_id)
     if registration is None:
         raise APIError(404, "Domain registration not found.")
     return (await DomainRegistrationOut.of_rows([registration]))[0]

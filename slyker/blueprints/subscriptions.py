@@ -9,9 +9,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
-from tortoise.models import Model
 
-from slyker.auth import authenticated_user, login_required, staff_required
+from slyker.auth import login_required, staff_required, visible_to_caller
 from slyker.contracts import IsoDate, IsoDateTime, Money, Page
 from slyker.errors import APIError, invalid
 from slyker.models.billing import BillingCycle
@@ -98,17 +97,11 @@ class SubscriptionOut(BaseModel):
         return (await cls.of_rows([subscription]))[0]
 
 
-def _visible(model: type[Model]) -> Any:
-    user = authenticated_user()
-    queryset = model.all()
-    return queryset if user.is_staff else queryset.filter(user_id=user.id)
-
-
 async def _subscription(subscription_id: int) -> Subscription:
-    subscription = await _visible(Subscription).get_or_none(id=subscription_id)
+    subscription = await visible_to_caller(Subscription).get_or_none(id=subscription_id)
     if subscription is None:
         raise APIError(404, "Subscription not found.")
-    return subscription  # type: ignore[no-any-return]
+    return subscription
 
 
 class SubscriptionQuery(PageQuery):
@@ -121,7 +114,7 @@ class SubscriptionQuery(PageQuery):
 @validate_response(Page[SubscriptionOut])
 async def list_subscriptions(query_args: SubscriptionQuery) -> dict[str, Any]:
     """The caller's hosting subscriptions (staff: everyone's), newest first; ``?status=``."""
-    queryset = _visible(Subscription)
+    queryset = visible_to_caller(Subscription)
     if query_args.status is not None:
         queryset = queryset.filter(status=query_args.status)
     return await paginate_rows(queryset.order_by("-id"), SubscriptionOut.of_rows, query_args)

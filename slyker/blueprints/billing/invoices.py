@@ -12,7 +12,7 @@ from quart_schema import validate_querystring, validate_request, validate_respon
 from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
-from slyker.auth import authenticated_user, login_required, staff_required
+from slyker.auth import login_required, staff_required, visible_to_caller
 from slyker.blueprints.billing.payments import PaymentOut
 from slyker.contracts import NO_CONTENT, IsoDate, IsoDateTime, Money, NoContent, Page
 from slyker.errors import APIError, invalid
@@ -153,14 +153,8 @@ class InvoiceOut(BaseModel):
         return (await cls.of_rows([invoice]))[0]
 
 
-def _visible_invoices() -> Any:
-    user = authenticated_user()
-    queryset = Invoice.all()
-    return queryset if user.is_staff else queryset.filter(user_id=user.id)
-
-
 async def _invoice(invoice_id: int) -> Invoice:
-    invoice = await _visible_invoices().get_or_none(id=invoice_id)
+    invoice = await visible_to_caller(Invoice).get_or_none(id=invoice_id)
     if invoice is None:
         raise APIError(404, "Invoice not found.")
     return invoice
@@ -176,7 +170,7 @@ class InvoiceQuery(PageQuery):
 @validate_response(Page[InvoiceOut])
 async def list_invoices(query_args: InvoiceQuery) -> dict[str, Any]:
     """The caller's invoices (staff: everyone's), newest first; ``?status=`` filters."""
-    queryset = _visible_invoices()
+    queryset = visible_to_caller(Invoice)
     if query_args.status is not None:
         queryset = queryset.filter(status=query_args.status)
     return await paginate_rows(queryset.order_by("-id"), InvoiceOut.of_rows, query_args)

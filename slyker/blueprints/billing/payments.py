@@ -12,7 +12,7 @@ from quart_schema import validate_querystring, validate_request, validate_respon
 from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
-from slyker.auth import authenticated_user, login_required, staff_required
+from slyker.auth import authenticated_user, login_required, staff_required, visible_to_caller
 from slyker.contracts import IsoDateTime, Money, Page
 from slyker.errors import APIError, invalid
 from slyker.models.billing import Invoice, InvoiceStatus, Payment, PaymentStatus
@@ -48,19 +48,17 @@ class PaymentOut(BaseModel):
         )
 
 
-def _visible_payments() -> Any:
-    user = authenticated_user()
-    queryset = Payment.all()
-    return queryset if user.is_staff else queryset.filter(invoice__user_id=user.id)
-
-
 @blueprint.get("/")
 @login_required
 @validate_querystring(PageQuery)
 @validate_response(Page[PaymentOut])
 async def list_payments(query_args: PageQuery) -> dict[str, Any]:
     """The caller's payments (staff: all), newest first."""
-    return await paginate(_visible_payments().order_by("-id"), PaymentOut.from_row, query_args)
+    return await paginate(
+        visible_to_caller(Payment, "invoice__user_id").order_by("-id"),
+        PaymentOut.from_row,
+        query_args,
+    )
 
 
 @blueprint.get("/<int:payment_id>/")
@@ -68,7 +66,7 @@ async def list_payments(query_args: PageQuery) -> dict[str, Any]:
 @validate_response(PaymentOut)
 async def get_payment(payment_id: int) -> PaymentOut:
     """One payment (404 if it is not on one of the caller's invoices)."""
-    payment = await _visible_payments().get_or_none(id=payment_id)
+    payment = await visible_to_caller(Payment, "invoice__user_id").get_or_none(id=payment_id)
     if payment is None:
         raise APIError(404, "Payment not found.")
     return PaymentOut.from_row(payment)

@@ -14,7 +14,13 @@ from quart import Blueprint, request
 from quart_rate_limiter import rate_limit
 from quart_schema import DataSource, document_request, validate_request, validate_response
 
-from slyker.auth import authenticated_user, current_user, ignores_bearer_header, login_required
+from slyker.auth import (
+    authenticated_user,
+    current_user,
+    ignores_bearer_header,
+    login_required,
+    visible_to_caller,
+)
 from slyker.errors import APIError
 from slyker.models.billing import Invoice, Payment
 from slyker.models.paynow import PaynowTransaction
@@ -92,11 +98,7 @@ async def attempt_out(transaction: PaynowTransaction) -> PaynowAttemptOut:
 
 async def own_invoice(invoice_id: int) -> Invoice:
     """The caller's invoice (staff: any), else 404."""
-    user = authenticated_user()
-    query = Invoice.filter(id=invoice_id)
-    if not user.is_staff:
-        query = query.filter(user_id=user.id)
-    invoice = await query.get_or_none()
+    invoice = await visible_to_caller(Invoice).get_or_none(id=invoice_id)
     if invoice is None:
         raise APIError(404, "Invoice not found.")
     return invoice
@@ -147,11 +149,9 @@ async def check_paynow_status(payment_id: int) -> PaynowAttemptOut:
     """Ask Paynow for the status of one of your Paynow payments and apply it (the invoice
     becomes paid once, when its payments cover it). ``paid`` says whether this payment
     completed. 404 if the payment is not yours or not a Paynow payment."""
-    user = authenticated_user()
-    query = PaynowTransaction.filter(payment_id=payment_id)
-    if not user.is_staff:
-        query = query.filter(invoice__user_id=user.id)
-    transaction = await query.get_or_none()
+    transaction = await visible_to_caller(PaynowTransaction, "invoice__user_id").get_or_none(
+        payment_id=payment_id
+    )
     if transaction is None:
         raise APIError(404, "Paynow payment not found.")
     result = await paynow_service.check_status(current_settings().paynow, transaction)
