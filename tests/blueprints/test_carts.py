@@ -853,3 +853,20 @@ async def test_apply_coupon_is_rate_limited_per_address(shop_with: Any) -> None:
     # The right code is refused too until the minute passes: guessing is what is limited.
     last = await browser.post(f"{CARTS}/{cart['id']}/apply_coupon/", {"code": "WELCOME10"})
     assert last.status == 429 and last.body["code"] == "rate_limited"
+
+
+async def test_coupon_checks_are_one_count_for_validate_code_and_apply_coupon(
+    shop_with: Any,
+) -> None:
+    shop = await shop_with(COUPON_CHECKS_PER_MINUTE="3")
+    browser = API(shop)
+    cart = await current(browser)
+    await browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING)
+    checked = [
+        (await browser.post("/api/billing/promotions/validate_code/", {"code": f"GUESS{i}"})).status
+        for i in range(2)
+    ]
+    applied = await browser.post(f"{CARTS}/{cart['id']}/apply_coupon/", {"code": "GUESS2"})
+    refused = await browser.post(f"{CARTS}/{cart['id']}/apply_coupon/", {"code": "GUESS3"})
+    assert checked == [400, 400] and applied.status == 400
+    assert refused.status == 429 and refused.body["code"] == "rate_limited"

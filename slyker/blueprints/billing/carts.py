@@ -24,6 +24,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.http import dump_cookie
 
 from slyker.auth import authenticated_user, current_user, login_required
+from slyker.blueprints.billing.limits import CART_WRITES, COUPON_CHECKS
 from slyker.money import as_number, as_string
 from slyker.pricing import MAX_QUANTITY
 from slyker.ratelimit import SettingRateLimit, client_address
@@ -66,19 +67,12 @@ def cart_identity() -> CartIdentity:
     return identity
 
 
-async def cart_writer_key() -> str:
-    """Cart changes are counted per user when signed in, else per client address."""
-    user = current_user()
-    return f"user:{user.id}" if user is not None else f"addr:{await client_address()}"
-
-
 async def not_creating_a_cart() -> bool:
     """Skip the creation limit unless this request would make a new anonymous cart."""
     return not cart_identity().is_anonymous_without_token
 
 
-CART_WRITES = SettingRateLimit("cart_writes_per_minute", timedelta(minutes=1), cart_writer_key)
-COUPON_CHECKS = SettingRateLimit("coupon_checks_per_minute", timedelta(minutes=1), client_address)
+# The limits shared with other routes are in limits.py; this one needs the cart identity.
 CART_CREATIONS = SettingRateLimit(
     "cart_creations_per_minute",
     timedelta(minutes=1),

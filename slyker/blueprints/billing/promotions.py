@@ -29,7 +29,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
 from slyker.auth import current_user, staff_required
-from slyker.blueprints.billing.carts import COUPON_CHECKS  # one limit shared with apply_coupon
+from slyker.blueprints.billing.limits import COUPON_CHECKS
 from slyker.contracts import NO_CONTENT, IsoDateTime, Money, NoContent, Page
 from slyker.errors import APIError, invalid
 from slyker.models.billing import DiscountType, Promotion
