@@ -96,7 +96,7 @@ def create_app(
     app.asgi_app = database.DatabaseContextMiddleware(app.asgi_app, app)  # type: ignore[method-assign]
     app.asgi_app = AllowedHostsMiddleware(app.asgi_app, settings.allowed_hosts)  # type: ignore[method-assign]
     app.asgi_app = CORSMiddleware(app.asgi_app, cors_config)  # type: ignore[method-assign]
-    app.asgi_app = RequestIDMiddleware(app.asgi_app, security_headers=True)  # type: ignore[method-assign]
+    app.asgi_app = RequestIDMiddleware(app.asgi_app)  # type: ignore[method-assign]
     if settings.trusted_proxy_hops:
         # Behind nginx: the client address, scheme (ws/wss for a WebSocket) and host come
         # from the proxy's X-Forwarded-* headers (rate limits key on that address); only as

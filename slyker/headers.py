@@ -4,9 +4,9 @@
 echoing a client's text, say) is HTML or script. It sits outside the CORS layer, so even
 the responses the CORS safety net or the Host check make carry it.
 
-The app adds them in the request-id layer's pass over the response headers
-(``RequestIDMiddleware(..., security_headers=True)``): one send wrapper for both, instead of
-a layer of its own that would wrap ``send`` and copy the headers again.
+The request-id layer (:class:`~slyker.request_id.RequestIDMiddleware`) adds them in its pass
+over the response headers: one send wrapper for both, instead of a layer of its own that
+would wrap ``send`` and copy the headers again.
 """
 
 from __future__ import annotations

@@ -37,11 +37,11 @@ def request_id_from_scope(scope: Scope) -> str:
 
 
 class RequestIDMiddleware:
-    """The id, and with ``security_headers`` (the app's set-up) the nosniff header too."""
+    """The id on every response and handshake answer, and the nosniff header on every
+    response."""
 
-    def __init__(self, app: ASGIFramework, security_headers: bool = False) -> None:
+    def __init__(self, app: ASGIFramework) -> None:
         self.app = app
-        self.security_headers = security_headers
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -54,12 +54,11 @@ class RequestIDMiddleware:
         token = current_request_id.set(request_id)
 
         id_header = (_HEADER_BYTES, request_id.encode())
-        security = self.security_headers
 
         async def send_with_id(message: dict) -> None:  # type: ignore[type-arg]
             kind = message["type"]
             if kind in _ID_MESSAGES:
-                with_security = security and kind in _SECURITY_MESSAGES
+                with_security = kind in _SECURITY_MESSAGES
                 replaced = _REPLACED if with_security else (_HEADER_BYTES,)
                 headers = [
                     (k, v) for k, v in message.get("headers", []) if k.lower() not in replaced

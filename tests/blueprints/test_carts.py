@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from quart import Quart
 
-from slyker.blueprints.billing.carts import signed_cart_token
 from slyker.models.accounts import Role
 from slyker.models.billing import (
     Cart,
@@ -22,7 +21,9 @@ from slyker.models.billing import (
     InvoiceItem,
     Promotion,
 )
+from slyker.services.carts import signed_cart_token
 from tests.api import API, db, make_user, seed_catalog, token_for
+from tests.conftest import TEST_SECRET_KEY
 
 CARTS = "/api/billing/carts"
 HOSTING = {
@@ -395,8 +396,7 @@ async def test_checkout_uses_todays_catalog_price(shop: Quart) -> None:
 
 async def test_twenty_concurrent_first_calls_make_one_cart(shop: Quart) -> None:
     token = secrets.token_urlsafe(32)
-    async with shop.app_context():
-        signed = signed_cart_token(token)  # as issued, before its cart exists
+    signed = signed_cart_token(token, TEST_SECRET_KEY)  # as issued, before its cart exists
     browser = API(shop, cookies=False)
     replies = await asyncio.gather(
         *(browser.get(f"{CARTS}/current/", headers={"X-Cart-Token": signed}) for _ in range(20))

@@ -44,11 +44,6 @@ MAX_METADATA_BYTES = 4096
 # --- identity ----------------------------------------------------------------------------
 
 
-def signed_cart_token(token: str, secret_key: str | None = None) -> str:
-    """What the client holds for the anonymous cart token ``token`` (this app's key)."""
-    return cart_service.signed_cart_token(token, secret_key or current_settings().secret_key)
-
-
 def cart_identity() -> CartIdentity:
     """The caller's cart identity, worked out once per request (the rate limit asks too)."""
     identity: CartIdentity | None = g.get("cart_identity")
@@ -174,7 +169,7 @@ def cart_reply(cart: CartView, status: int = 200) -> CartReply:
         if identity.signed_token and identity.anonymous_token == cart.anonymous_token:
             token = identity.signed_token  # as presented: the same MAC, no need to sign again
         else:
-            token = signed_cart_token(cart.anonymous_token)
+            token = cart_service.signed_cart_token(cart.anonymous_token, settings.secret_key)
         headers[CART_TOKEN_HEADER] = token
         headers["Set-Cookie"] = dump_cookie(
             settings.cart_cookie_name,
