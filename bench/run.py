@@ -18,6 +18,11 @@ Cart write limits are raised for the run (settings). Non-2xx answers are counted
 
 Durations are bounded (``--duration``, default 10 s per workload; ``--quick``: 3 s and the
 SQLite set-up only). Results also go to bench/results/<UTC time>.json. Never a CI gate.
+
+Before/after in one run: ``--only health,cart --rounds N --compare DIR`` (:func:`interleaved`)
+loads this checkout and another one (a worktree of the branch point: only its ``slyker`` is
+used, seeded through its own CLI and HTTP API) in alternating rounds, each ratio taken within
+its round.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ CONNECTIONS = 32  # wrk connections for cheap requests (wrk -c); login uses fewe
 LOGIN_CONNECTIONS = 4  # Argon2 in 2 threads: more only queue (and then get 503)
 CHECKOUT_CLIENTS = 4
 REFERENCE_APP = "bench.reference_app:create_reference_app()"
+QUART_REFERENCE = "Quart + quart-cors"
 
 
 @dataclass
@@ -288,9 +294,13 @@ def measured(workload: str, setup: str, result: dict[str, Any], note: str = "") 
 
 
 def prepare_database(env: dict[str, str]) -> None:
+    """Migrations and the demo catalog, by the CLI of the checkout being measured
+    (``BENCH_SLYKER_ROOT``: ``python -m`` imports from its working directory first), so an
+    older checkout gets its own schema. Both commands exist since before the bench."""
+    root = Path(env.get("BENCH_SLYKER_ROOT", ROOT))
     subprocess.run(
         [python(), "-m", "slyker", "migrate"],
-        cwd=ROOT,
+        cwd=root,
         env=env,
         check=True,
         stdout=subprocess.DEVNULL,
@@ -298,7 +308,7 @@ def prepare_database(env: dict[str, str]) -> None:
     quart = str(Path(python()).with_name("quart"))
     subprocess.run(
         [quart, "--app", "slyker:create_app()", "load-demo-catalog"],
-        cwd=ROOT,
+        cwd=root,
         env=env,
         check=True,
         stdout=subprocess.DEVNULL,
@@ -365,6 +375,10 @@ class Seed:
 
 
 def seed(server: Server, users: int) -> Seed:
+    """Through the HTTP API only (and the demo catalog of :func:`prepare_database`), so the
+    same seeding works against an older checkout (``--compare``): a cart of 3 hosting lines
+    with its token, ``ADD_ITEM_CARTS`` empty carts for add_item when there are ``users``,
+    and that many registered users."""
     with httpx.Client(base_url=server.url, headers={"Origin": ORIGIN}, timeout=30) as client:
         products = client.get("/api/services/hosting-products/").json()
         items = products["results"] if isinstance(products, dict) else products
@@ -382,6 +396,13 @@ def seed(server: Server, users: int) -> Seed:
             )
             if added.status_code != 201 and added.status_code != 200:
                 raise RuntimeError(f"seeding the cart: {added.status_code} {added.text}")
+        client.cookies.clear()
+        # What the cart workload will read: this cart, by its token alone, with its 3 lines
+        # (a token the server did not take would be answered with a new, empty cart).
+        read = client.get("/api/billing/carts/current/", headers={"X-Cart-Token": token})
+        read.raise_for_status()
+        if read.json()["id"] != cart_id or read.json()["item_count"] != 3:
+            raise RuntimeError(f"seeding the cart: read back {read.text[:500]}")
         client.cookies.clear()
         empty_carts = []
         for _ in range(ADD_ITEM_CARTS if users else 0):
@@ -471,27 +492,30 @@ def checkout(server: Server, seeded: Seed, duration: float) -> dict[str, Any]:
 # --- set-ups ---------------------------------------------------------------------------------
 
 
+HEALTH = "GET /health/"
+CART_CURRENT = "GET cart current/ (3 items)"
+
+
+def load_health(server: Server, duration: float) -> dict[str, Any]:
+    """``GET /health/`` with an allowed Origin (as a browser sends it), over wrk."""
+    script = lua_script("GET", None, {"Origin": ORIGIN})
+    return wrk(server.url + "/health/", duration, CONNECTIONS, script)
+
+
+def load_cart_current(server: Server, seeded: Seed, duration: float) -> dict[str, Any]:
+    """``GET /api/billing/carts/current/`` of the seeded cart (3 lines) by its cart token,
+    with an allowed Origin, over wrk: the same request every time, no cookie."""
+    script = lua_script("GET", None, {"Origin": ORIGIN, "X-Cart-Token": seeded.cart_token})
+    return wrk(server.url + "/api/billing/carts/current/", duration, CONNECTIONS, script)
+
+
 def http_workloads(
     server: Server, proxied: Server, seeded: Seed, setup: str, duration: float, full: bool
 ) -> list[Measurement]:
     origin = {"Origin": ORIGIN}
-    cart_headers = {**origin, "X-Cart-Token": seeded.cart_token}
     results = [
-        measured(
-            "GET /health/",
-            setup,
-            wrk(server.url + "/health/", duration, CONNECTIONS, lua_script("GET", None, origin)),
-        ),
-        measured(
-            "GET cart current/ (3 items)",
-            setup,
-            wrk(
-                server.url + "/api/billing/carts/current/",
-                duration,
-                CONNECTIONS,
-                lua_script("GET", None, cart_headers),
-            ),
-        ),
+        measured(HEALTH, setup, load_health(server, duration)),
+        measured(CART_CURRENT, setup, load_cart_current(server, seeded, duration)),
     ]
     if not full:
         return results
@@ -551,46 +575,44 @@ def run_setup(
 
 
 def references(duration: float) -> dict[str, Measurement]:
-    script = lua_script("GET", None, {"Origin": ORIGIN})
     found = {}
     for name, app in (
-        ("Quart + quart-cors", "bench.reference_app:create_reference_app()"),
+        (QUART_REFERENCE, REFERENCE_APP),
         ("raw Hypercorn ASGI", "bench.reference_app:raw_asgi"),
     ):
         with hypercorn_server(name, app) as server:
-            found[name] = measured(
-                "GET /health/", name, wrk(server.url + "/health/", duration, CONNECTIONS, script)
-            )
+            found[name] = measured(HEALTH, name, load_health(server, duration))
     return found
 
 
-def health_only(duration: float, rounds: int, compare: Path | None) -> list[Measurement]:
-    """``--only health``: the issue's fixed-cost figure, A/B interleaved. Every server is
-    started first (idle ones cost nothing); then each round loads, one after the other, the
-    minimal Quart + quart-cors app, slyker as served in production (its access log on),
-    slyker without the access log (the reference logs nothing) and, with ``--compare``,
-    another slyker checkout (e.g. the branch point) the same two ways. Each slyker figure
-    gets the ratio to the reference of its own round, so drift of the machine's load
-    between rounds cancels out. SQLite, 1 worker."""
-    script = lua_script("GET", None, {"Origin": ORIGIN})
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-health-"))
+INTERLEAVED_WORKLOADS = ("health", "cart")
+
+
+def interleaved(
+    workloads: list[str], duration: float, rounds: int, compare: Path | None
+) -> list[Measurement]:
+    """``--only health,cart``: A/B interleaved. Every server is started first (idle ones
+    cost nothing); then each round loads, one after the other, for ``health`` the minimal
+    Quart + quart-cors app, and for each workload slyker as served in production (its access
+    log on), slyker without the access log (the reference logs nothing) and, with
+    ``--compare``, another slyker checkout (e.g. the branch point) the same two ways. Each
+    figure gets the ratio to the baseline of its own round (``health``: the Quart app;
+    ``cart``: the ``--compare`` checkout with the same access-log set-up), so drift of the
+    machine's load between rounds cancels out. SQLite, 1 worker; the cart is seeded through
+    the HTTP API (:func:`seed`), so an older checkout needs no bench code of its own."""
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-interleaved-"))
     roots = {"this checkout": ROOT}
     if compare is not None:
         roots[f"--compare {compare.name}"] = compare
     found: list[Measurement] = []
     with contextlib.ExitStack() as stack:
-        servers: list[tuple[str, Server]] = [
-            (
-                "Quart + quart-cors",
-                stack.enter_context(
-                    hypercorn_server(
-                        "Quart + quart-cors", "bench.reference_app:create_reference_app()"
-                    )
-                ),
-            )
-        ]
-        for label, root in roots.items():
-            env = base_env(f"sqlite://{data_dir}/{len(servers)}.sqlite3", None)
+        reference: Server | None = None
+        if "health" in workloads:
+            reference = stack.enter_context(hypercorn_server(QUART_REFERENCE, REFERENCE_APP))
+        slykers: list[tuple[str, str, str, Server]] = []  # name, root label, log label, server
+        seeds: dict[str, Seed] = {}
+        for number, (label, root) in enumerate(roots.items()):
+            env = base_env(f"sqlite://{data_dir}/{number}.sqlite3", None)
             env["PYTHONPATH"] = str(root)
             env["BENCH_SLYKER_ROOT"] = str(root)
             prepare_database(env)
@@ -599,48 +621,84 @@ def health_only(duration: float, rounds: int, compare: Path | None) -> list[Meas
                 ("access log off", ("--access-logfile", "")),
             ):
                 name = f"slyker ({label}, {log_label})"
-                servers.append((name, stack.enter_context(slyker_server(name, env, 1, extra))))
-        for _, server in servers:  # warm-up: first requests build caches, pages get mapped
-            wrk(server.url + "/health/", 1, CONNECTIONS, script)
+                server = stack.enter_context(slyker_server(name, env, 1, extra))
+                slykers.append((name, label, log_label, server))
+                if "cart" in workloads:
+                    seeds[name] = seed(server, 0)
+        # Warm-up: first requests build caches, pages get mapped.
+        if reference is not None:
+            load_health(reference, 1)
+        for name, _, _, server in slykers:
+            if "health" in workloads:
+                load_health(server, 1)
+            if "cart" in workloads:
+                load_cart_current(server, seeds[name], 1)
         for number in range(1, rounds + 1):
-            reference: Measurement | None = None
-            for name, server in servers:
-                m = measured(
-                    "GET /health/",
-                    name,
-                    wrk(server.url + "/health/", duration, CONNECTIONS, script),
-                    note=f"round {number}, load {os.getloadavg()[0]:.2f}",
+            # Alternate the order of the slyker servers (ABBA): whoever goes first in a round
+            # does not always meet the same moment of the machine's load.
+            ordered = slykers if number % 2 else slykers[::-1]
+            if "health" in workloads:
+                assert reference is not None
+                baseline = measured(
+                    HEALTH, QUART_REFERENCE, load_health(reference, duration), _round(number)
                 )
-                if reference is None:
-                    reference = m
-                else:
-                    m.reference = {"Quart + quart-cors": reference.requests_per_second}
-                found.append(m)
+                found.append(baseline)
+                for name, _, _, server in ordered:
+                    m = measured(HEALTH, name, load_health(server, duration), _round(number))
+                    m.reference = {QUART_REFERENCE: baseline.requests_per_second}
+                    found.append(m)
+            if "cart" in workloads:
+                this_round: dict[tuple[str, str], Measurement] = {}
+                for name, label, log_label, server in ordered:
+                    result = load_cart_current(server, seeds[name], duration)
+                    m = measured(CART_CURRENT, name, result, _round(number))
+                    this_round[label, log_label] = m
+                    found.append(m)
+                if compare is not None:
+                    for (label, log_label), m in this_round.items():
+                        if label != "this checkout":
+                            continue
+                        before = this_round[f"--compare {compare.name}", log_label]
+                        m.reference = {before.setup: before.requests_per_second}
     shutil.rmtree(data_dir, ignore_errors=True)
     return found
 
 
-def health_table(found: list[Measurement]) -> str:
+def _round(number: int) -> str:
+    return f"round {number}, load {os.getloadavg()[0]:.2f}"
+
+
+def _round_number(m: Measurement) -> int:
+    return int(m.note.split(",")[0].removeprefix("round "))
+
+
+def interleaved_table(found: list[Measurement], workload: str, baseline: str) -> str:
+    """One workload's rows, round by round, with each row's ratio to its baseline of the same
+    round, then the mean ratio per server."""
     rows = [
-        "| server | round | req/s | p50 ms | p99 ms | non-2xx | x Quart+quart-cors (same round) |",
+        f"{workload}:",
+        "",
+        f"| server | round | req/s | p50 ms | p99 ms | non-2xx | x {baseline} (same round) |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for m in found:
-        reference = m.reference.get("Quart + quart-cors")
-        ratio = f"{m.requests_per_second / reference:.2f}" if reference else "1"
+    mine = sorted(
+        (m for m in found if m.workload == workload),
+        key=lambda m: (_round_number(m), m.setup != QUART_REFERENCE, m.setup),
+    )
+    for m in mine:
+        reference = next(iter(m.reference.values()), None)
+        ratio = f"{m.requests_per_second / reference:.2f}" if reference else "-"
         rows.append(
             f"| {m.setup} | {m.note} | {m.requests_per_second:,.0f} | {m.p50_ms:.1f} "
             f"| {m.p99_ms:.1f} | {m.non_2xx + m.errors} | {ratio} |"
         )
-    means: dict[str, list[float]] = {}
-    for m in found:
-        if m.reference:
-            means.setdefault(m.setup, []).append(
-                m.requests_per_second / m.reference["Quart + quart-cors"]
-            )
-    for setup, ratios in means.items():
+    ratios: dict[str, list[float]] = {}
+    for m in mine:
+        for reference in m.reference.values():
+            ratios.setdefault(m.setup, []).append(m.requests_per_second / reference)
+    for setup, values in ratios.items():
         rows.append(
-            f"| {setup} | mean of {len(ratios)} | | | | | **{statistics.mean(ratios):.2f}** |"
+            f"| {setup} | mean of {len(values)} | | | | | **{statistics.mean(values):.2f}** |"
         )
     return "\n".join(rows)
 
@@ -729,24 +787,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["health"],
-        help="health: only GET /health/, slyker (access log on and off) against the minimal "
-        "Quart + quart-cors app, interleaved in --rounds rounds",
+        type=_workload_list,
+        help="interleaved A/B rounds of these workloads only (comma-separated): health "
+        "(GET /health/, against the minimal Quart + quart-cors app), cart (GET cart current/, "
+        "3 items, by cart token); slyker with its access log on and off",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="with --only health (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --only (default 3)")
     parser.add_argument(
         "--compare",
         type=Path,
-        help="with --only health: another slyker checkout (e.g. `git archive` of the branch "
-        "point) measured in the same rounds",
+        help="with --only: another slyker checkout (e.g. a worktree of the branch point; it "
+        "needs no bench/ of its own) measured in the same rounds; cart rows get the ratio to it",
     )
     args = parser.parse_args(argv)
+    if args.compare is not None and args.only is None:
+        parser.error("--compare needs --only (health, cart or health,cart)")
+    if args.compare is not None and not (args.compare / "slyker" / "__main__.py").exists():
+        parser.error(f"--compare {args.compare}: not a slyker checkout")
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed (./dev bench installs it)", file=sys.stderr)
         return 1
     duration = args.duration or (3.0 if args.quick else 10.0)
-    if args.only == "health":
-        return _health_only_main(args, duration, argv)
+    if args.only:
+        return _interleaved_main(args, duration, argv)
     setups = (args.setups or ("sqlite" if args.quick else "sqlite,postgres,scaling,chat")).split(
         ","
     )
@@ -816,23 +879,42 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _health_only_main(args: argparse.Namespace, duration: float, argv: list[str] | None) -> int:
+def _workload_list(text: str) -> list[str]:
+    workloads = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(workloads) - set(INTERLEAVED_WORKLOADS))
+    if unknown or not workloads:
+        raise argparse.ArgumentTypeError(
+            f"choose from {', '.join(INTERLEAVED_WORKLOADS)} (comma-separated), not {text!r}"
+        )
+    return [name for name in INTERLEAVED_WORKLOADS if name in workloads]
+
+
+def _interleaved_main(args: argparse.Namespace, duration: float, argv: list[str] | None) -> int:
     started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     info = machine()
+    compare = args.compare.resolve() if args.compare else None
     print(
         f"bench: {info['cpus']} CPUs ({info['cpu']}), load {info['load_average_at_start']}, "
-        f"GET /health/ only, {duration:g} s x {args.rounds} rounds",
+        f"{' and '.join(args.only)} only, {duration:g} s x {args.rounds} rounds"
+        + (f", against {compare}" if compare else ""),
         file=sys.stderr,
     )
-    found = health_only(duration, args.rounds, args.compare.resolve() if args.compare else None)
-    print(health_table(found))
+    found = interleaved(args.only, duration, args.rounds, compare)
+    tables = []
+    if "health" in args.only:
+        tables.append(interleaved_table(found, HEALTH, QUART_REFERENCE))
+    if "cart" in args.only:
+        baseline = f"--compare {compare.name}, same access log" if compare else "--compare (none)"
+        tables.append(interleaved_table(found, CART_CURRENT, baseline))
+    print("\n\n".join(tables))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"health-{started}.json"
+    out = RESULTS_DIR / f"{'-'.join(args.only)}-{started}.json"
     out.write_text(
         json.dumps(
             {
                 "started": started,
                 "command": "./dev bench " + " ".join(sys.argv[1:] if argv is None else argv),
+                "compare": str(compare) if compare else None,
                 "duration_s": duration,
                 "machine": info,
                 "load_average_at_end": os.getloadavg(),
