@@ -213,11 +213,21 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
+_SOURCES: dict[Any, str] = {}
+
+
 def _source(thing: Any) -> str:
-    try:
-        return inspect.getsource(thing)
-    except (OSError, TypeError):
-        return ""
+    # Cached per function: the parametrised cases of a test share it, and inspect.getsource
+    # tokenizes the function each time (two calls per item were ~5 s of every collection).
+    key = getattr(thing, "__code__", thing)
+    source = _SOURCES.get(key)
+    if source is None:
+        try:
+            source = inspect.getsource(thing)
+        except (OSError, TypeError):
+            source = ""
+        _SOURCES[key] = source
+    return source
 
 
 def uses_redis(item: pytest.Item) -> bool:
