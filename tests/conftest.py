@@ -83,6 +83,7 @@ SETTING_NAMES = (
     "CHAT_STAFF_DEPARTMENTS",
     "CHAT_AUTO_REPLY",
     "CHAT_PING_INTERVAL",
+    "CHAT_TYPING_INTERVAL",
     "CHAT_MESSAGES_PER_SECOND",
     "CHAT_MESSAGE_BURST",
     "CHAT_MAX_MESSAGE_BYTES",
@@ -367,7 +368,12 @@ def settings_env(tmp_path: Path) -> dict[str, Any]:
     return {
         "SECRET_KEY": TEST_SECRET_KEY,
         "ALLOWED_HOSTS": "localhost",
-        "CHAT_AUTH_FRAME_TIMEOUT": "1",  # a socket without a token is closed within the waits
+        # Short waits for what the chat tests wait for: a socket without a token is closed
+        # after CHAT_AUTH_FRAME_TIMEOUT, typing events follow each other CHAT_TYPING_INTERVAL
+        # apart. (A test that needs other values, or the ping and re-check intervals, passes
+        # its own.)
+        "CHAT_AUTH_FRAME_TIMEOUT": "0.2",
+        "CHAT_TYPING_INTERVAL": "0.1",
         **database_settings(tmp_path),
     }
 
