@@ -21,6 +21,7 @@ from werkzeug.routing import Rule
 
 from slyker import auth, create_app
 from slyker.database import EXTENSION_KEY as DATABASE_KEY
+from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
 
 # Settings come from the environment: keep a developer's shell or .env out of the tests.
 SETTING_NAMES = (
@@ -388,9 +389,44 @@ def app_factory(
     return build
 
 
+# On SQLite the ``app`` fixture's database starts as a copy of one made at the first use
+# (started, schema created, stopped): copying a file costs a tenth of executing the schema
+# (~3 ms of every test). Other apps (a test's own, through app_factory) still run
+# prepare_database.
+_sqlite_template: Path | None = None
+
+
+async def _sqlite_template_file() -> Path:
+    global _sqlite_template
+    if _sqlite_template is None:
+        directory = Path(tempfile.mkdtemp(prefix="slyker-template-", dir=_data_root()))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        template = create_app({"SECRET_KEY": TEST_SECRET_KEY, "DATA_DIR": str(directory)})
+        async with template.test_app():
+            await prepare_database(template)
+        path = sqlite_file(template)
+        assert path is not None and path.exists(), path
+        assert not path.with_name(path.name + "-wal").exists(), "not checkpointed on close"
+        _sqlite_template = path
+    return _sqlite_template
+
+
+def sqlite_file(app: Quart) -> Path | None:
+    """The SQLite database file of ``app`` (None on PostgreSQL)."""
+    url = app.extensions[SETTINGS_KEY].database_url
+    return Path(url[len("sqlite://") :]) if url.startswith("sqlite://") else None
+
+
 @pytest.fixture
 async def app(app_factory: Callable[..., Quart]) -> AsyncIterator[Quart]:
     application = app_factory()
+    database = sqlite_file(application)
+    copied = False
+    if database is not None and not database.exists():
+        copied = True
+        database.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(await _sqlite_template_file(), database)
     async with application.test_app():
-        await prepare_database(application)
+        if not copied:
+            await prepare_database(application)
         yield application
