@@ -301,6 +301,53 @@ def _build_urls_on_first_use() -> None:
 _build_urls_on_first_use()
 
 
+def _parse_rules_once() -> None:
+    """Werkzeug parses every route's rule (regular expressions, one converter per variable)
+    as it is added: the same ~70 rules for every app, a third of create_app. In the tests a
+    rule is parsed once per (rule, host part, slash merging, converter classes) and later
+    apps take the result: the same parts, trace and converters (which keep no state of their
+    own map); the matcher and URL building are as before. (A Werkzeug whose Rule.compile is
+    not this one: nothing is changed.)"""
+    compile_rule = Rule.compile
+    if not hasattr(Rule, "_parse_rule"):
+        return
+    parsed: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+    def compile_once(rule: Rule) -> None:
+        map_ = rule.map
+        assert map_ is not None, "rule not bound"
+        domain_rule = (rule.host if map_.host_matching else rule.subdomain) or ""
+        key = (
+            rule.rule,
+            domain_rule,
+            rule.merge_slashes,
+            tuple(map_.converters.items()),
+        )
+        known = parsed.get(key)
+        if known is None:
+            arguments = set(rule.arguments)
+            compile_rule(rule)
+            parsed[key] = (
+                tuple(rule._parts),
+                tuple(rule._trace),
+                dict(rule._converters),
+                frozenset(rule.arguments - arguments),
+            )
+            return
+        parts, trace, converters, arguments = known
+        rule._parts = list(parts)
+        rule._trace = list(trace)
+        rule._converters = dict(converters)
+        rule.arguments.update(arguments)
+        rule._build = rule._compile_builder(False).__get__(rule, None)
+        rule._build_unknown = rule._compile_builder(True).__get__(rule, None)
+
+    Rule.compile = compile_once  # type: ignore[method-assign]
+
+
+_parse_rules_once()
+
+
 def _generate_model_filters_once() -> None:
     """Tortoise finalises every model again on each start of an app (its models are shared
     classes): working out the query filters of the ~20 models was ~40 % of an app's start,
