@@ -258,22 +258,28 @@ def uses_postgres(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    fast = config.getoption("fast")
+    kept: list[pytest.Item] = []
+    left_out: list[pytest.Item] = []
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
         for name in module_markers(module):
             item.add_marker(name)
         if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.live)
+        # The fast loop leaves out single tests of other modules carrying one of these
+        # markers themselves (e.g. the contract matrix of test_areas.py); they need no more.
+        if fast and {m.name for m in item.iter_markers()} & FAST_LOOP_LEAVES_OUT:
+            left_out.append(item)
+            continue
         if uses_redis(item):
             item.add_marker(pytest.mark.redis)
         if uses_postgres(item):
             item.add_marker(pytest.mark.postgres)
-    if config.getoption("fast"):
-        # Single tests of other modules carrying one of these markers themselves.
-        kept = [i for i in items if not {m.name for m in i.iter_markers()} & FAST_LOOP_LEAVES_OUT]
-        if len(kept) < len(items):
-            config.hook.pytest_deselected(items=[i for i in items if i not in kept])
-            items[:] = kept
+        kept.append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
 
 
 def _build_urls_on_first_use() -> None:
