@@ -686,3 +686,44 @@ def test_database_timeouts_reach_the_postgres_client() -> None:
     assert credentials["server_settings"] == {"statement_timeout": "4000"}
     assert (credentials["minsize"], credentials["maxsize"]) == (0, "3")
     assert credentials["pool_timeout"] == 2.0
+
+
+def test_the_chat_intervals_take_fractions_of_seconds() -> None:
+    defaults = load_settings(environ={}, overrides=valid())
+    assert (
+        defaults.chat_ping_interval,
+        defaults.chat_typing_interval,
+        defaults.chat_auth_recheck_seconds,
+    ) == (25.0, 1.0, 30.0)
+    short = load_settings(
+        environ={},
+        overrides={
+            **valid(),
+            "CHAT_PING_INTERVAL": "0.5",
+            "CHAT_TYPING_INTERVAL": "0.25",
+            "CHAT_AUTH_RECHECK_SECONDS": "1.5",
+        },
+    )
+    assert (
+        short.chat_ping_interval,
+        short.chat_typing_interval,
+        short.chat_auth_recheck_seconds,
+    ) == (0.5, 0.25, 1.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CHAT_PING_INTERVAL", "0"),
+        ("CHAT_PING_INTERVAL", "0.05"),
+        ("CHAT_PING_INTERVAL", "nan"),
+        ("CHAT_TYPING_INTERVAL", "0.01"),
+        ("CHAT_TYPING_INTERVAL", "61"),
+        ("CHAT_AUTH_RECHECK_SECONDS", "-1"),
+        ("CHAT_AUTH_RECHECK_SECONDS", "soon"),
+    ],
+)
+def test_a_bad_chat_interval_is_refused_naming_it(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ={}, overrides={**valid(), name: value})
+    assert info.value.setting == name
