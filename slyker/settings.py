@@ -179,7 +179,8 @@ class Settings:
     chat_departments: tuple[str, ...]
     chat_staff_departments: tuple[str, ...]
     chat_auto_replies: dict[str, str]
-    chat_ping_interval: int
+    chat_ping_interval: float
+    chat_typing_interval: float  # at most one typing event per conversation per this
     chat_messages_per_second: int
     chat_message_burst: int
     chat_max_message_bytes: int
@@ -187,7 +188,7 @@ class Settings:
     chat_agent_messages_per_second: int
     chat_max_sockets_per_client: int
     chat_new_conversations_per_minute: int
-    chat_auth_recheck_seconds: int
+    chat_auth_recheck_seconds: float
     chat_auth_frame_timeout: float
     ws_allow_missing_origin: bool
     trusted_proxy_hops: int
@@ -565,7 +566,9 @@ def _chat_settings(read: _Reader) -> dict[str, Any]:
             )
             for department in departments
         },
-        "chat_ping_interval": read.int("CHAT_PING_INTERVAL", 25, minimum=1),
+        # Seconds, fractions allowed (the tests run on sub-second intervals).
+        "chat_ping_interval": read.float("CHAT_PING_INTERVAL", 25.0, minimum=0.1, maximum=3600.0),
+        "chat_typing_interval": read.float("CHAT_TYPING_INTERVAL", 1.0, minimum=0.05, maximum=60.0),
         "chat_messages_per_second": read.int("CHAT_MESSAGES_PER_SECOND", 5, minimum=1),
         "chat_message_burst": read.int("CHAT_MESSAGE_BURST", 10, minimum=1),
         "chat_max_message_bytes": read.int("CHAT_MAX_MESSAGE_BYTES", 4096, minimum=64),
@@ -577,7 +580,9 @@ def _chat_settings(read: _Reader) -> dict[str, Any]:
         "chat_new_conversations_per_minute": read.int(
             "CHAT_NEW_CONVERSATIONS_PER_MINUTE", 30, minimum=1
         ),
-        "chat_auth_recheck_seconds": read.int("CHAT_AUTH_RECHECK_SECONDS", 30, minimum=1),
+        "chat_auth_recheck_seconds": read.float(
+            "CHAT_AUTH_RECHECK_SECONDS", 30.0, minimum=0.1, maximum=86400.0
+        ),
         # A socket that needs a user and got no token at the handshake waits this long for
         # its {"type": "auth", "token": ...} frame.
         "chat_auth_frame_timeout": read.float(

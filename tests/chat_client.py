@@ -9,6 +9,7 @@ never comes fails the test at once instead of hanging it. A refused handshake su
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +30,9 @@ QUIET = 0.3  # how long "nothing more arrives" is watched for
 CLIENT_ADDRESS = "192.0.2.10"  # the sockets' peer address unless a test says otherwise
 
 Frame = dict[str, Any]
+# The pings of expect_nothing_queued: each carries its own timestamp, so that its pong is
+# told apart from any other.
+_barrier_stamps = itertools.count(1_000_000_000_001)
 
 
 class ChatClient:
@@ -76,8 +80,23 @@ class ChatClient:
     async def receive_many(self, count: int, within: float = TIMEOUT) -> list[Frame]:
         return [await self.receive(within) for _ in range(count)]
 
+    async def expect_nothing_queued(self) -> None:
+        """Nothing has been queued for this client so far: the answer to a ping sent now is
+        the next frame. A socket handles its client's frames one at a time and sends events in
+        the order they were queued, and the in-process broker queues an event on every socket
+        before the publisher goes on. So this proves the absence of what an earlier frame of
+        this socket (a visitor's; an agent's ping skips the agent's frame queue), a REST call
+        that has returned, or another socket's completed frame would have caused, without
+        waiting. What may come later by itself (a typing timer, Redis, a re-check) still needs
+        :meth:`expect_silence`. Uses one ``keepalive`` token of the socket's frame limits."""
+        stamp = next(_barrier_stamps)
+        await self.send({"type": "ping", "timestamp": stamp})
+        frame = await self.receive()
+        assert frame == {"type": "pong", "timestamp": stamp}, f"unexpected frame: {frame!r}"
+
     async def expect_silence(self, seconds: float = QUIET) -> None:
-        """Nothing arrives (no frame, no close) for ``seconds``."""
+        """Nothing arrives (no frame, no close) for ``seconds``: for what the server would
+        send later by itself (else :meth:`expect_nothing_queued` proves it at once)."""
         try:
             raw = await asyncio.wait_for(self.connection.receive(), seconds)
         except TimeoutError:

@@ -16,11 +16,13 @@ import asyncpg
 import pytest
 from argon2 import PasswordHasher
 from quart import Quart
+from tortoise.models import MetaInfo
 from tortoise.utils import get_schema_sql
 from werkzeug.routing import Rule
 
 from slyker import auth, create_app
 from slyker.database import EXTENSION_KEY as DATABASE_KEY
+from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
 
 # Settings come from the environment: keep a developer's shell or .env out of the tests.
 SETTING_NAMES = (
@@ -83,6 +85,7 @@ SETTING_NAMES = (
     "CHAT_STAFF_DEPARTMENTS",
     "CHAT_AUTO_REPLY",
     "CHAT_PING_INTERVAL",
+    "CHAT_TYPING_INTERVAL",
     "CHAT_MESSAGES_PER_SECOND",
     "CHAT_MESSAGE_BURST",
     "CHAT_MAX_MESSAGE_BYTES",
@@ -213,11 +216,21 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
+_SOURCES: dict[Any, str] = {}
+
+
 def _source(thing: Any) -> str:
-    try:
-        return inspect.getsource(thing)
-    except (OSError, TypeError):
-        return ""
+    # Cached per function: the parametrised cases of a test share it, and inspect.getsource
+    # tokenizes the function each time (two calls per item were ~5 s of every collection).
+    key = getattr(thing, "__code__", thing)
+    source = _SOURCES.get(key)
+    if source is None:
+        try:
+            source = inspect.getsource(thing)
+        except (OSError, TypeError):
+            source = ""
+        _SOURCES[key] = source
+    return source
 
 
 def uses_redis(item: pytest.Item) -> bool:
@@ -245,22 +258,28 @@ def uses_postgres(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    fast = config.getoption("fast")
+    kept: list[pytest.Item] = []
+    left_out: list[pytest.Item] = []
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
         for name in module_markers(module):
             item.add_marker(name)
         if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.live)
+        # The fast loop leaves out single tests of other modules carrying one of these
+        # markers themselves (e.g. the contract matrix of test_areas.py); they need no more.
+        if fast and {m.name for m in item.iter_markers()} & FAST_LOOP_LEAVES_OUT:
+            left_out.append(item)
+            continue
         if uses_redis(item):
             item.add_marker(pytest.mark.redis)
         if uses_postgres(item):
             item.add_marker(pytest.mark.postgres)
-    if config.getoption("fast"):
-        # Single tests of other modules carrying one of these markers themselves.
-        kept = [i for i in items if not {m.name for m in i.iter_markers()} & FAST_LOOP_LEAVES_OUT]
-        if len(kept) < len(items):
-            config.hook.pytest_deselected(items=[i for i in items if i not in kept])
-            items[:] = kept
+        kept.append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
 
 
 def _build_urls_on_first_use() -> None:
@@ -286,6 +305,79 @@ def _build_urls_on_first_use() -> None:
 
 
 _build_urls_on_first_use()
+
+
+def _parse_rules_once() -> None:
+    """Werkzeug parses every route's rule (regular expressions, one converter per variable)
+    as it is added: the same ~70 rules for every app, a third of create_app. In the tests a
+    rule is parsed once per (rule, host part, slash merging, converter classes) and later
+    apps take the result: the same parts, trace and converters (which keep no state of their
+    own map); the matcher and URL building are as before. (A Werkzeug whose Rule.compile is
+    not this one: nothing is changed.)"""
+    compile_rule = Rule.compile
+    if not hasattr(Rule, "_parse_rule"):
+        return
+    parsed: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+    def compile_once(rule: Rule) -> None:
+        map_ = rule.map
+        assert map_ is not None, "rule not bound"
+        domain_rule = (rule.host if map_.host_matching else rule.subdomain) or ""
+        key = (
+            rule.rule,
+            domain_rule,
+            rule.merge_slashes,
+            tuple(map_.converters.items()),
+        )
+        known = parsed.get(key)
+        if known is None:
+            arguments = set(rule.arguments)
+            compile_rule(rule)
+            parsed[key] = (
+                tuple(rule._parts),
+                tuple(rule._trace),
+                dict(rule._converters),
+                frozenset(rule.arguments - arguments),
+            )
+            return
+        parts, trace, converters, arguments = known
+        rule._parts = list(parts)
+        rule._trace = list(trace)
+        rule._converters = dict(converters)
+        rule.arguments.update(arguments)
+        rule._build = rule._compile_builder(False).__get__(rule, None)
+        rule._build_unknown = rule._compile_builder(True).__get__(rule, None)
+
+    Rule.compile = compile_once  # type: ignore[method-assign]
+
+
+_parse_rules_once()
+
+
+def _generate_model_filters_once() -> None:
+    """Tortoise finalises every model again on each start of an app (its models are shared
+    classes): working out the query filters of the ~20 models was ~40 % of an app's start,
+    and every test starts one. They depend only on the model and the database's executor
+    class, so in the tests each (model, executor) pair works them out once and later starts
+    put the same filters back. (A Tortoise without this method: nothing is changed.)"""
+    generate_filters = getattr(MetaInfo, "_generate_filters", None)
+    if generate_filters is None:
+        return
+    generated: dict[tuple[int, type], dict[str, Any]] = {}
+
+    def generate_once(meta: MetaInfo) -> None:
+        key = (id(meta), meta.db.executor_class)
+        filters = generated.get(key)
+        if filters is None:
+            generate_filters(meta)
+            generated[key] = dict(meta.filters)
+        else:
+            meta.filters.update(filters)
+
+    MetaInfo._generate_filters = generate_once  # type: ignore[method-assign]
+
+
+_generate_model_filters_once()
 
 
 # Each test's SQLite database lives in memory-backed storage (/dev/shm) where the machine has
@@ -357,7 +449,12 @@ def settings_env(tmp_path: Path) -> dict[str, Any]:
     return {
         "SECRET_KEY": TEST_SECRET_KEY,
         "ALLOWED_HOSTS": "localhost",
-        "CHAT_AUTH_FRAME_TIMEOUT": "1",  # a socket without a token is closed within the waits
+        # Short waits for what the chat tests wait for: a socket without a token is closed
+        # after CHAT_AUTH_FRAME_TIMEOUT, typing events follow each other CHAT_TYPING_INTERVAL
+        # apart. (A test that needs other values, or the ping and re-check intervals, passes
+        # its own.)
+        "CHAT_AUTH_FRAME_TIMEOUT": "0.2",
+        "CHAT_TYPING_INTERVAL": "0.1",
         **database_settings(tmp_path),
     }
 
@@ -372,9 +469,44 @@ def app_factory(
     return build
 
 
+# On SQLite the ``app`` fixture's database starts as a copy of one made at the first use
+# (started, schema created, stopped): copying a file costs a tenth of executing the schema
+# (~3 ms of every test). Other apps (a test's own, through app_factory) still run
+# prepare_database.
+_sqlite_template: Path | None = None
+
+
+async def _sqlite_template_file() -> Path:
+    global _sqlite_template
+    if _sqlite_template is None:
+        directory = Path(tempfile.mkdtemp(prefix="slyker-template-", dir=_data_root()))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        template = create_app({"SECRET_KEY": TEST_SECRET_KEY, "DATA_DIR": str(directory)})
+        async with template.test_app():
+            await prepare_database(template)
+        path = sqlite_file(template)
+        assert path is not None and path.exists(), path
+        assert not path.with_name(path.name + "-wal").exists(), "not checkpointed on close"
+        _sqlite_template = path
+    return _sqlite_template
+
+
+def sqlite_file(app: Quart) -> Path | None:
+    """The SQLite database file of ``app`` (None on PostgreSQL)."""
+    url = app.extensions[SETTINGS_KEY].database_url
+    return Path(url[len("sqlite://") :]) if url.startswith("sqlite://") else None
+
+
 @pytest.fixture
 async def app(app_factory: Callable[..., Quart]) -> AsyncIterator[Quart]:
     application = app_factory()
+    database = sqlite_file(application)
+    copied = False
+    if database is not None and not database.exists():
+        copied = True
+        database.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(await _sqlite_template_file(), database)
     async with application.test_app():
-        await prepare_database(application)
+        if not copied:
+            await prepare_database(application)
         yield application

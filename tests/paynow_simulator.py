@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlsplit
 
 HOST = "127.0.0.1"
+SHUTDOWN_POLL_SECONDS = 0.02
 INSUFFICIENT_BALANCE_PHONE = "0774444444"
 MOBILE_METHODS = ("ecocash", "onemoney")
 
@@ -96,7 +97,13 @@ class PaynowSimulator:
 
         self._server = ThreadingHTTPServer((HOST, 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # serve_forever sees shutdown() only at its next poll: 0.5 s by default, half a second
+        # of every Paynow test's teardown.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
+            daemon=True,
+        )
         self._thread.start()
         return self
 

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -485,22 +486,54 @@ def test_empty_environ_keeps_the_process_environment_out(monkeypatch: pytest.Mon
 # --- python -m slyker check ---------------------------------------------------------------------
 
 
-def run_check(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+def start_check(directory: Path, **settings: str) -> subprocess.Popen[str]:
     env = {name: value for name, value in os.environ.items() if name not in SETTING_NAMES}
     env.update(settings)
-    return subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", "slyker", "check"],
-        cwd=tmp_path,
+        cwd=directory,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
-        check=False,
     )
 
 
-def test_check_fails_naming_secret_key(tmp_path: Path) -> None:
-    result = run_check(tmp_path, DATA_DIR=str(tmp_path / "data"))
+# The settings of each run of ``python -m slyker check`` below, given its directory.
+CHECKS: dict[str, Callable[[Path], dict[str, str]]] = {
+    "no-secret-key": lambda directory: {"DATA_DIR": str(directory / "data")},
+    "bad-origin": lambda directory: {
+        "SECRET_KEY": SECRET_KEY,
+        "CORS_ALLOWED_ORIGINS": "https://slykertech.co.zw/shop",
+    },
+    "valid": lambda directory: {
+        "SECRET_KEY": SECRET_KEY,
+        "DATA_DIR": str(directory / "data"),
+        "CORS_ALLOWED_ORIGINS": "https://slykertech.co.zw,https://www.slykertech.co.zw",
+        "CORS_ALLOWED_ORIGIN_REGEXES": r"https://pr-[0-9]+\.preview\.slykertech\.co\.zw",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def checks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
+    """The runs of CHECKS, started at once (each is about 1.5 s of start-up, mostly imports,
+    which the two cores then share instead of taking in turn)."""
+    processes = {}
+    for name, settings in CHECKS.items():
+        directory = tmp_path_factory.mktemp(f"check-{name}")
+        processes[name] = start_check(directory, **settings(directory))
+    results = {}
+    for name, process in processes.items():
+        stdout, stderr = process.communicate(timeout=60)
+        results[name] = subprocess.CompletedProcess(
+            process.args, process.returncode, stdout, stderr
+        )
+    return results
+
+
+def test_check_fails_naming_secret_key(checks: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    result = checks["no-secret-key"]
     assert result.returncode == 1
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -508,24 +541,20 @@ def test_check_fails_naming_secret_key(tmp_path: Path) -> None:
     assert lines[0] == "slyker: invalid setting SECRET_KEY: required when DEBUG is false"
 
 
-def test_check_fails_naming_a_bad_origin(tmp_path: Path) -> None:
-    result = run_check(
-        tmp_path, SECRET_KEY=SECRET_KEY, CORS_ALLOWED_ORIGINS="https://slykertech.co.zw/shop"
-    )
+def test_check_fails_naming_a_bad_origin(
+    checks: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    result = checks["bad-origin"]
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("slyker: invalid setting CORS_ALLOWED_ORIGINS: ")
 
 
-def test_check_passes_with_valid_settings(tmp_path: Path) -> None:
-    result = run_check(
-        tmp_path,
-        SECRET_KEY=SECRET_KEY,
-        DATA_DIR=str(tmp_path / "data"),
-        CORS_ALLOWED_ORIGINS="https://slykertech.co.zw,https://www.slykertech.co.zw",
-        CORS_ALLOWED_ORIGIN_REGEXES=r"https://pr-[0-9]+\.preview\.slykertech\.co\.zw",
-    )
+def test_check_passes_with_valid_settings(
+    checks: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    result = checks["valid"]
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout == (
@@ -657,3 +686,44 @@ def test_database_timeouts_reach_the_postgres_client() -> None:
     assert credentials["server_settings"] == {"statement_timeout": "4000"}
     assert (credentials["minsize"], credentials["maxsize"]) == (0, "3")
     assert credentials["pool_timeout"] == 2.0
+
+
+def test_the_chat_intervals_take_fractions_of_seconds() -> None:
+    defaults = load_settings(environ={}, overrides=valid())
+    assert (
+        defaults.chat_ping_interval,
+        defaults.chat_typing_interval,
+        defaults.chat_auth_recheck_seconds,
+    ) == (25.0, 1.0, 30.0)
+    short = load_settings(
+        environ={},
+        overrides={
+            **valid(),
+            "CHAT_PING_INTERVAL": "0.5",
+            "CHAT_TYPING_INTERVAL": "0.25",
+            "CHAT_AUTH_RECHECK_SECONDS": "1.5",
+        },
+    )
+    assert (
+        short.chat_ping_interval,
+        short.chat_typing_interval,
+        short.chat_auth_recheck_seconds,
+    ) == (0.5, 0.25, 1.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CHAT_PING_INTERVAL", "0"),
+        ("CHAT_PING_INTERVAL", "0.05"),
+        ("CHAT_PING_INTERVAL", "nan"),
+        ("CHAT_TYPING_INTERVAL", "0.01"),
+        ("CHAT_TYPING_INTERVAL", "61"),
+        ("CHAT_AUTH_RECHECK_SECONDS", "-1"),
+        ("CHAT_AUTH_RECHECK_SECONDS", "soon"),
+    ],
+)
+def test_a_bad_chat_interval_is_refused_naming_it(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ={}, overrides={**valid(), name: value})
+    assert info.value.setting == name

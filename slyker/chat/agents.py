@@ -288,7 +288,8 @@ class AgentSocket(ChatSocket):
                     },
                 )
 
-            typing = self.typing[session_id] = TypingCoalescer(publish)
+            interval = self.settings.chat_typing_interval
+            typing = self.typing[session_id] = TypingCoalescer(publish, interval)
         return typing
 
 

@@ -18,11 +18,14 @@ from typing import Protocol
 from quart import abort, current_app
 
 from slyker.lifecycle import DRAINING_KEY
+from slyker.settings import current_settings
 
 log = logging.getLogger(__name__)
 
 SOCKETS_KEY = "slyker.chat.sockets"
-TICK_SECONDS = 0.5  # the resolution of pings, renewals and identity re-checks
+# The resolution of pings, renewals and identity re-checks (finer when CHAT_PING_INTERVAL or
+# CHAT_AUTH_RECHECK_SECONDS is shorter: the tests use tenths of a second).
+TICK_SECONDS = 0.5
 # Upkeep calls (slot renewals and presence on Redis, identity re-checks on the database) run
 # at most this many at a time. Sockets opened together fall due together: a hundred renewals
 # at once took more connections than the Redis client's pool (100) holds, the failure opened
@@ -51,8 +54,9 @@ class LiveSockets:
     """The sockets of one app on this worker, with the one task that looks after them; the
     task runs only while there are sockets."""
 
-    def __init__(self, stopping: asyncio.Event) -> None:
+    def __init__(self, stopping: asyncio.Event, tick_seconds: float = TICK_SECONDS) -> None:
         self.stopping = stopping
+        self.tick_seconds = tick_seconds
         self.sockets: set[LiveSocket] = set()
         self.task: asyncio.Task[None] | None = None
 
@@ -72,10 +76,10 @@ class LiveSockets:
         drained = False
         while self.sockets:
             if drained:
-                await asyncio.sleep(TICK_SECONDS)
+                await asyncio.sleep(self.tick_seconds)
             else:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(TICK_SECONDS):
+                    async with asyncio.timeout(self.tick_seconds):
                         await self.stopping.wait()
             if self.stopping.is_set():
                 drained = True
@@ -106,5 +110,7 @@ async def _bounded(gate: asyncio.Semaphore, upkeep: Awaitable[None]) -> None:
 def live_sockets() -> LiveSockets:
     sockets = current_app.extensions.get(SOCKETS_KEY)
     if sockets is None:
-        sockets = current_app.extensions[SOCKETS_KEY] = LiveSockets(draining())
+        settings = current_settings()
+        tick = min(TICK_SECONDS, settings.chat_ping_interval, settings.chat_auth_recheck_seconds)
+        sockets = current_app.extensions[SOCKETS_KEY] = LiveSockets(draining(), tick)
     return sockets  # type: ignore[no-any-return]

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from slyker.settings import Settings
 
-TYPING_INTERVAL_SECONDS = 1.0  # at most one typing event per conversation per second
 # A frame over its kind's limit is one strike; strikes drain at STRIKES_DRAINED_PER_SECOND.
 # More than MAX_STRIKES outstanding is sustained abuse: the socket is closed with 1008.
 MAX_STRIKES = 50
@@ -111,15 +110,17 @@ Publish = Callable[[bool], Awaitable[None]]
 
 class TypingCoalescer:
     """Typing state of one conversation towards the other side: the first change goes out at
-    once, later ones at most every TYPING_INTERVAL_SECONDS, and the latest state always wins."""
+    once, later ones at most every ``interval`` seconds (CHAT_TYPING_INTERVAL), and the latest
+    state always wins."""
 
-    __slots__ = ("pending", "publish", "sent", "sent_at", "task")
+    __slots__ = ("interval", "pending", "publish", "sent", "sent_at", "task")
 
-    def __init__(self, publish: Publish) -> None:
+    def __init__(self, publish: Publish, interval: float) -> None:
         self.publish = publish
+        self.interval = interval
         self.pending: bool | None = None
         self.sent: bool | None = None
-        self.sent_at = -TYPING_INTERVAL_SECONDS
+        self.sent_at = -interval
         self.task: asyncio.Task[None] | None = None
 
     def update(self, is_typing: bool) -> None:
@@ -129,7 +130,7 @@ class TypingCoalescer:
 
     async def _flush(self) -> None:
         while self.pending is not None:
-            wait = self.sent_at + TYPING_INTERVAL_SECONDS - time.monotonic()
+            wait = self.sent_at + self.interval - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             state, self.pending = self.pending, None

@@ -263,7 +263,9 @@ class VisitorSocket(ChatSocket):
         elif kind == "typing":
             self.typing_name = self.visitor_name(frame)
             if self.typing is None:
-                self.typing = TypingCoalescer(self.publish_typing)
+                self.typing = TypingCoalescer(
+                    self.publish_typing, self.settings.chat_typing_interval
+                )
             self.typing.update(bool(frame.get("is_typing")))
         elif kind in VISITOR_MESSAGE_TYPES:
             await self.visitor_message(frame)
