@@ -26,10 +26,12 @@ from werkzeug.http import dump_cookie
 from slyker.auth import authenticated_user, current_user, login_required
 from slyker.blueprints.billing.limits import CART_WRITES, COUPON_CHECKS
 from slyker.money import as_number, as_string
+from slyker.outbound import http_client
 from slyker.pricing import MAX_QUANTITY
 from slyker.ratelimit import SettingRateLimit, client_address
 from slyker.services import carts as cart_service
 from slyker.services import checkout as checkout_service
+from slyker.services import paynow as paynow_service
 from slyker.services.carts import CartIdentity, CartView, ItemChoice
 from slyker.settings import current_settings
 from slyker.validation import NO_NUL, Id
@@ -431,7 +433,10 @@ async def checkout(cart_id: int, data: CheckoutIn) -> tuple[CheckoutOut, int]:
         billing_info=data.billing_info.model_dump(mode="json"),
         payment_method=data.payment_method,
         terms=checkout_service.CheckoutTerms(
-            settings.tax_rate, settings.invoice_due_days, settings.paynow
+            settings.tax_rate,
+            settings.invoice_due_days,
+            settings.paynow,
+            http_client(paynow_service.HTTP_CLIENT_KEY),
         ),
     )
     return CheckoutOut.of(result), 201 if result.created else 200
