@@ -36,7 +36,9 @@ from hypercorn.typing import (
     ASGISendCallable,
     Scope,
 )
-from quart import Quart, Response, current_app, has_request_context, request
+from quart import Quart, Response, current_app, has_request_context, request, websocket
+from werkzeug.exceptions import NotFound
+from werkzeug.routing import WebsocketMismatch
 
 from slyker.errors import JSON_CONTENT_TYPE, error_body_bytes
 from slyker.origins import OriginPolicy
@@ -198,6 +200,7 @@ def init_cors(app: Quart, settings: Settings) -> CORSConfig:
     app.extensions[EXTENSION_KEY] = config
     # after_request hooks run in reverse order: registered first, this one runs last.
     app.after_request(fill_in_cors_headers)
+    app.before_websocket(raise_websocket_routing_error)  # before quart-cors's own hook
     quart_cors.cors(
         app,
         allow_origin=[_PolicyOrigin()],  # type: ignore[list-item]
@@ -209,6 +212,41 @@ def init_cors(app: Quart, settings: Settings) -> CORSConfig:
         send_origin_wildcard=False,
     )
     return config
+
+
+async def raise_websocket_routing_error() -> None:
+    """A WebSocket handshake to a path with no WebSocket route gets the routing error (the
+    JSON 404) an HTTP request gets.
+
+    Quart runs the ``before_websocket`` hooks before it raises the routing error in
+    ``dispatch_websocket``, and quart-cors's hook refuses (``abort(400)``) every handshake
+    whose endpoint is not ``cors_exempt``: an unmatched path has endpoint None, and its
+    origin check never passes outside a request context (``_PolicyOrigin``). So every unknown
+    path was a bare 400. Raised here, first, the routing error wins; on a matched route this
+    does nothing, and quart-cors's hook still refuses any route that is not ``cors_exempt``
+    (the chat routes are, and check the Origin in their handshake before accept). A path
+    with only HTTP routes is a missing WebSocket route too: 404, not Werkzeug's 400
+    ``WebsocketMismatch`` ("could not understand")."""
+    error = websocket.routing_exception
+    if isinstance(error, WebsocketMismatch):
+        raise NotFound()
+    if error is not None:
+        raise error
+
+
+def _with_cors_headers(
+    headers: Iterable[tuple[bytes, bytes]], expected: tuple[tuple[bytes, bytes], ...]
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` with exactly the ``expected`` CORS headers and ``Vary: Origin``."""
+    others: list[tuple[bytes, bytes]] = []
+    vary: list[str] = []
+    for key, value in headers:
+        name = key.lower()
+        if name == b"vary":
+            vary.append(value.decode("latin-1"))
+        elif name not in _CORS_RESPONSE_HEADER_BYTES:
+            others.append((key, value))
+    return [*others, *expected, (b"vary", merge_vary(vary, "Origin").encode())]
 
 
 def _header_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
@@ -255,6 +293,9 @@ class CORSMiddleware:
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -329,6 +370,24 @@ class CORSMiddleware:
         elif not state["started"]:
             log.error("The app returned no response on %s", where)
             await send_error(500, [])
+
+    async def _websocket(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        """A handshake answered with an HTTP response (a JSON error: 404 for an unknown
+        path, 403 for a refused origin, ...) carries the CORS headers of its origin like any
+        HTTP answer (none for an origin that is not allowed); an accepted socket is
+        untouched. Whether a handshake is accepted is not decided here."""
+        origins = _header_values(scope["headers"], b"origin")
+        expected = self._expected_headers(self.config.allowed_origin(origins) if origins else None)
+
+        async def send_with_cors(message: dict) -> None:  # type: ignore[type-arg]
+            if message["type"] == "websocket.http.response.start":
+                headers = _with_cors_headers(message.get("headers", []), expected)
+                message = {**message, "headers": headers}
+            await send(message)  # type: ignore[arg-type]
+
+        await self.app(scope, receive, send_with_cors)  # type: ignore[arg-type]
 
     async def _answer_preflight(
         self,

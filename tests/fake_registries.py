@@ -49,7 +49,9 @@ class _FakeServer:
     hits: Counter[str] = field(default_factory=Counter)
     active: int = 0
     max_active: int = 0
-    connections: int = 0
+    connections: int = 0  # TCP connections accepted
+    closed: int = 0  # ... and closed (by either side)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set when none is open
     port: int = 0
     _server: asyncio.base_events.Server | None = None
     _handlers: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -73,6 +75,7 @@ class _FakeServer:
         self._handlers.add(task)
         self.connections += 1
         self.active += 1
+        self.idle.clear()
         self.max_active = max(self.max_active, self.active)
         try:
             await self.serve(reader, writer)
@@ -80,6 +83,9 @@ class _FakeServer:
             pass  # the client gave up (a timeout): nothing to answer
         finally:
             self.active -= 1
+            self.closed += 1
+            if self.active == 0:
+                self.idle.set()
             writer.close()
             self._handlers.discard(task)
 
@@ -96,8 +102,13 @@ class _FakeServer:
         raise NotImplementedError
 
 
+@dataclass
 class FakeHTTPRegistry(_FakeServer):
-    """RDAP at ``rdap_url`` and a registry lookup page at ``lookup_url`` (name appended)."""
+    """RDAP at ``rdap_url`` and a registry lookup page at ``lookup_url`` (name appended).
+    With ``keep_alive`` a connection answers request after request until the client closes
+    it (as real registries' HTTP/1.1 servers do); else one answer, then close."""
+
+    keep_alive: bool = False
 
     @property
     def rdap_url(self) -> str:
@@ -108,6 +119,14 @@ class FakeHTTPRegistry(_FakeServer):
         return f"http://{HOST}:{self.port}{LOOKUP_PATH}?s="
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.serve_one(reader, writer)
+        while self.keep_alive:
+            try:
+                await self.serve_one(reader, writer)
+            except asyncio.IncompleteReadError:
+                return  # the client closed the connection
+
+    async def serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         method, target, _version = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
         url = urlsplit(target)
@@ -118,25 +137,46 @@ class FakeHTTPRegistry(_FakeServer):
             name = parse_qs(url.query).get("s", [""])[0]
             await self._lookup_page(writer, name, await self.answer_after_delay(name))
         else:
-            await respond(writer, 404, b"<h1>Not Found</h1>", "text/html")
+            await respond(
+                writer, 404, b"<h1>Not Found</h1>", "text/html", keep_alive=self.keep_alive
+            )
 
     async def _rdap(self, writer: asyncio.StreamWriter, name: str, behaviour: str) -> None:
         if behaviour in (REGISTERED, OTHER_NAME):
             ldh = name if behaviour == REGISTERED else f"not-{name}"
-            await respond(writer, 200, rdap_json(domain_object(ldh)))
+            await respond(writer, 200, rdap_json(domain_object(ldh)), keep_alive=self.keep_alive)
         elif behaviour == GARBAGE:
-            await respond(writer, 200, b"<html><body>Welcome to nginx!</body></html>", "text/html")
+            await respond(
+                writer,
+                200,
+                b"<html><body>Welcome to nginx!</body></html>",
+                "text/html",
+                keep_alive=self.keep_alive,
+            )
         elif behaviour == HTML_404:
-            await respond(writer, 404, b"<html><body>404 Not Found</body></html>", "text/html")
+            await respond(
+                writer,
+                404,
+                b"<html><body>404 Not Found</body></html>",
+                "text/html",
+                keep_alive=self.keep_alive,
+            )
         elif behaviour == SERVER_ERROR:
-            await respond(writer, 503, rdap_json(rdap_error(503, "Service Unavailable")))
+            await respond(
+                writer,
+                503,
+                rdap_json(rdap_error(503, "Service Unavailable")),
+                keep_alive=self.keep_alive,
+            )
         elif behaviour == EMPTY:
             return
         elif behaviour == HUGE:
             record = domain_object(name) | {"remarks": [{"description": ["x" * 400_000]}]}
-            await respond(writer, 200, rdap_json(record))
+            await respond(writer, 200, rdap_json(record), keep_alive=self.keep_alive)
         else:
-            await respond(writer, 404, rdap_json(rdap_error(404, "Not Found")))
+            await respond(
+                writer, 404, rdap_json(rdap_error(404, "Not Found")), keep_alive=self.keep_alive
+            )
 
     async def _lookup_page(self, writer: asyncio.StreamWriter, name: str, behaviour: str) -> None:
         if behaviour == REGISTERED:
@@ -146,7 +186,9 @@ class FakeHTTPRegistry(_FakeServer):
         else:
             text = f"<p>The domain <b>{name}</b> is available for registration.</p>"
         page = f'<html><body><form><input name="s" value="{name}"></form>{text}</body></html>'
-        await respond(writer, 200, page.encode(), "text/html; charset=utf-8")
+        await respond(
+            writer, 200, page.encode(), "text/html; charset=utf-8", keep_alive=self.keep_alive
+        )
 
 
 class FakeWhois(_FakeServer):
@@ -220,13 +262,15 @@ async def respond(
     status: int,
     body: bytes,
     content_type: str = "application/rdap+json",
+    *,
+    keep_alive: bool = False,
 ) -> None:
     reasons = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}
     head = (
         f"HTTP/1.1 {status} {reasons.get(status, 'Status')}\r\n"
         f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
+        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
     )
     writer.write(head.encode() + body)
     with contextlib.suppress(ConnectionError):

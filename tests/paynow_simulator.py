@@ -75,6 +75,10 @@ class PaynowSimulator:
         self.fault: str | None = None
         self.slow_seconds = 3.0
         self.polls = 0
+        # TCP connections accepted, and still open (HTTP/1.1: a client may keep one open).
+        self.connections = 0
+        self.open_connections = 0
+        self._all_closed = threading.Condition()
         self._numbers = itertools.count(9510)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -86,6 +90,22 @@ class PaynowSimulator:
         simulator = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as Paynow's servers do
+
+            def setup(self) -> None:
+                super().setup()
+                with simulator._all_closed:
+                    simulator.connections += 1
+                    simulator.open_connections += 1
+
+            def finish(self) -> None:
+                try:
+                    super().finish()
+                finally:
+                    with simulator._all_closed:
+                        simulator.open_connections -= 1
+                        simulator._all_closed.notify_all()
+
             def do_POST(self) -> None:
                 simulator._handle_post(self)
 
@@ -113,6 +133,12 @@ class PaynowSimulator:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+    def wait_until_connections_closed(self, timeout: float = 10.0) -> bool:
+        """True once every accepted connection was closed by its client (False after
+        ``timeout`` seconds): blocking, run it in a thread."""
+        with self._all_closed:
+            return self._all_closed.wait_for(lambda: self.open_connections == 0, timeout)
 
     @property
     def url(self) -> str:

@@ -295,5 +295,5 @@ async def test_without_chat_a_chat_socket_is_an_unknown_socket(
     refused = await handshake(socket_apps["billing"], VISITOR_PATHS[0], FRONTEND_ORIGIN)
     unknown = await handshake(socket_apps["full"], "/ws/no-such-socket/", FRONTEND_ORIGIN)
     assert refused == unknown
-    assert refused[0] == "refused" and refused[1][0] >= 400
-    assert refused[1][1]["status"] == refused[1][0]
+    assert refused[0] == "refused" and refused[1][0] == 404  # as HTTP's missing route
+    assert refused[1][1]["status"] == refused[1][0] and refused[1][1]["code"] == "not_found"

@@ -462,6 +462,20 @@ def test_unknown_department_gets_404(origin_server: Deployment, path: str) -> No
     assert handshake.status == 404, f"{path}: {handshake.describe()}\n{server.log()}"
 
 
+@pytest.mark.parametrize("path", ["/ws/nope/", "/api/nothing-here/", "/health/"])
+def test_a_path_without_a_websocket_route_gets_the_json_404(
+    origin_server: Deployment, path: str
+) -> None:
+    """Through Hypercorn: the missing route's JSON 404 as the handshake's denial response,
+    with the allowed origin's CORS headers (it was quart-cors's bare 400)."""
+    server = origin_server.a
+    handshake = raw_handshake(server.port, path, ORIGIN, API_HOST)
+    assert handshake.status == 404, f"{path}: {handshake.describe()}\n{server.log()}"
+    assert json.loads(handshake.body)["code"] == "not_found"
+    assert handshake.header("access-control-allow-origin") == [ORIGIN]
+    assert len(handshake.header("x-request-id")) == 1
+
+
 # --- WebSocket clients -----------------------------------------------------------------------
 
 

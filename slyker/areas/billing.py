@@ -17,6 +17,9 @@ from slyker.blueprints.billing import (
     promotions,
 )
 from slyker.cli import run_with_database
+from slyker.outbound import own_http_client
+from slyker.services import paynow as paynow_service
+from slyker.services import whois as whois_service
 from slyker.services.catalog_cache import announce_change
 from slyker.services.demo_catalog import load_demo_catalog
 from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
@@ -36,7 +39,15 @@ def init_app(app: Quart) -> None:
         domain_registrations.blueprint,
     ):
         app.register_blueprint(blueprint)
-    register_commands(app, app.extensions[SETTINGS_KEY])
+    settings: Settings = app.extensions[SETTINGS_KEY]
+    # One pooled client per third party, closed after serving.
+    own_http_client(
+        app, paynow_service.HTTP_CLIENT_KEY, lambda: paynow_service.new_http_client(settings.paynow)
+    )
+    own_http_client(
+        app, whois_service.HTTP_CLIENT_KEY, lambda: whois_service.new_http_client(settings)
+    )
+    register_commands(app, settings)
 
 
 def register_commands(app: Quart, settings: Settings) -> None:

@@ -32,6 +32,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from slyker.chat.limits import NEW_CONVERSATION_WINDOW_SECONDS, ClientLimits, conversation_window
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -42,10 +44,9 @@ PRESENCE_TTL_SECONDS = 30
 # A socket's slot in its client's count expires unless renewed (every PRESENCE_RENEW_SECONDS by
 # the socket), so slots held by a worker that crashed free themselves.
 SOCKET_SLOT_TTL_SECONDS = 30
-NEW_CONVERSATION_WINDOW_SECONDS = 60
 # Any Redis call waits this long at most; a call that fails or times out opens the circuit
 # (every later call is skipped at once) until the listener has reconnected. A limit check
-# that cannot ask Redis lets the client through.
+# that cannot ask Redis is decided by this worker's own counts (ClientLimits).
 COMMAND_TIMEOUT_SECONDS = 1.0
 LISTEN_POLL_SECONDS = 1.0  # the listener looks this often whether a command tripped the circuit
 MAX_RECONNECT_DELAY_SECONDS = 2.0
@@ -161,18 +162,13 @@ class Broker(ABC):
         current minute (a fixed window of NEW_CONVERSATION_WINDOW_SECONDS)."""
 
 
-def _window() -> int:
-    return int(time.time() // NEW_CONVERSATION_WINDOW_SECONDS)
-
-
 class InProcessBroker(Broker):
     """Everything in this process: correct for one worker, the embedded default."""
 
     def __init__(self) -> None:
         super().__init__()
         self._presence: dict[str, dict[str, float]] = defaultdict(dict)
-        self._socket_slots: dict[str, set[str]] = defaultdict(set)
-        self._new_conversations: dict[str, tuple[int, int]] = {}  # client: (window, count)
+        self._limits = ClientLimits()
 
     async def set_present(self, department: str, member: str) -> None:
         self._presence[department][member] = time.monotonic() + PRESENCE_TTL_SECONDS
@@ -185,35 +181,16 @@ class InProcessBroker(Broker):
         return sum(1 for expiry in self._presence[department].values() if expiry > now)
 
     async def take_socket_slot(self, client: str, slot: str, limit: int) -> bool:
-        slots = self._socket_slots[client]
-        if len(slots) >= limit:
-            return False
-        slots.add(slot)
-        return True
+        return self._limits.take_socket_slot(client, slot, limit)
 
     async def renew_socket_slot(self, client: str, slot: str) -> None:
         pass  # in-process slots end with the socket (and with the process)
 
     async def release_socket_slot(self, client: str, slot: str) -> None:
-        slots = self._socket_slots.get(client)
-        if slots is not None:
-            slots.discard(slot)
-            if not slots:
-                del self._socket_slots[client]
+        self._limits.release_socket_slot(client, slot)
 
     async def take_new_conversation(self, client: str, per_minute: int) -> bool:
-        window = _window()
-        if len(self._new_conversations) > 10_000:  # forget old windows of other clients
-            self._new_conversations = {
-                key: value for key, value in self._new_conversations.items() if value[0] == window
-            }
-        seen_window, count = self._new_conversations.get(client, (window, 0))
-        if seen_window != window:
-            count = 0
-        if count >= per_minute:
-            return False
-        self._new_conversations[client] = (window, count + 1)
-        return True
+        return self._limits.take_new_conversation(client, per_minute)
 
 
 class RedisBroker(Broker):
@@ -245,6 +222,8 @@ class RedisBroker(Broker):
         self._unpublished: deque[tuple[str, str, float]] = deque()  # (channel, payload, when)
         self._unpublished_ready = asyncio.Event()
         self._local_presence: dict[str, set[str]] = defaultdict(set)
+        self._local_limits = ClientLimits()  # decides while Redis cannot be asked
+        self._limits_fallback_logged = False  # once per outage
         self._reported_down = False
         self._remote_channels: set[str] = set()  # subscribed on the listener's connection
         self._changed_channels: set[str] = set()  # to (un)subscribe in the background
@@ -481,6 +460,7 @@ class RedisBroker(Broker):
         with contextlib.suppress(Exception):  # pooled connections from before an outage
             await self._redis_client().connection_pool.disconnect(inuse_connections=False)
         self._available = True
+        self._limits_fallback_logged = False
         self._connected.set()
         # Channels added while the connection was being set up.
         self._changed_channels.update(
@@ -568,9 +548,18 @@ class RedisBroker(Broker):
     def _slots_key(self, client: str) -> str:
         return f"{self.PREFIX}sockets:{client}"
 
+    def _limits_without_redis(self) -> ClientLimits:
+        if not self._limits_fallback_logged:
+            self._limits_fallback_logged = True
+            log.warning(
+                "Chat limits: Redis cannot be asked; sockets and new conversations per client "
+                "are counted by this worker alone until it is back"
+            )
+        return self._local_limits
+
     async def take_socket_slot(self, client: str, slot: str, limit: int) -> bool:
         now = time.time()
-        taken = await self._call(
+        taken: int | None = await self._call(
             "socket limit",
             lambda: self._redis_client().eval(
                 self._TAKE_SLOT,
@@ -582,8 +571,12 @@ class RedisBroker(Broker):
                 slot,
                 SOCKET_SLOT_TTL_SECONDS,
             ),
-            1,  # without Redis: not checked rather than everyone locked out
+            None,
         )
+        if taken is None:  # this worker's count decides (not everyone let through)
+            return self._limits_without_redis().take_socket_slot(client, slot, limit)
+        if taken:
+            self._local_limits.take_socket_slot(client, slot, limit, checked=False)
         return bool(taken)
 
     async def renew_socket_slot(self, client: str, slot: str) -> None:
@@ -599,11 +592,12 @@ class RedisBroker(Broker):
 
     async def release_socket_slot(self, client: str, slot: str) -> None:
         # If it fails, the slot expires by itself.
+        self._local_limits.release_socket_slot(client, slot)
         key = self._slots_key(client)
         await self._call("socket limit", lambda: self._redis_client().zrem(key, slot), None)
 
     async def take_new_conversation(self, client: str, per_minute: int) -> bool:
-        key = f"{self.PREFIX}new-conversations:{client}:{_window()}"
+        key = f"{self.PREFIX}new-conversations:{client}:{conversation_window()}"
 
         async def count() -> int:
             async with self._redis_client().pipeline(transaction=True) as pipe:
@@ -612,4 +606,10 @@ class RedisBroker(Broker):
                 counted, _ = await pipe.execute()
             return int(counted)
 
-        return await self._call("conversation limit", count, 0) <= per_minute
+        counted: int | None = await self._call("conversation limit", count, None)
+        if counted is None:  # this worker's count decides (not everyone let through)
+            return self._limits_without_redis().take_new_conversation(client, per_minute)
+        allowed = counted <= per_minute
+        if allowed:
+            self._local_limits.take_new_conversation(client, per_minute, checked=False)
+        return allowed

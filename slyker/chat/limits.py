@@ -1,5 +1,6 @@
 """Per-socket flood control: a token bucket per kind of client frame, strikes that end a socket
-which keeps flooding, and typing events coalesced before they reach the other side."""
+which keeps flooding, and typing events coalesced before they reach the other side; and the
+per-client counts of one process (:class:`ClientLimits`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 import ipaddress
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -146,6 +148,55 @@ class TypingCoalescer:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+
+
+NEW_CONVERSATION_WINDOW_SECONDS = 60
+
+
+def conversation_window() -> int:
+    """The current fixed window of the new-conversation count."""
+    return int(time.time() // NEW_CONVERSATION_WINDOW_SECONDS)
+
+
+class ClientLimits:
+    """Per-client counts of this process: sockets open and conversations started this
+    window. The in-process broker's limits, and the Redis broker's while Redis cannot be
+    asked: it records what Redis allowed (``checked=False``), so that in an outage the
+    sockets and conversations of this worker still count."""
+
+    MAX_CLIENTS_REMEMBERED = 10_000  # beyond that, other clients' old windows are forgotten
+
+    def __init__(self) -> None:
+        self.socket_slots: dict[str, set[str]] = defaultdict(set)
+        self.new_conversations: dict[str, tuple[int, int]] = {}  # client: (window, count)
+
+    def take_socket_slot(self, client: str, slot: str, limit: int, *, checked: bool = True) -> bool:
+        slots = self.socket_slots[client]
+        if checked and len(slots) >= limit:
+            return False
+        slots.add(slot)
+        return True
+
+    def release_socket_slot(self, client: str, slot: str) -> None:
+        slots = self.socket_slots.get(client)
+        if slots is not None:
+            slots.discard(slot)
+            if not slots:
+                del self.socket_slots[client]
+
+    def take_new_conversation(self, client: str, per_minute: int, *, checked: bool = True) -> bool:
+        window = conversation_window()
+        if len(self.new_conversations) > self.MAX_CLIENTS_REMEMBERED:
+            self.new_conversations = {
+                key: value for key, value in self.new_conversations.items() if value[0] == window
+            }
+        seen_window, count = self.new_conversations.get(client, (window, 0))
+        if seen_window != window:
+            count = 0
+        if checked and count >= per_minute:
+            return False
+        self.new_conversations[client] = (window, count + 1)
+        return True
 
 
 def client_key(address: str | None) -> str:

@@ -358,7 +358,14 @@ async def user_cart(user_id: int) -> CartView:
 
 async def merge_anonymous_cart(token: str, into_id: int) -> bool:
     """Move an anonymous cart's lines (and coupon, if the user's cart has none) into the
-    user's cart ``into_id``, once, and close it. True if anything moved."""
+    user's cart ``into_id``, once, and close it. True if anything moved.
+
+    Every line moves, even when the result holds more than ``CART_MAX_LINES``: a shopper
+    who signs in expects what they picked in both carts, and every cart route of a signed-in
+    caller merges first, so refusing here would refuse all of them. The reply tells the
+    client (``over_limit``), and ``add_item`` refuses (``cart_full``) until lines are removed.
+    Each merge adds at most one anonymous cart's worth of lines (itself capped), and anonymous
+    carts and their writes are rate limited per address."""
     anonymous = await Cart.get_or_none(active_key=f"anon:{token}")
     if anonymous is None or not await CartItem.filter(cart_id=anonymous.id).exists():
         return False

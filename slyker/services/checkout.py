@@ -14,6 +14,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
@@ -54,6 +55,7 @@ class CheckoutTerms:
     tax_rate: Decimal
     invoice_due_days: int
     paynow: PaynowSettings
+    paynow_http: httpx.AsyncClient  # the app's client to Paynow (slyker.outbound)
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ async def _with_payment(
         return CheckoutResult(invoice, created)
     try:
         attempt = await paynow_service.checkout_attempt(
-            terms.paynow, invoice, user, created=created
+            terms.paynow, terms.paynow_http, invoice, user, created=created
         )
     except UpstreamError as error:
         raise PaymentNotStarted(

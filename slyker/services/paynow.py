@@ -242,25 +242,43 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default
 
 
-class PaynowClient:
-    """Talks to Paynow (or, in tests, its simulator at ``PAYNOW_API_URL``) over HTTP."""
+HTTP_CLIENT_KEY = "slyker.paynow_http"  # the app's client (slyker.outbound)
+# Calls to Paynow at once per worker (more wait for a connection, within PAYNOW_TIMEOUT).
+MAX_CONNECTIONS = 20
+MAX_IDLE_CONNECTIONS = 10
 
-    def __init__(self, settings: PaynowSettings) -> None:
+
+def new_http_client(settings: PaynowSettings) -> httpx.AsyncClient:
+    """The client an app keeps for all its calls to Paynow (``slyker.outbound``): pooled
+    connections, ``PAYNOW_TIMEOUT`` for each step (connect, write, read, pool)."""
+    return httpx.AsyncClient(
+        timeout=settings.timeout,
+        limits=httpx.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_IDLE_CONNECTIONS
+        ),
+    )
+
+
+class PaynowClient:
+    """Talks to Paynow (or, in tests, its simulator at ``PAYNOW_API_URL``) over ``http``,
+    the app's client (:func:`new_http_client`)."""
+
+    def __init__(self, settings: PaynowSettings, http: httpx.AsyncClient) -> None:
         missing = settings.missing
         if missing is not None:
             raise PaynowNotConfigured(missing)
         self.settings = settings
+        self.http = http
         self.integration_id: str = settings.integration_id or ""
         self.key: str = settings.integration_key or ""
 
     async def _post(self, url: str, form: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         try:
-            async with httpx.AsyncClient(timeout=self.settings.timeout) as http:
-                response = await http.post(
-                    url,
-                    content=urlencode(form).encode(),
-                    headers={"Content-Type": "application/x-www-form-urlencoded"},
-                )
+            response = await self.http.post(
+                url,
+                content=urlencode(form).encode(),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
         except httpx.TimeoutException:
             raise UpstreamError("Paynow did not answer in time; try again.") from None
         except httpx.HTTPError as error:
@@ -385,6 +403,7 @@ async def payable_invoice(invoice: Invoice) -> Decimal:
 
 async def start_payment(
     settings: PaynowSettings,
+    http: httpx.AsyncClient,
     invoice: Invoice,
     user: User,
     *,
@@ -398,7 +417,7 @@ async def start_payment(
     a status update can never arrive for a transaction we do not know. If Paynow fails, the
     attempt is recorded as failed and the UpstreamError (502) is raised.
     """
-    client = PaynowClient(settings)
+    client = PaynowClient(settings, http)
     if method and method not in MOBILE_METHODS:
         raise InvalidInput("method", f"must be one of {', '.join(MOBILE_METHODS)}.")
     amount = await payable_invoice(invoice)
@@ -603,13 +622,15 @@ async def receive_status_update(settings: PaynowSettings, body: bytes) -> Applie
     return await apply_status(report, PaynowUpdateSource.RESULT_URL)
 
 
-async def check_status(settings: PaynowSettings, transaction: PaynowTransaction) -> AppliedStatus:
+async def check_status(
+    settings: PaynowSettings, http: httpx.AsyncClient, transaction: PaynowTransaction
+) -> AppliedStatus:
     """Poll Paynow for ``transaction`` and apply what it says (the fallback when the result
     URL is late or unreachable). A completed payment is not polled again."""
     payment = await Payment.get(id=transaction.payment_id)
     if payment.status == PaymentStatus.COMPLETED:
         return AppliedStatus(transaction, payment, applied=False, settled=False)
-    client = PaynowClient(settings)
+    client = PaynowClient(settings, http)
     if not transaction.poll_url:
         raise Conflict(
             "This Paynow payment was never started with Paynow; start a new one.",
@@ -626,7 +647,12 @@ async def latest_web_attempt(invoice_id: int) -> PaynowTransaction | None:
 
 
 async def checkout_attempt(
-    settings: PaynowSettings, invoice: Invoice, user: User, *, created: bool
+    settings: PaynowSettings,
+    http: httpx.AsyncClient,
+    invoice: Invoice,
+    user: User,
+    *,
+    created: bool,
 ) -> PaynowTransaction | None:
     """The Paynow transaction a checkout of ``invoice`` answers with.
 
@@ -647,7 +673,7 @@ async def checkout_attempt(
         if pending is not None:
             return pending
     try:
-        attempt = await start_payment(settings, invoice, user)
+        attempt = await start_payment(settings, http, invoice, user)
     except Conflict:
         return None  # covered by other payments meanwhile
     return attempt.transaction

@@ -351,6 +351,27 @@ def cache_key(registry: Registry, domain: str) -> str:
 # --- the check -----------------------------------------------------------------------------
 
 
+HTTP_CLIENT_KEY = "slyker.registry_http"  # the app's client (slyker.outbound)
+# RDAP and lookup-page connections per worker, all requests together (each request is also
+# held to its own WHOIS_MAX_PARALLEL); idle ones are kept for the next search.
+MAX_CONNECTIONS = 50
+MAX_IDLE_CONNECTIONS = 20
+
+
+def new_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The client an app keeps for all its RDAP and lookup-page requests
+    (``slyker.outbound``): pooled connections, ``WHOIS_TIMEOUT`` for each step."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.whois_timeout),
+        limits=httpx.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_IDLE_CONNECTIONS
+        ),
+        headers=REQUEST_HEADERS,
+        follow_redirects=False,
+        trust_env=False,  # registries directly, as the WHOIS lookups do
+    )
+
+
 @dataclass
 class DomainChecker:
     registries: Mapping[str, Registry]
@@ -359,9 +380,12 @@ class DomainChecker:
     max_domains: int
     cache: AnswerCache
     cache_seconds: int
+    client: httpx.AsyncClient  # the app's (new_http_client)
 
     @classmethod
-    def from_settings(cls, settings: Settings, cache: AnswerCache) -> DomainChecker:
+    def from_settings(
+        cls, settings: Settings, cache: AnswerCache, client: httpx.AsyncClient
+    ) -> DomainChecker:
         return cls(
             registries=registries_from_settings(settings),
             timeout=settings.whois_timeout,
@@ -369,6 +393,7 @@ class DomainChecker:
             max_domains=settings.whois_max_domains,
             cache=cache,
             cache_seconds=settings.whois_cache_seconds,
+            client=client,
         )
 
     async def check(
@@ -381,14 +406,7 @@ class DomainChecker:
         workers = min(max_workers or self.max_parallel, self.max_parallel) if parallel else 1
         unique = list(dict.fromkeys(domains))
         slots = asyncio.Semaphore(workers)
-        async with httpx.AsyncClient(
-            timeout=httpx.Timeout(self.timeout),
-            limits=httpx.Limits(max_connections=workers),
-            headers=REQUEST_HEADERS,
-            follow_redirects=False,
-            trust_env=False,  # registries directly, as the WHOIS lookups do
-        ) as client:
-            answers = await asyncio.gather(*(self._one(d, client, slots) for d in unique))
+        answers = await asyncio.gather(*(self._one(d, self.client, slots) for d in unique))
         by_domain = dict(zip(unique, answers, strict=True))
         return [by_domain[domain] for domain in domains]
 

@@ -677,6 +677,53 @@ async def test_cart_lines_are_capped(shop_with: Any) -> None:
     assert (await browser.post(f"{CARTS}/{cart['id']}/add_item/", HOSTING)).status == 201
 
 
+async def test_a_merge_past_the_cap_keeps_every_line_and_says_so(shop_with: Any) -> None:
+    """Two carts of 2 lines with CART_MAX_LINES=3: the login keeps all 4 lines (nothing
+    dropped, no route refused), the reply says over_limit, add_item is a 409 cart_full until
+    lines are removed, and checkout takes every line."""
+    shop = await shop_with(CART_MAX_LINES="3")
+    browser = API(shop)
+    token = await token_for(shop, API(shop), "client@example.com")
+    own = await current(browser, token=token)
+    for item in (HOSTING, DOMAIN):
+        assert (
+            await browser.post(f"{CARTS}/{own['id']}/add_item/", item, token=token)
+        ).status == 201
+    anonymous = await current(browser)  # the same browser, signed out
+    assert anonymous["max_lines"] == 3 and anonymous["over_limit"] is False
+    for item in (HOSTING, DOMAIN):
+        assert (await browser.post(f"{CARTS}/{anonymous['id']}/add_item/", item)).status == 201
+
+    merged = await current(browser, token=token)
+    assert merged["id"] == own["id"] and merged["item_count"] == 4
+    assert merged["max_lines"] == 3 and merged["over_limit"] is True
+    # The storefront keeps the anonymous cart's id: it answers too, with the same cart.
+    via_old_id = await browser.get(f"{CARTS}/{anonymous['id']}/", token=token)
+    assert via_old_id.status == 200 and via_old_id.body["over_limit"] is True
+    full = await browser.post(f"{CARTS}/{anonymous['id']}/add_item/", HOSTING, token=token)
+    assert full.status == 409 and full.body["code"] == "cart_full"
+    first, second = (line["id"] for line in merged["items"][:2])
+    for item_id in (first, second):
+        removed = await browser.call(
+            "DELETE", f"{CARTS}/{own['id']}/remove_item/", {"item_id": item_id}, token=token
+        )
+        assert removed.status == 200
+    assert removed.body["item_count"] == 2 and removed.body["over_limit"] is False
+    refilled = await browser.post(f"{CARTS}/{own['id']}/add_item/", HOSTING, token=token)
+    assert refilled.status == 201 and refilled.body["item_count"] == 3
+    assert (await browser.post(f"{CARTS}/{own['id']}/add_item/", DOMAIN, token=token)).status == 409
+
+    # An over-limit cart checks out whole.
+    other = await current(browser)
+    for item in (HOSTING, DOMAIN):
+        assert (await browser.post(f"{CARTS}/{other['id']}/add_item/", item)).status == 201
+    assert (await current(browser, token=token))["item_count"] == 5
+    done = await browser.post(f"{CARTS}/{own['id']}/checkout/", CHECKOUT, token=token)
+    assert done.status == 201, done.body
+    with db(shop):
+        assert await InvoiceItem.filter(invoice_id=done.body["invoice_id"]).count() == 5
+
+
 async def test_cart_lines_default_cap_is_50(shop: Quart) -> None:
     browser = API(shop)
     cart = await current(browser)

@@ -37,6 +37,7 @@ from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, Se
 from tests.api import API, FRONTEND_ORIGIN, Reply, db, make_user
 from tests.chat_client import ChatClient, Frame, chat_socket, open_agent, open_visitor
 from tests.conftest import REDIS_URL, TEST_SECRET_KEY, prepare_database
+from tests.fake_registries import closed_port
 
 GREETING = "Connected to Slyker Tech Live Support"
 DEPARTMENTS = ["sales", "support", "billing", "management"]
@@ -1772,15 +1773,29 @@ async def open_many(
     ]
 
 
-@pytest.mark.parametrize("broker", ["in-process", "redis"])
-async def test_sockets_per_client_address_are_limited_and_released_on_every_path(
-    app_factory: Callable[..., Quart], broker: str
-) -> None:
-    department = redis_department()
-    settings: dict[str, Any] = {"CHAT_MAX_SOCKETS_PER_CLIENT": 3}
-    settings.update(redis_settings(REDIS_URL, department))
+def broker_settings(broker: str, department: str) -> dict[str, Any]:
+    """The settings of a test's broker: ``in-process`` (no REDIS_URL), ``redis`` (the
+    shared Redis), ``redis-unreachable`` (nothing listens at REDIS_URL: a Redis outage)."""
+    url = f"redis://127.0.0.1:{closed_port()}/0" if broker == "redis-unreachable" else REDIS_URL
+    settings = redis_settings(url, department)
     if broker == "in-process":
         del settings["REDIS_URL"]
+    return settings
+
+
+def limit_fallback_warnings(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("Chat limits: Redis cannot be asked" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("broker", ["in-process", "redis", "redis-unreachable"])
+async def test_sockets_per_client_address_are_limited_and_released_on_every_path(
+    app_factory: Callable[..., Quart], broker: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Also while Redis cannot be reached: this worker's own count decides (it used to let
+    every socket through), and the fallback is logged once, not per socket."""
+    department = redis_department()
+    settings: dict[str, Any] = {"CHAT_MAX_SOCKETS_PER_CLIENT": 3}
+    settings.update(broker_settings(broker, department))
     address, neighbour = unique_address(), unique_address()
     async with started(app_factory, **settings) as app:
         if broker == "redis":  # until it listens, Redis is not asked and nothing is counted
@@ -1809,6 +1824,7 @@ async def test_sockets_per_client_address_are_limited_and_released_on_every_path
         async with contextlib.AsyncExitStack() as stack:
             await open_many(stack, app, address, 3)
             await refused_for_sockets(app, address)
+    assert limit_fallback_warnings(caplog) == (1 if broker == "redis-unreachable" else 0)
 
 
 async def test_a_crashed_workers_socket_slots_expire_in_redis(
@@ -1845,15 +1861,13 @@ async def wait_for_a_fresh_minute() -> None:
         await asyncio.sleep(60 - seconds + 0.1)
 
 
-@pytest.mark.parametrize("broker", ["in-process", "redis"])
+@pytest.mark.parametrize("broker", ["in-process", "redis", "redis-unreachable"])
 async def test_new_conversations_per_client_address_are_limited(
-    app_factory: Callable[..., Quart], broker: str
+    app_factory: Callable[..., Quart], broker: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     department = redis_department()
     settings: dict[str, Any] = {"CHAT_NEW_CONVERSATIONS_PER_MINUTE": 3}
-    settings.update(redis_settings(REDIS_URL, department))
-    if broker == "in-process":
-        del settings["REDIS_URL"]
+    settings.update(broker_settings(broker, department))
     address = unique_address()
     await wait_for_a_fresh_minute()
     async with started(app_factory, **settings) as app:
@@ -1880,6 +1894,7 @@ async def test_new_conversations_per_client_address_are_limited(
         async with open_visitor(app, department, address=unique_address()) as visitor:
             await visitor.send(visitor_frame("Hi", new_session(), department=department))
             assert (await visitor.receive())["message"] == auto_reply(department)
+    assert limit_fallback_warnings(caplog) == (1 if broker == "redis-unreachable" else 0)
 
 
 # --- a staff member's access is re-checked while the socket lives --------------------------------

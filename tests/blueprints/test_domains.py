@@ -3,6 +3,7 @@ against registries the tests start on 127.0.0.1 (tests/fake_registries.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -321,3 +322,24 @@ async def test_searches_are_rate_limited_per_client_address(
         other = await from_storefront_server(app, storefront_body("free.com"), "10.0.0.9")
         assert other.status == 200, other.body
     assert rdap.hits["free.com"] == 1  # the rest came from the cache or were refused
+
+
+async def test_searches_share_one_registry_connection_closed_at_shutdown(
+    domain_app_factory: Callable[..., Quart],
+) -> None:
+    """Two searches (uncached) reach an HTTP/1.1 registry over one pooled connection, and
+    stopping the app closes it (the registry sees the client hang up)."""
+    async with FakeHTTPRegistry(keep_alive=True) as registry:
+        application = domain_app_factory(
+            WHOIS_RDAP_SERVERS=f"com={registry.rdap_url}", WHOIS_CACHE_SECONDS="0"
+        )
+        async with application.test_app():
+            await prepare_database(application)
+            for name in ("first.com", "second.com"):
+                reply = await from_storefront_server(application, storefront_body(name))
+                assert reply.status == 200 and reply.body["results"][0]["available"] is True
+            assert registry.hits == {"first.com": 1, "second.com": 1}
+            assert registry.connections == 1 and registry.closed == 0
+        async with asyncio.timeout(10):  # the registry's handler sees end of file
+            await registry.idle.wait()
+        assert registry.connections == registry.closed == 1

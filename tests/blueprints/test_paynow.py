@@ -156,6 +156,28 @@ async def test_checkout_with_paynow_redirects_to_paynow(
     assert len(simulator.transactions) == 1
 
 
+async def test_the_app_keeps_one_connection_to_paynow_and_closes_it_at_shutdown(
+    app_factory: Callable[..., Quart], simulator: PaynowSimulator
+) -> None:
+    """Two checkouts and a status check go over one pooled connection (the simulator
+    accepts one TCP connection), and stopping the app closes it."""
+    settings = paynow_settings(simulator, "http://127.0.0.1:9")  # no update is posted here
+    application = app_factory(**settings)
+    async with application.test_app():
+        await prepare_database(application)
+        await seed_catalog(application)
+        alice = await customer(application, "alice@example.com")
+        first, second = await alice.checkout(), await alice.checkout()
+        assert first.status == second.status == 201
+        assert first.body["invoice_id"] != second.body["invoice_id"]
+        status = await alice.post(f"{PAYMENTS}/{first.body['payment_id']}/check_paynow_status/")
+        assert status.status == 200, status.body
+        assert len(simulator.transactions) == 2 and simulator.polls == 1
+        assert simulator.connections == 1 and simulator.open_connections == 1
+    assert await asyncio.to_thread(simulator.wait_until_connections_closed)
+    assert simulator.connections == 1
+
+
 async def test_paid_update_settles_the_invoice_once_and_replays_change_nothing(
     shop: Quart, alice: Customer, simulator: PaynowSimulator
 ) -> None:

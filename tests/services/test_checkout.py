@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from decimal import Decimal
 
+import httpx
 import pytest
 from quart import Quart
 from tortoise.exceptions import IntegrityError
@@ -35,7 +36,11 @@ from tests.api import db, make_user, seed_catalog
 pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
 NO_PAYNOW = PaynowSettings(None, None, None, None, "http://127.0.0.1:9", 1.0, None)
-TERMS = CheckoutTerms(tax_rate=Decimal("15"), invoice_due_days=14, paynow=NO_PAYNOW)
+# Never used: Paynow is not configured here (a paynow checkout is refused before any call).
+UNUSED_HTTP = httpx.AsyncClient()
+TERMS = CheckoutTerms(
+    tax_rate=Decimal("15"), invoice_due_days=14, paynow=NO_PAYNOW, paynow_http=UNUSED_HTTP
+)
 BILLING = {"full_name": "Tariro Moyo", "email": "tariro@example.com"}
 HOSTING = ItemChoice(hosting_product=1, billing_cycle="annual")  # 29.99
 DOMAIN = ItemChoice(

@@ -4,10 +4,11 @@ against the Paynow simulator over HTTP, and every way a reply or update can be b
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
 
+import httpx
 import pytest
 
 from slyker.services.errors import InvalidInput, UpstreamError
@@ -20,6 +21,7 @@ from slyker.services.paynow import (
     PaynowNotConfigured,
     hash_is_valid,
     message_hash,
+    new_http_client,
     normalise_phone,
     parse_message,
     signed,
@@ -189,6 +191,24 @@ def settings_for(simulator: PaynowSimulator | None, **changes: object) -> Paynow
     return replace(settings, **changes)  # type: ignore[arg-type]
 
 
+Connect = Callable[[PaynowSettings], PaynowClient]
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    """A PaynowClient over an HTTP client made as the app makes it, closed after the test."""
+    made: list[httpx.AsyncClient] = []
+
+    def client_for(settings: PaynowSettings) -> PaynowClient:
+        http = new_http_client(settings)
+        made.append(http)
+        return PaynowClient(settings, http)
+
+    yield client_for
+    for http in made:
+        await http.aclose()
+
+
 WEB = PaymentRequest(
     reference="INV-000007-P3",
     amount=Decimal("29.99"),
@@ -198,17 +218,17 @@ WEB = PaymentRequest(
 EXPRESS = replace(WEB, phone="0771111111", method="ecocash")
 
 
-def test_a_missing_setting_is_named() -> None:
+async def test_a_missing_setting_is_named(connect: Connect) -> None:
     for name in ("integration_id", "integration_key", "return_url", "result_url"):
         settings = replace(settings_for(None), **{name: None})  # type: ignore[arg-type]
         with pytest.raises(PaynowNotConfigured) as info:
-            PaynowClient(settings)
+            connect(settings)
         assert info.value.setting == f"PAYNOW_{name.upper()}"
         assert info.value.setting in info.value.message
 
 
-async def test_web_initiation(simulator: PaynowSimulator) -> None:
-    reply = await PaynowClient(settings_for(simulator)).initiate(WEB)
+async def test_web_initiation(simulator: PaynowSimulator, connect: Connect) -> None:
+    reply = await connect(settings_for(simulator)).initiate(WEB)
     sim = simulator.transaction(WEB.reference)
     assert reply.browser_url == f"{simulator.url}/Payment/ConfirmPayment/{sim.paynow_reference}"
     assert reply.poll_url.startswith(f"{simulator.url}/interface/checkpayment/?guid=")
@@ -226,8 +246,8 @@ async def test_web_initiation(simulator: PaynowSimulator) -> None:
     assert not sim.express and simulator.rejected == []
 
 
-async def test_express_initiation(simulator: PaynowSimulator) -> None:
-    reply = await PaynowClient(settings_for(simulator)).initiate(EXPRESS)
+async def test_express_initiation(simulator: PaynowSimulator, connect: Connect) -> None:
+    reply = await connect(settings_for(simulator)).initiate(EXPRESS)
     sim = simulator.transaction(EXPRESS.reference)
     assert sim.express and sim.fields["phone"] == "0771111111"
     assert sim.fields["method"] == "ecocash"
@@ -235,24 +255,28 @@ async def test_express_initiation(simulator: PaynowSimulator) -> None:
     assert reply.poll_url.startswith(simulator.url)
 
 
-async def test_paynow_refuses_a_wrong_key(simulator: PaynowSimulator) -> None:
-    client = PaynowClient(settings_for(simulator, integration_key="0" * 8 + "-0000"))
+async def test_paynow_refuses_a_wrong_key(simulator: PaynowSimulator, connect: Connect) -> None:
+    client = connect(settings_for(simulator, integration_key="0" * 8 + "-0000"))
     with pytest.raises(PaynowDeclined) as info:
         await client.initiate(WEB)
     assert "Invalid Hash" in info.value.message
     assert simulator.transactions == {} and simulator.rejected[0].startswith("Invalid Hash")
 
 
-async def test_paynow_refuses_a_wrong_integration_id(simulator: PaynowSimulator) -> None:
+async def test_paynow_refuses_a_wrong_integration_id(
+    simulator: PaynowSimulator, connect: Connect
+) -> None:
     with pytest.raises(PaynowDeclined) as info:
-        await PaynowClient(settings_for(simulator, integration_id="1")).initiate(WEB)
+        await connect(settings_for(simulator, integration_id="1")).initiate(WEB)
     assert info.value.message == "Paynow refused the payment: Invalid Id."
 
 
-async def test_insufficient_balance_is_declined(simulator: PaynowSimulator) -> None:
+async def test_insufficient_balance_is_declined(
+    simulator: PaynowSimulator, connect: Connect
+) -> None:
     request = replace(EXPRESS, phone=INSUFFICIENT_BALANCE_PHONE)
     with pytest.raises(PaynowDeclined) as info:
-        await PaynowClient(settings_for(simulator)).initiate(request)
+        await connect(settings_for(simulator)).initiate(request)
     assert info.value.message == "Paynow refused the payment: Insufficient balance"
     assert info.value.code == "paynow_declined"
 
@@ -266,34 +290,34 @@ async def test_insufficient_balance_is_declined(simulator: PaynowSimulator) -> N
     ],
 )
 async def test_bad_replies_are_upstream_errors(
-    simulator: PaynowSimulator, fault: str, message: str
+    simulator: PaynowSimulator, fault: str, message: str, connect: Connect
 ) -> None:
     simulator.fault = fault
     with pytest.raises(UpstreamError) as info:
-        await PaynowClient(settings_for(simulator)).initiate(WEB)
+        await connect(settings_for(simulator)).initiate(WEB)
     assert info.value.message == message
     assert not isinstance(info.value, PaynowDeclined)
 
 
-async def test_a_slow_paynow_times_out(simulator: PaynowSimulator) -> None:
+async def test_a_slow_paynow_times_out(simulator: PaynowSimulator, connect: Connect) -> None:
     simulator.fault, simulator.slow_seconds = "slow", 2.5
     with pytest.raises(UpstreamError) as info:
-        await PaynowClient(settings_for(simulator, timeout=0.5)).initiate(WEB)
+        await connect(settings_for(simulator, timeout=0.5)).initiate(WEB)
     assert info.value.message == "Paynow did not answer in time; try again."
 
 
-async def test_an_unreachable_paynow_is_an_upstream_error() -> None:
+async def test_an_unreachable_paynow_is_an_upstream_error(connect: Connect) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]  # nothing listens once it is closed
     settings = settings_for(None, api_url=f"http://127.0.0.1:{closed}")
     with pytest.raises(UpstreamError) as info:
-        await PaynowClient(settings).initiate(WEB)
+        await connect(settings).initiate(WEB)
     assert info.value.message == "Paynow could not be reached; try again later."
 
 
-async def test_poll(simulator: PaynowSimulator) -> None:
-    client = PaynowClient(settings_for(simulator))
+async def test_poll(simulator: PaynowSimulator, connect: Connect) -> None:
+    client = connect(settings_for(simulator))
     reply = await client.initiate(WEB)
     created = await client.poll(reply.poll_url)
     assert created.status == "Created" and not created.is_paid
@@ -306,8 +330,10 @@ async def test_poll(simulator: PaynowSimulator) -> None:
         await client.poll(reply.poll_url)
 
 
-async def test_only_paynows_own_urls_are_polled(simulator: PaynowSimulator) -> None:
-    client = PaynowClient(settings_for(simulator))
+async def test_only_paynows_own_urls_are_polled(
+    simulator: PaynowSimulator, connect: Connect
+) -> None:
+    client = connect(settings_for(simulator))
     for url in (
         "http://169.254.169.254/latest/meta-data/",
         simulator.url.replace("127.0.0.1", "localhost") + "/interface/checkpayment/?guid=x",
@@ -317,3 +343,14 @@ async def test_only_paynows_own_urls_are_polled(simulator: PaynowSimulator) -> N
         with pytest.raises(UpstreamError):
             await client.poll(url)
     assert simulator.polls == 0
+
+
+async def test_calls_share_one_connection(simulator: PaynowSimulator, connect: Connect) -> None:
+    """Two initiations and a poll through one PaynowClient's HTTP client: one TCP connection
+    at the simulator (HTTP/1.1 keep-alive), not one per call."""
+    client = connect(settings_for(simulator))
+    reply = await client.initiate(WEB)
+    await client.initiate(replace(WEB, reference="INV-000007-P4"))
+    await client.poll(reply.poll_url)
+    assert len(simulator.transactions) == 2 and simulator.polls == 1
+    assert simulator.connections == 1

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -21,6 +23,7 @@ from slyker.services.whois import (
     Lookup,
     MemoryCache,
     RedisCache,
+    new_http_client,
     normalise_domain,
     read_answer,
     registries_from_settings,
@@ -48,9 +51,23 @@ def settings(**overrides: Any) -> Any:
     return load_settings(environ={}, overrides={"SECRET_KEY": TEST_SECRET_KEY, **overrides})
 
 
+_clients: list[httpx.AsyncClient] = []  # made by checker(), closed after each test
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    yield
+    while _clients:
+        await _clients.pop().aclose()
+
+
 def checker(cache: Any = None, **overrides: Any) -> DomainChecker:
+    """A checker with its own HTTP client, made as the app makes it."""
     overrides.setdefault("WHOIS_TIMEOUT", TIMEOUT)
-    return DomainChecker.from_settings(settings(**overrides), cache or MemoryCache())
+    configured = settings(**overrides)
+    client = new_http_client(configured)
+    _clients.append(client)
+    return DomainChecker.from_settings(configured, cache or MemoryCache(), client)
 
 
 def fields(result: Any) -> tuple[Any, ...]:

@@ -26,10 +26,12 @@ from werkzeug.http import dump_cookie
 from slyker.auth import authenticated_user, current_user, login_required
 from slyker.blueprints.billing.limits import CART_WRITES, COUPON_CHECKS
 from slyker.money import as_number, as_string
+from slyker.outbound import http_client
 from slyker.pricing import MAX_QUANTITY
 from slyker.ratelimit import SettingRateLimit, client_address
 from slyker.services import carts as cart_service
 from slyker.services import checkout as checkout_service
+from slyker.services import paynow as paynow_service
 from slyker.services.carts import CartIdentity, CartView, ItemChoice
 from slyker.settings import current_settings
 from slyker.validation import NO_NUL, Id
@@ -97,12 +99,21 @@ class CartItemOut(BaseModel):
 class CartOut(BaseModel):
     """The whole cart. ``total`` is the sum of the lines before any discount (what the
     storefront has always shown as the cart total); ``final_total`` is ``total`` minus
-    ``discount_amount``: what the invoice will charge before tax."""
+    ``discount_amount``: what the invoice will charge before tax. ``max_lines`` is
+    ``CART_MAX_LINES``; ``over_limit`` is true when the cart holds more lines than that, which
+    only the merge at login does (see ``current/``)."""
 
     id: int
     status: str
     items: list[CartItemOut]
     item_count: int
+    max_lines: int = Field(description="CART_MAX_LINES: add_item beyond it is a 409 cart_full.")
+    over_limit: bool = Field(
+        description=(
+            "More lines than max_lines: the merge at login kept every line of both carts. "
+            "add_item is a 409 cart_full until lines are removed; checkout takes them all."
+        )
+    )
     subtotal: float
     applied_coupon: str | None
     discount_description: str | None = Field(
@@ -116,7 +127,7 @@ class CartOut(BaseModel):
     updated_at: str
 
     @classmethod
-    def of(cls, cart: CartView) -> CartOut:
+    def of(cls, cart: CartView, max_lines: int) -> CartOut:
         price = cart.price()
         return cls(
             id=cart.id,
@@ -139,6 +150,8 @@ class CartOut(BaseModel):
                 for line in cart.lines
             ],
             item_count=len(cart.lines),
+            max_lines=max_lines,
+            over_limit=len(cart.lines) > max_lines,
             subtotal=as_number(price.subtotal),
             applied_coupon=price.applied_coupon,
             discount_description=price.description,
@@ -163,8 +176,8 @@ CartReply = tuple[CartOut, int, Headers]
 def cart_reply(cart: CartView, status: int = 200) -> CartReply:
     """The cart, and for an anonymous cart its signed token (header and cookie)."""
     headers = Headers()  # not a dict: quart-schema would run a dict through pydantic
+    settings = current_settings()
     if cart.user_id is None and cart.anonymous_token:
-        settings = current_settings()
         identity = cart_identity()
         if identity.signed_token and identity.anonymous_token == cart.anonymous_token:
             token = identity.signed_token  # as presented: the same MAC, no need to sign again
@@ -180,7 +193,7 @@ def cart_reply(cart: CartView, status: int = 200) -> CartReply:
             samesite=settings.cart_cookie_samesite,
             path="/api/",
         )
-    return CartOut.of(cart), status, headers
+    return CartOut.of(cart, settings.cart_max_lines), status, headers
 
 
 # --- requests ----------------------------------------------------------------------------
@@ -252,7 +265,14 @@ async def current_cart() -> CartReply:
     anonymous cart of this browser merged into it), else the anonymous cart of the cart
     token (cookie or ``X-Cart-Token``, as issued: a token slyker did not sign is ignored),
     else a new anonymous cart and token (at most ``CART_CREATIONS_PER_MINUTE`` per client
-    address: 429 beyond)."""
+    address: 429 beyond).
+
+    The merge keeps every line of both carts, even past ``CART_MAX_LINES``: nothing the
+    shopper picked disappears at login, and no cart request of theirs is refused because of
+    it (every cart route merges first, so a refusing merge would lock the shopper out of
+    both carts; the storefront treats a failed ``current/`` as "no cart" and keeps the old
+    id). Such a cart says ``over_limit: true``; ``add_item`` is a 409 ``cart_full`` until
+    lines are removed, and checkout takes every line."""
     return cart_reply(await cart_service.current_cart(cart_identity()))
 
 
@@ -413,7 +433,10 @@ async def checkout(cart_id: int, data: CheckoutIn) -> tuple[CheckoutOut, int]:
         billing_info=data.billing_info.model_dump(mode="json"),
         payment_method=data.payment_method,
         terms=checkout_service.CheckoutTerms(
-            settings.tax_rate, settings.invoice_due_days, settings.paynow
+            settings.tax_rate,
+            settings.invoice_due_days,
+            settings.paynow,
+            http_client(paynow_service.HTTP_CLIENT_KEY),
         ),
     )
     return CheckoutOut.of(result), 201 if result.created else 200

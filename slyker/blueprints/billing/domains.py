@@ -11,9 +11,16 @@ from quart.blueprints import BlueprintSetupState
 from quart_rate_limiter import rate_limit
 from quart_schema import validate_request, validate_response
 
+from slyker.outbound import http_client
 from slyker.ratelimit import SettingRateLimit, client_address
 from slyker.redis_client import current_redis
-from slyker.services.whois import AnswerCache, DomainChecker, MemoryCache, RedisCache
+from slyker.services.whois import (
+    HTTP_CLIENT_KEY,
+    AnswerCache,
+    DomainChecker,
+    MemoryCache,
+    RedisCache,
+)
 from slyker.settings import current_settings
 from slyker.validation import checks_own_text
 
@@ -73,7 +80,9 @@ async def check_domains(data: DomainCheckRequest) -> DomainCheckResponse:
     are still answered. A name that is not a domain name, no names, or more than
     WHOIS_MAX_DOMAINS is a 400 for the whole request. WHOIS_RATE_LIMIT requests a minute
     per client address (429 with Retry-After); answers are cached WHOIS_CACHE_SECONDS."""
-    checker = DomainChecker.from_settings(current_settings(), answer_cache())
+    checker = DomainChecker.from_settings(
+        current_settings(), answer_cache(), http_client(HTTP_CLIENT_KEY)
+    )
     results = await checker.check(
         data.domains, max_workers=data.max_workers, parallel=data.parallel
     )

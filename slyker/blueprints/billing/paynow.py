@@ -25,6 +25,7 @@ from slyker.errors import APIError
 from slyker.models.billing import Invoice, Payment
 from slyker.models.paynow import PaynowTransaction
 from slyker.money import as_string
+from slyker.outbound import http_client
 from slyker.services import paynow as paynow_service
 from slyker.settings import current_settings
 
@@ -116,7 +117,10 @@ async def paynow_payment(invoice_id: int) -> tuple[PaynowAttemptOut, int]:
     (the attempt is recorded as failed; try again)."""
     invoice = await own_invoice(invoice_id)
     attempt = await paynow_service.start_payment(
-        current_settings().paynow, invoice, authenticated_user()
+        current_settings().paynow,
+        http_client(paynow_service.HTTP_CLIENT_KEY),
+        invoice,
+        authenticated_user(),
     )
     return await attempt_out(attempt.transaction), 201
 
@@ -136,7 +140,12 @@ async def express_checkout(
     invoice = await own_invoice(invoice_id)
     phone = paynow_service.normalise_phone(data.phone)
     attempt = await paynow_service.start_payment(
-        current_settings().paynow, invoice, authenticated_user(), phone=phone, method=data.method
+        current_settings().paynow,
+        http_client(paynow_service.HTTP_CLIENT_KEY),
+        invoice,
+        authenticated_user(),
+        phone=phone,
+        method=data.method,
     )
     return await attempt_out(attempt.transaction), 201
 
@@ -154,7 +163,9 @@ async def check_paynow_status(payment_id: int) -> PaynowAttemptOut:
     )
     if transaction is None:
         raise APIError(404, "Paynow payment not found.")
-    result = await paynow_service.check_status(current_settings().paynow, transaction)
+    result = await paynow_service.check_status(
+        current_settings().paynow, http_client(paynow_service.HTTP_CLIENT_KEY), transaction
+    )
     return await attempt_out(result.transaction)
 
 
