@@ -28,6 +28,7 @@ from decimal import Decimal, InvalidOperation
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
@@ -418,11 +419,49 @@ async def start_payment(
     attempt is recorded as failed and the UpstreamError (502) is raised.
     """
     client = PaynowClient(settings, http)
+    check_mobile_method(method)
+    amount = await payable_invoice(invoice)
+    auth_email = _auth_email(settings, invoice, user)
+    attempt = await _record_pending_attempt(invoice, amount, phone=phone, method=method)
+    transaction, payment = attempt.transaction, attempt.payment
+    request = PaymentRequest(
+        reference=transaction.reference,
+        amount=amount,
+        additional_info=f"Slyker Tech invoice {invoice.invoice_number}",
+        auth_email=auth_email,
+        phone=phone,
+        method=method,
+    )
+    try:
+        reply = await client.initiate(request)
+    except UpstreamError as error:
+        await _record_failed_start(transaction, payment, error.message)
+        raise
+    await _record_started(transaction.id, transaction.reference, method, reply)
+    log.info("Paynow %s payment %s started for %s", transaction.kind, transaction.reference, amount)
+    await transaction.refresh_from_db()
+    await payment.refresh_from_db()
+    return attempt
+
+
+def check_mobile_method(method: str) -> None:
+    """InvalidInput unless ``method`` is empty (a web payment) or a mobile money method."""
     if method and method not in MOBILE_METHODS:
         raise InvalidInput("method", f"must be one of {', '.join(MOBILE_METHODS)}.")
-    amount = await payable_invoice(invoice)
+
+
+def _auth_email(settings: PaynowSettings, invoice: Invoice, user: User) -> str:
+    """The email Paynow is given for the payer: the merchant's setting, else the invoice's
+    billing email, else the user's."""
     billing_email = str((invoice.billing_info or {}).get("email") or "")
-    auth_email = settings.auth_email or billing_email or user.email
+    return settings.auth_email or billing_email or user.email
+
+
+async def _record_pending_attempt(
+    invoice: Invoice, amount: Decimal, *, phone: str, method: str
+) -> PaynowAttempt:
+    """A pending payment of ``amount`` and its transaction (reference
+    ``<invoice number>-P<payment id>``), committed together."""
     async with in_transaction() as connection:
         payment = await Payment.create(
             invoice_id=invoice.id,
@@ -445,22 +484,16 @@ async def start_payment(
             amount=amount,
             using_db=connection,
         )
-    request = PaymentRequest(
-        reference=reference,
-        amount=amount,
-        additional_info=f"Slyker Tech invoice {invoice.invoice_number}",
-        auth_email=auth_email,
-        phone=phone,
-        method=method,
-    )
-    try:
-        reply = await client.initiate(request)
-    except UpstreamError as error:
-        await _record_failed_start(transaction, payment, error.message)
-        raise
+    return PaynowAttempt(transaction, payment)
+
+
+async def _record_started(
+    transaction_id: int, reference: str, method: str, reply: InitiateReply
+) -> None:
+    """Record Paynow's answer to an initiation: its status, URLs and reference."""
     # Paynow's own words: a web transaction is "Created" until the customer acts, an express
     # one "Sent" (referred to the mobile money operator).
-    updated = await PaynowTransaction.filter(id=transaction.id, status="Initiating").update(
+    updated = await PaynowTransaction.filter(id=transaction_id, status="Initiating").update(
         status="Sent" if method else "Created",
         poll_url=reply.poll_url,
         browser_url=reply.browser_url,
@@ -468,19 +501,15 @@ async def start_payment(
     )
     if reply.paynow_reference:
         try:
-            await PaynowTransaction.filter(id=transaction.id, paynow_reference=None).update(
+            await PaynowTransaction.filter(id=transaction_id, paynow_reference=None).update(
                 paynow_reference=reply.paynow_reference
             )
         except IntegrityError:
             log.error("Paynow reference %s reused for %s", reply.paynow_reference, reference)
     if not updated:  # a status update arrived first: keep its status, add the URLs
-        await PaynowTransaction.filter(id=transaction.id).update(
+        await PaynowTransaction.filter(id=transaction_id).update(
             poll_url=reply.poll_url, browser_url=reply.browser_url, instructions=reply.instructions
         )
-    log.info("Paynow %s payment %s started for %s", transaction.kind, reference, amount)
-    await transaction.refresh_from_db()
-    await payment.refresh_from_db()
-    return PaynowAttempt(transaction, payment)
 
 
 async def _record_failed_start(
@@ -508,6 +537,11 @@ class AppliedStatus:
     settled: bool  # ... and marked the invoice paid
 
 
+# Statuses after payment that the transaction always shows (a paid transaction keeps "Paid"
+# when an older status such as "Sent" arrives late).
+AFTER_PAYMENT_STATUSES = ("disputed", "refunded")
+
+
 async def apply_status(report: StatusReport, source: PaynowUpdateSource) -> AppliedStatus:
     """Apply a verified status to its transaction, once.
 
@@ -519,84 +553,18 @@ async def apply_status(report: StatusReport, source: PaynowUpdateSource) -> Appl
     """
     try:
         async with in_transaction() as connection:
-            transaction = (
-                await PaynowTransaction.filter(reference=report.reference)
-                .using_db(connection)
-                .select_for_update()
-                .get_or_none()
-            )
-            if transaction is None:
-                raise NotFound(f"No Paynow transaction has the reference {report.reference!r}.")
-            if (
-                report.paynow_reference
-                and transaction.paynow_reference
-                and report.paynow_reference != transaction.paynow_reference
-            ):
-                raise Conflict(
-                    "The status update's Paynow reference does not match this transaction.",
-                    code="paynow_reference_mismatch",
-                )
+            transaction = await _lock_transaction(report, connection)
             payment = await Payment.filter(id=transaction.payment_id).using_db(connection).get()
-            applied = settled = False
-            if report.is_paid:
-                assert report.amount is not None  # read_status_message requires it
-                moved = await (
-                    Payment.filter(
-                        id=payment.id, status__in=[PaymentStatus.PENDING, PaymentStatus.FAILED]
-                    )
-                    .using_db(connection)
-                    .update(
-                        status=PaymentStatus.COMPLETED,
-                        amount=report.amount,
-                        paid_at=datetime.now(UTC),
-                        reference=report.paynow_reference or transaction.reference,
-                    )
-                )
-                if moved:
-                    applied = True
-                    transaction.paid_amount = report.amount
-                    invoice = (
-                        await Invoice.filter(id=transaction.invoice_id)
-                        .using_db(connection)
-                        .select_for_update()
-                        .get()
-                    )
-                    settled = await settle_if_covered(invoice, connection)
-                    if not settled:
-                        log.warning(
-                            "Paynow %s paid %s; invoice %s (%s, total %s) not settled by it",
-                            transaction.reference,
-                            report.amount,
-                            invoice.invoice_number,
-                            invoice.status,
-                            invoice.total,
-                        )
-            elif report.is_failed:
-                applied = bool(
-                    await Payment.filter(id=payment.id, status=PaymentStatus.PENDING)
-                    .using_db(connection)
-                    .update(status=PaymentStatus.FAILED)
-                )
-            completed = payment.status == PaymentStatus.COMPLETED
-            if report.is_paid or not completed or report.status.lower() in ("disputed", "refunded"):
-                # An older "Sent" arriving after "Paid" does not undo the paid status.
-                transaction.status = report.status
-            if completed and report.status.lower() in ("disputed", "refunded"):
-                log.warning("Paynow %s is now %s", transaction.reference, report.status)
-            if report.paynow_reference and not transaction.paynow_reference:
-                transaction.paynow_reference = report.paynow_reference
-            await transaction.save(
-                using_db=connection, update_fields=["status", "paynow_reference", "paid_amount"]
+            was_completed = payment.status == PaymentStatus.COMPLETED
+            applied, settled = await _move_payment(report, transaction, connection)
+            await _update_transaction(
+                transaction,
+                report,
+                paid_now=applied and report.is_paid,
+                was_completed=was_completed,
+                connection=connection,
             )
-            await PaynowStatusUpdate.create(
-                transaction=transaction,
-                source=source,
-                status=report.status,
-                amount=report.amount,
-                paynow_reference=report.paynow_reference,
-                applied=applied,
-                using_db=connection,
-            )
+            await _record_status_update(transaction, report, source, applied, connection)
     except IntegrityError:
         raise Conflict(
             "Another transaction already has this Paynow reference.",
@@ -612,6 +580,151 @@ async def apply_status(report: StatusReport, source: PaynowUpdateSource) -> Appl
             settled,
         )
     return AppliedStatus(transaction, payment, applied, settled)
+
+
+async def _lock_transaction(
+    report: StatusReport, connection: BaseDBAsyncClient
+) -> PaynowTransaction:
+    """The transaction ``report`` is about, locked until ``connection``'s transaction ends;
+    NotFound for an unknown reference, Conflict when Paynow's reference does not match."""
+    transaction = (
+        await PaynowTransaction.filter(reference=report.reference)
+        .using_db(connection)
+        .select_for_update()
+        .get_or_none()
+    )
+    if transaction is None:
+        raise NotFound(f"No Paynow transaction has the reference {report.reference!r}.")
+    check_paynow_reference(report.paynow_reference, transaction.paynow_reference)
+    return transaction
+
+
+def check_paynow_reference(reported: str, recorded: str | None) -> None:
+    """Conflict when an update names another Paynow reference than the one recorded (either
+    may be missing: then there is nothing to compare)."""
+    if reported and recorded and reported != recorded:
+        raise Conflict(
+            "The status update's Paynow reference does not match this transaction.",
+            code="paynow_reference_mismatch",
+        )
+
+
+async def _move_payment(
+    report: StatusReport, transaction: PaynowTransaction, connection: BaseDBAsyncClient
+) -> tuple[bool, bool]:
+    """Apply ``report`` to the transaction's payment: ``(applied, settled)``, whether the
+    payment changed and whether that settled the invoice. Paid: pending or failed →
+    completed; cancelled or failed: pending → failed; any other status changes nothing."""
+    if report.is_paid:
+        assert report.amount is not None  # read_status_message requires it
+        if not await _complete_payment(report, transaction, connection):
+            return False, False
+        settled = await _settle_invoice(transaction, report.amount, connection)
+        return True, settled
+    if report.is_failed:
+        return await _fail_payment(transaction.payment_id, connection), False
+    return False, False
+
+
+async def _complete_payment(
+    report: StatusReport, transaction: PaynowTransaction, connection: BaseDBAsyncClient
+) -> bool:
+    """Pending or failed → completed, with the amount paid; False if it was neither."""
+    moved = await (
+        Payment.filter(
+            id=transaction.payment_id, status__in=[PaymentStatus.PENDING, PaymentStatus.FAILED]
+        )
+        .using_db(connection)
+        .update(
+            status=PaymentStatus.COMPLETED,
+            amount=report.amount,
+            paid_at=datetime.now(UTC),
+            reference=report.paynow_reference or transaction.reference,
+        )
+    )
+    return bool(moved)
+
+
+async def _settle_invoice(
+    transaction: PaynowTransaction, paid_amount: Decimal, connection: BaseDBAsyncClient
+) -> bool:
+    """Mark the transaction's invoice paid if its completed payments now cover it."""
+    invoice = (
+        await Invoice.filter(id=transaction.invoice_id)
+        .using_db(connection)
+        .select_for_update()
+        .get()
+    )
+    settled = await settle_if_covered(invoice, connection)
+    if not settled:
+        log.warning(
+            "Paynow %s paid %s; invoice %s (%s, total %s) not settled by it",
+            transaction.reference,
+            paid_amount,
+            invoice.invoice_number,
+            invoice.status,
+            invoice.total,
+        )
+    return settled
+
+
+async def _fail_payment(payment_id: int, connection: BaseDBAsyncClient) -> bool:
+    """Pending → failed; False if it was not pending."""
+    moved = await (
+        Payment.filter(id=payment_id, status=PaymentStatus.PENDING)
+        .using_db(connection)
+        .update(status=PaymentStatus.FAILED)
+    )
+    return bool(moved)
+
+
+def transaction_status(report: StatusReport, current: str, *, was_completed: bool) -> str:
+    """The transaction's status once ``report`` is applied: Paynow's latest, except that an
+    older status arriving after the payment completed does not undo the paid status."""
+    if report.is_paid or not was_completed or report.status.lower() in AFTER_PAYMENT_STATUSES:
+        return report.status
+    return current
+
+
+async def _update_transaction(
+    transaction: PaynowTransaction,
+    report: StatusReport,
+    *,
+    paid_now: bool,
+    was_completed: bool,
+    connection: BaseDBAsyncClient,
+) -> None:
+    """Save ``report`` on ``transaction``: its status, Paynow's reference if it had none,
+    and the amount paid when ``report`` completed the payment (``paid_now``)."""
+    if paid_now:
+        transaction.paid_amount = report.amount
+    transaction.status = transaction_status(report, transaction.status, was_completed=was_completed)
+    if was_completed and report.status.lower() in AFTER_PAYMENT_STATUSES:
+        log.warning("Paynow %s is now %s", transaction.reference, report.status)
+    if report.paynow_reference and not transaction.paynow_reference:
+        transaction.paynow_reference = report.paynow_reference
+    await transaction.save(
+        using_db=connection, update_fields=["status", "paynow_reference", "paid_amount"]
+    )
+
+
+async def _record_status_update(
+    transaction: PaynowTransaction,
+    report: StatusReport,
+    source: PaynowUpdateSource,
+    applied: bool,
+    connection: BaseDBAsyncClient,
+) -> PaynowStatusUpdate:
+    """Keep every authentic message as received, and whether it changed the payment."""
+    return await PaynowStatusUpdate.create(
+        transaction=transaction,
+        source=source,
+        status=report.status,
+        amount=report.amount,
+        paynow_reference=report.paynow_reference,
+        applied=applied,
+        using_db=connection,
+    )
 
 
 async def receive_status_update(settings: PaynowSettings, body: bytes) -> AppliedStatus:
