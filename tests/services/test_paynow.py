@@ -11,7 +11,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from slyker.services.errors import InvalidInput, UpstreamError
+from slyker.services.errors import Conflict, InvalidInput, UpstreamError
 from slyker.services.paynow import (
     InvalidHash,
     MalformedMessage,
@@ -19,12 +19,16 @@ from slyker.services.paynow import (
     PaynowClient,
     PaynowDeclined,
     PaynowNotConfigured,
+    StatusReport,
+    check_mobile_method,
+    check_paynow_reference,
     hash_is_valid,
     message_hash,
     new_http_client,
     normalise_phone,
     parse_message,
     signed,
+    transaction_status,
     verify_status_update,
 )
 from slyker.settings import PaynowSettings
@@ -164,6 +168,48 @@ def test_bad_phone_numbers_are_400(raw: str) -> None:
     with pytest.raises(InvalidInput) as info:
         normalise_phone(raw)
     assert info.value.field == "phone"
+
+
+def report_of(status: str) -> StatusReport:
+    amount = Decimal("29.99") if status == "Paid" else None
+    return StatusReport("INV-000001-P1", "9510", amount, status, "")
+
+
+@pytest.mark.parametrize(
+    ("status", "was_completed", "expected"),
+    [
+        pytest.param("Sent", False, "Sent", id="pending-follows-paynow"),
+        pytest.param("Cancelled", False, "Cancelled", id="cancelled"),
+        pytest.param("Paid", False, "Paid", id="paid"),
+        pytest.param("Paid", True, "Paid", id="paid-again"),
+        pytest.param("Created", True, "Paid", id="late-created-keeps-paid"),
+        pytest.param("Cancelled", True, "Paid", id="late-cancelled-keeps-paid"),
+        pytest.param("Disputed", True, "Disputed", id="disputed-after-paid"),
+        pytest.param("Refunded", True, "Refunded", id="refunded-after-paid"),
+    ],
+)
+def test_the_transaction_status_after_an_update(
+    status: str, was_completed: bool, expected: str
+) -> None:
+    assert transaction_status(report_of(status), "Paid", was_completed=was_completed) == expected
+
+
+def test_a_paynow_reference_must_match_the_recorded_one() -> None:
+    check_paynow_reference("9510", "9510")
+    check_paynow_reference("9510", None)  # the first update to name it
+    check_paynow_reference("", "9510")  # an update without one
+    with pytest.raises(Conflict) as info:
+        check_paynow_reference("9511", "9510")
+    assert info.value.code == "paynow_reference_mismatch"
+
+
+def test_only_mobile_money_methods_are_express_methods() -> None:
+    check_mobile_method("")  # a web payment
+    check_mobile_method("ecocash")
+    check_mobile_method("onemoney")
+    with pytest.raises(InvalidInput) as info:
+        check_mobile_method("visa")
+    assert info.value.field == "method"
 
 
 # --- the client against the simulator --------------------------------------------------------
