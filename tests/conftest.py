@@ -421,7 +421,8 @@ async def prepare_database(app: Quart) -> None:
         if dialect not in _SCHEMA_SQL:
             _SCHEMA_SQL[dialect] = get_schema_sql(connection, safe=True)
         await connection.execute_script(_SCHEMA_SQL[dialect])
-        if TEST_DATABASE == "postgres":
+        # The app's own database decides: a test may build a SQLite app on a PostgreSQL run.
+        if dialect == "postgres":
             tables = await connection.execute_query_dict(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
             )
