@@ -16,6 +16,10 @@ Phases, each bounded:
    agent receive, and agent send → visitor receive. Lost: a message sent and not refused (no
    ``error`` frame for it) that never arrived; refused: answered with an ``error`` frame.
 
+``--timeline`` also prints the p99 of each second of the load (by send time): a tail in one
+or two seconds is a stall, one spread over the run a throughput limit. The driver samples its
+own event-loop lag too (a late driver inflates what it measures).
+
 Without ``--url`` the driver starts slyker itself on 127.0.0.1 (``python -m slyker serve`` with
 hypercorn.toml), in a temporary directory, and stops it at the end: SQLite by default, or with
 ``--redis`` PostgreSQL (a database of its own at ``--postgres``, dropped afterwards) and a private
