@@ -61,7 +61,7 @@ class NewMessage:
 Waiting = tuple[NewMessage, "asyncio.Future[ChatMessage]"]
 # A conversation to create, and its future: the conversation, or None if its session id is
 # taken already (nothing was created).
-Opening = tuple[Conversation, "asyncio.Future[Conversation | None]"]
+Opening = tuple[Conversation, list[Any], "asyncio.Future[Conversation | None]"]
 
 
 def sqlite_client() -> SqliteClient | None:
@@ -87,8 +87,15 @@ class MessageWriter:
         """Create the unsaved ``conversation`` with whatever else is waiting (SQLite only:
         :meth:`can_open`): the conversation, now with its id, or None if a conversation with
         its session id exists already (then nothing was created). Raises if not stored."""
+        database = sqlite_client()
+        if database is None:
+            raise RuntimeError("Conversations are opened by the writer only on SQLite")
+        # Converted (and validated) here: a bad conversation fails for its own caller only,
+        # not for everyone in its batch.
+        columns, _ = _conversation_insert(database)
+        values = _conversation_values(conversation, columns, datetime.now(UTC))
         future: asyncio.Future[Conversation | None] = asyncio.get_running_loop().create_future()
-        self._openings.append((conversation, future))
+        self._openings.append((conversation, values, future))
         self._start_flushing()
         return await future
 
@@ -120,10 +127,11 @@ class MessageWriter:
             started = time.monotonic()
             try:
                 stored, opened = await self._write(
-                    [message for message, _ in batch], [draft for draft, _ in openings]
+                    [message for message, _ in batch],
+                    [(draft, values) for draft, values, _ in openings],
                 )
             except Exception as error:  # nothing of the batch was stored: tell every sender
-                for _, future in [*batch, *openings]:
+                for future in [*(f for _, f in batch), *(f for _, _, f in openings)]:
                     if not future.done():
                         future.set_exception(error)
                         future.exception()  # retrieved here too: a sender may have gone
@@ -136,7 +144,7 @@ class MessageWriter:
                     len(openings),
                     took * 1000,
                 )
-            for (_, opening), conversation in zip(openings, opened, strict=True):
+            for (_, _, opening), conversation in zip(openings, opened, strict=True):
                 if not opening.done():
                     opening.set_result(conversation)
             for (message, future), row in zip(batch, stored, strict=True):
@@ -149,7 +157,7 @@ class MessageWriter:
                     future.set_result(row)
 
     async def _write(
-        self, batch: list[NewMessage], openings: list[Conversation]
+        self, batch: list[NewMessage], openings: list[tuple[Conversation, list[Any]]]
     ) -> tuple[list[ChatMessage], list[Conversation | None]]:
         now = datetime.now(UTC)
         rows = [
@@ -182,7 +190,7 @@ class MessageWriter:
     async def _write_sqlite(
         batch: list[NewMessage],
         rows: list[ChatMessage],
-        openings: list[Conversation],
+        openings: list[tuple[Conversation, list[Any]]],
         database: SqliteClient,
         now: datetime,
     ) -> list[Conversation | None]:
@@ -196,8 +204,8 @@ class MessageWriter:
         New conversations go first (``ON CONFLICT DO NOTHING``: a taken session id creates
         nothing and answers None); no message of the batch can belong to one of them (its
         first message waits for its opening)."""
-        columns, create_conversation = _conversation_insert(database)
-        new_conversations = [_conversation_values(draft, columns, now) for draft in openings]
+        _, create_conversation = _conversation_insert(database)
+        new_conversations = [values for _, values in openings]
         touched = sorted({message.conversation.id for message in batch})
         reopened = sorted({message.conversation.id for message in batch if message.reopen})
         values = [
@@ -259,7 +267,7 @@ class MessageWriter:
         for row, row_id in zip(rows, ids, strict=True):
             row.id = row_id
         opened: list[Conversation | None] = []
-        for draft, conversation_id in zip(openings, conversation_ids, strict=True):
+        for (draft, _), conversation_id in zip(openings, conversation_ids, strict=True):
             if conversation_id is None:
                 opened.append(None)
                 continue

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from quart import Quart
+from tortoise.exceptions import ValidationError
 
 from slyker.chat.service import open_conversation
 from slyker.chat.writer import MessageWriter, NewMessage
@@ -93,13 +94,8 @@ sqlite_only = pytest.mark.skipif(
 
 
 def draft(session_id: uuid.UUID | None = None, **fields: object) -> Conversation:
-    return Conversation(
-        session_id=session_id or uuid.uuid4(),
-        department="sales",
-        visitor_name="Ada",
-        owner_key_hash="k" * 64,
-        **fields,
-    )
+    fields = {"department": "sales", "visitor_name": "Ada", "owner_key_hash": "k" * 64, **fields}
+    return Conversation(session_id=session_id or uuid.uuid4(), **fields)
 
 
 @sqlite_only
@@ -152,6 +148,19 @@ async def test_a_refused_opening_stores_nothing_of_its_batch(app: Quart) -> None
             await message
         assert await Conversation.all().count() == 1
         assert await ChatMessage.all().count() == 0
+
+
+@sqlite_only
+async def test_an_invalid_conversation_fails_for_its_caller_alone(app: Quart) -> None:
+    with db(app):
+        existing = await new_conversation()
+        writer = MessageWriter()
+        [message] = writer.submit([NewMessage(existing, SenderType.USER, "Visitor", "hi")])
+        with pytest.raises(ValidationError):
+            await writer.open(draft(visitor_name="x" * 101))  # max_length 100
+        assert (await message).text == "hi"
+        assert await writer.open(draft()) is not None
+        assert await Conversation.all().count() == 2
 
 
 async def test_open_conversation_creates_once_then_continues_or_refuses(app: Quart) -> None:
