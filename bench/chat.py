@@ -16,6 +16,10 @@ Phases, each bounded:
    agent receive, and agent send → visitor receive. Lost: a message sent and not refused (no
    ``error`` frame for it) that never arrived; refused: answered with an ``error`` frame.
 
+``--timeline`` also prints the p99 of each second of the load (by send time): a tail in one
+or two seconds is a stall, one spread over the run a throughput limit. The driver samples its
+own event-loop lag too (a late driver inflates what it measures).
+
 Without ``--url`` the driver starts slyker itself on 127.0.0.1 (``python -m slyker serve`` with
 hypercorn.toml), in a temporary directory, and stops it at the end: SQLite by default, or with
 ``--redis`` PostgreSQL (a database of its own at ``--postgres``, dropped afterwards) and a private
@@ -381,6 +385,10 @@ class Load:
     errors: Counter[str] = field(default_factory=Counter)
     to_agent: list[float] = field(default_factory=list)
     to_visitor: list[float] = field(default_factory=list)
+    # (seconds since the load started, latency) of every delivery: where in the run the tail is
+    to_agent_at: list[tuple[float, float]] = field(default_factory=list)
+    to_visitor_at: list[tuple[float, float]] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
     duplicates: int = 0
     out_of_order: int = 0
     closed: Counter[str] = field(default_factory=Counter)
@@ -416,7 +424,9 @@ async def visitor(
                 if seq < last_reply:
                     load.out_of_order += 1
                 last_reply = max(last_reply, seq)
-                load.to_visitor.append(time.perf_counter() - load.agent_sent[key])
+                sent_at = load.agent_sent[key]
+                load.to_visitor.append(time.perf_counter() - sent_at)
+                load.to_visitor_at.append((sent_at - load.started, load.to_visitor[-1]))
             elif kind == "error":
                 load.errors[f"visitor:{frame.get('code')}"] += 1
                 if isinstance(frame.get("client_id"), int):
@@ -475,7 +485,9 @@ async def agent(socket_: ClientConnection, index: int, agents: int, load: Load) 
                     load.duplicates += 1
                     continue
                 load.agent_received.add(key)
-                load.to_agent.append(time.perf_counter() - load.visitor_sent[key])
+                sent_at = load.visitor_sent[key]
+                load.to_agent.append(time.perf_counter() - sent_at)
+                load.to_agent_at.append((sent_at - load.started, load.to_agent[-1]))
                 if hash(session_id) % agents != index:
                     continue
                 load.agent_sent[key] = time.perf_counter()
@@ -498,6 +510,32 @@ async def agent(socket_: ClientConnection, index: int, agents: int, load: Load) 
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
             await sender
+
+
+def timeline(load: Load, seconds: int) -> list[dict[str, Any]]:
+    """p99 of each direction per second of the load (by send time): a tail spread over the
+    run is a throughput limit; one in a few seconds is a stall."""
+    rows = []
+    for second in range(seconds):
+        to_agent = [took for at, took in load.to_agent_at if second <= at < second + 1]
+        to_visitor = [took for at, took in load.to_visitor_at if second <= at < second + 1]
+        rows.append(
+            {
+                "s": second,
+                "n": len(to_agent),
+                "to_agent_p99_ms": summary_ms(to_agent)["p99_ms"],
+                "to_visitor_p99_ms": summary_ms(to_visitor)["p99_ms"],
+            }
+        )
+    return rows
+
+
+async def loop_lag(lags: list[float], interval: float = 0.01) -> None:
+    """The driver's own event-loop lag: a late driver inflates every latency it measures."""
+    while True:
+        planned = time.perf_counter() + interval
+        await asyncio.sleep(interval)
+        lags.append(time.perf_counter() - planned)
 
 
 async def open_many(base: str, origin: str, count: int) -> list[tuple[str, ClientConnection]]:
@@ -537,6 +575,8 @@ async def bench(args: argparse.Namespace, base: str, token: str, pids: list[int]
         result["rss_per_idle_socket_kib"] = round((rss_after - rss_before) / args.visitors, 1)
 
     load = Load()
+    lags: list[float] = []
+    lag_sampler = asyncio.create_task(loop_lag(lags))
     cpu_before, started = cpu_seconds(pids), time.perf_counter()
     agent_tasks = [
         asyncio.create_task(agent(a, i, args.agents, load)) for i, a in enumerate(agents)
@@ -544,6 +584,7 @@ async def bench(args: argparse.Namespace, base: str, token: str, pids: list[int]
     await asyncio.gather(*(visitor(s, sid, load, args.rate, args.duration) for sid, s in visitors))
     wall = time.perf_counter() - started
     cpu_after = cpu_seconds(pids)
+    lag_sampler.cancel()
     for task in agent_tasks:
         task.cancel()
     await asyncio.gather(*agent_tasks, return_exceptions=True)
@@ -569,6 +610,8 @@ async def bench(args: argparse.Namespace, base: str, token: str, pids: list[int]
             "duplicates": load.duplicates,
             "out_of_order": load.out_of_order,
             "load_wall_s": round(wall, 1),
+            "driver_loop_lag": summary_ms(lags),
+            "timeline": timeline(load, math.ceil(args.duration)),
         }
     )
     if cpu_before is not None and cpu_after is not None:
@@ -576,7 +619,7 @@ async def bench(args: argparse.Namespace, base: str, token: str, pids: list[int]
     return result
 
 
-def table(result: dict[str, Any]) -> str:
+def table(result: dict[str, Any], show_timeline: bool = False) -> str:
     def row(name: str, value: Any) -> str:
         return f"  {name:<34} {value}"
 
@@ -604,7 +647,15 @@ def table(result: dict[str, Any]) -> str:
         row("errors / closes", f"{result['errors'] or '-'} / {result['closed'] or '-'}"),
         row("duplicates / out of order", f"{result['duplicates']} / {result['out_of_order']}"),
         row("server CPU during load", f"{result.get('server_cpu_percent', '?')} %"),
+        row("driver loop lag (10 ms ticks)", latency(result["driver_loop_lag"])),
     ]
+    if show_timeline:
+        lines.append("  second  n    p99 visitor->agent ms  p99 agent->visitor ms")
+        lines.extend(
+            f"  {row_['s']:>6}  {row_['n']:<4} {row_['to_agent_p99_ms']!s:>22}"
+            f"  {row_['to_visitor_p99_ms']!s:>21}"
+            for row_ in result["timeline"]
+        )
     return "\n".join(lines)
 
 
@@ -633,6 +684,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
     parser.add_argument("--keep", action="store_true", help="keep the server's directory (logs)")
+    parser.add_argument(
+        "--timeline", action="store_true", help="print the p99 of each second of the load"
+    )
     args = parser.parse_args(argv)
     if args.url and not args.token:
         parser.error("--url needs --token (a staff user's access token)")
@@ -663,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(asyncio.wait_for(bench(args, base, token, pids), args.duration + 600))
     if args.url:
         result["url"] = args.url
-    print(table(result))
+    print(table(result, args.timeline))
     print(json.dumps(result))
     return 0 if result["lost"] == 0 else 1
 

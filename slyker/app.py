@@ -24,7 +24,7 @@ from slyker.services.mail import announce_mail_mode
 from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
 from slyker.settings import load_settings
 from slyker.validation import BoundedOpenAPIProvider, RowIdConverter, refuse_unstorable_query
-from slyker.wrappers import APIRequest
+from slyker.wrappers import APIRequest, WebsocketConnection
 
 
 def create_app(
@@ -51,6 +51,7 @@ def create_app(
 
     app = Quart("slyker", static_folder=None)
     app.request_class = APIRequest
+    app.asgi_websocket_class = WebsocketConnection  # idle sockets: no asyncio.Queue each
     app.url_map.converters["int"] = RowIdConverter  # before any route is added
     app.config.update(
         DEBUG=settings.debug,

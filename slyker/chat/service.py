@@ -112,7 +112,24 @@ async def open_conversation(
     may_continue: Callable[[Conversation], bool],
 ) -> tuple[Conversation | None, bool]:
     """A new conversation owned by ``owner_key_hash``, or the existing one of ``session_id`` if
-    ``may_continue`` allows it (reopened if it was closed); else (None, False)."""
+    ``may_continue`` allows it (reopened if it was closed); else (None, False).
+
+    On SQLite a new one is created by the message writer, with whatever else it is storing
+    (one transaction for many new visitors, not one each); only a session id that turns out
+    to be taken goes on to the look-up below."""
+    writer = current_writer()
+    if writer.can_open():
+        opened = await writer.open(
+            Conversation(
+                session_id=session_id,
+                department=department,
+                visitor_name=visitor_name,
+                user=user,
+                owner_key_hash=owner_key_hash,
+            )
+        )
+        if opened is not None:
+            return opened, True
     conversation, created = await Conversation.get_or_create(
         session_id=session_id,
         defaults={

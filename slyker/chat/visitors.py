@@ -81,6 +81,7 @@ class VisitorSocket(ChatSocket):
         "conversation",
         "department",
         "forked",
+        "issued_session",
         "key",
         "key_hashes",
         "next_slot_renewal",
@@ -97,6 +98,9 @@ class VisitorSocket(ChatSocket):
         self.department = department
         self.user: User | None = None
         self.session_id = uuid.uuid4()  # until the client names its own
+        # The session id is one this socket made (not the client's): no conversation has it
+        # unless another socket took it from this one, so its first message looks nothing up.
+        self.issued_session = True
         self.conversation: Conversation | None = None
         # Client-chosen ids this socket may not use: their messages went to its own conversation.
         self.forked: dict[uuid.UUID, uuid.UUID] = {}
@@ -146,9 +150,10 @@ class VisitorSocket(ChatSocket):
             self.key_hashes.add(visitor_key_hash(key))
         return key is not None
 
-    async def switch_session(self, session_id: uuid.UUID) -> None:
+    async def switch_session(self, session_id: uuid.UUID, issued: bool = False) -> None:
         await self.unsubscribe_all()
         self.session_id = session_id
+        self.issued_session = issued
         await self.subscribe(session_channel(session_id))
 
     # --- opening and resume -----------------------------------------------------------------
@@ -168,6 +173,7 @@ class VisitorSocket(ChatSocket):
                 conversation = await Conversation.get_or_none(session_id=session_id)
                 if conversation is None or self.allowed(conversation):
                     self.session_id = session_id
+                    self.issued_session = False
                 else:
                     conversation = None
                     problems.append(FORBIDDEN_SESSION)
@@ -326,7 +332,7 @@ class VisitorSocket(ChatSocket):
         if self.conversation is not None:
             return self.conversation, False
         broker = current_broker()
-        if not await Conversation.exists(session_id=self.session_id):
+        if self.issued_session or not await Conversation.exists(session_id=self.session_id):
             allowed = await broker.take_new_conversation(
                 self.client, self.settings.chat_new_conversations_per_minute
             )
@@ -346,7 +352,7 @@ class VisitorSocket(ChatSocket):
         )
         if conversation is None:  # another client created this id a moment ago
             self.offer(FORBIDDEN_SESSION)
-            await self.switch_session(uuid.uuid4())
+            await self.switch_session(uuid.uuid4(), issued=True)
             return None, False
         # Replies to this conversation can exist only once its first message is stored: from
         # then on they must reach this socket, whichever worker stores them.

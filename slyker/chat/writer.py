@@ -7,6 +7,12 @@ agent answering 200 visitors queued its replies behind each other's round trips.
 hands over all the messages it has and waits once; a busy worker writes tens of messages per
 commit instead of one.
 
+A conversation's first message used to wait for its conversation's own transaction first (a
+look-up, then get-or-create: five SQLite hops and a commit of its own, under the same lock the
+writer needs): 300 new visitors in one second queued every message behind them for over a
+second. On SQLite a new conversation is now created by the writer too (:meth:`open`), in the
+same transaction as whatever else is waiting.
+
 Guarantees: a message is either stored (its future gets the stored row, and its ``on_stored``
 has run: it is published) or not stored at all (its future gets the error: the sender is
 told). Ids grow in the order messages were handed over, so per-conversation order holds. The
@@ -53,12 +59,45 @@ class NewMessage:
 
 
 Waiting = tuple[NewMessage, "asyncio.Future[ChatMessage]"]
+# A conversation to create, and its future: the conversation, or None if its session id is
+# taken already (nothing was created).
+Opening = tuple[Conversation, list[Any], "asyncio.Future[Conversation | None]"]
+
+
+def sqlite_client() -> SqliteClient | None:
+    """The SQLite client the writer can use directly (one hop per transaction), if any."""
+    database = ChatMessage._meta.db
+    if isinstance(database, SqliteClient) and not isinstance(database, TransactionalDBClient):
+        return database
+    return None
 
 
 class MessageWriter:
     def __init__(self) -> None:
         self._waiting: list[Waiting] = []
+        self._openings: list[Opening] = []
         self._flushing: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def can_open() -> bool:
+        """Whether :meth:`open` is available (SQLite, outside any transaction)."""
+        return sqlite_client() is not None
+
+    async def open(self, conversation: Conversation) -> Conversation | None:
+        """Create the unsaved ``conversation`` with whatever else is waiting (SQLite only:
+        :meth:`can_open`): the conversation, now with its id, or None if a conversation with
+        its session id exists already (then nothing was created). Raises if not stored."""
+        database = sqlite_client()
+        if database is None:
+            raise RuntimeError("Conversations are opened by the writer only on SQLite")
+        # Converted (and validated) here: a bad conversation fails for its own caller only,
+        # not for everyone in its batch.
+        columns, _ = _conversation_insert(database)
+        values = _conversation_values(conversation, columns, datetime.now(UTC))
+        future: asyncio.Future[Conversation | None] = asyncio.get_running_loop().create_future()
+        self._openings.append((conversation, values, future))
+        self._start_flushing()
+        return await future
 
     async def store(self, message: NewMessage) -> ChatMessage:
         """Store ``message`` (with whatever else is waiting); raises if it was not stored."""
@@ -72,25 +111,42 @@ class MessageWriter:
             future: asyncio.Future[ChatMessage] = loop.create_future()
             self._waiting.append((message, future))
             futures.append(future)
-        if self._flushing is None or self._flushing.done():
-            self._flushing = loop.create_task(self._flush(), name="chat-message-writer")
+        self._start_flushing()
         return futures
 
+    def _start_flushing(self) -> None:
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(
+                self._flush(), name="chat-message-writer"
+            )
+
     async def _flush(self) -> None:
-        while self._waiting:
+        while self._waiting or self._openings:
             batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            openings, self._openings = self._openings[:MAX_BATCH], self._openings[MAX_BATCH:]
             started = time.monotonic()
             try:
-                stored = await self._write([message for message, _ in batch])
+                stored, opened = await self._write(
+                    [message for message, _ in batch],
+                    [(draft, values) for draft, values, _ in openings],
+                )
             except Exception as error:  # nothing of the batch was stored: tell every sender
-                for _, future in batch:
+                for future in [*(f for _, f in batch), *(f for _, _, f in openings)]:
                     if not future.done():
                         future.set_exception(error)
                         future.exception()  # retrieved here too: a sender may have gone
                 continue
             took = time.monotonic() - started
             if took > SLOW_WRITE_SECONDS:
-                log.warning("Chat: storing %d messages took %.0f ms", len(batch), took * 1000)
+                log.warning(
+                    "Chat: storing %d messages and %d conversations took %.0f ms",
+                    len(batch),
+                    len(openings),
+                    took * 1000,
+                )
+            for (_, _, opening), conversation in zip(openings, opened, strict=True):
+                if not opening.done():
+                    opening.set_result(conversation)
             for (message, future), row in zip(batch, stored, strict=True):
                 if message.on_stored is not None:
                     try:
@@ -100,7 +156,9 @@ class MessageWriter:
                 if not future.done():
                     future.set_result(row)
 
-    async def _write(self, batch: list[NewMessage]) -> list[ChatMessage]:
+    async def _write(
+        self, batch: list[NewMessage], openings: list[tuple[Conversation, list[Any]]]
+    ) -> tuple[list[ChatMessage], list[Conversation | None]]:
         now = datetime.now(UTC)
         rows = [
             ChatMessage(
@@ -113,29 +171,41 @@ class MessageWriter:
             )
             for message in batch
         ]
-        database = ChatMessage._meta.db
-        if isinstance(database, SqliteClient) and not isinstance(database, TransactionalDBClient):
-            await self._write_sqlite(batch, rows, database)
-        else:
+        database = sqlite_client()
+        opened: list[Conversation | None] = []
+        if database is not None:
+            opened = await self._write_sqlite(batch, rows, openings, database, now)
+        elif openings:  # only while the database changed under a running writer (tests)
+            raise RuntimeError("Conversations are opened by the writer only on SQLite")
+        elif batch:
             await self._write_transaction(batch, rows, now)
         for message in batch:
             message.conversation.last_active_at = now
             if message.reopen:
                 message.conversation.status = ConversationStatus.ACTIVE
                 message.conversation.closed_at = None
-        return rows
+        return rows, opened
 
     @staticmethod
     async def _write_sqlite(
-        batch: list[NewMessage], rows: list[ChatMessage], database: SqliteClient
-    ) -> None:
+        batch: list[NewMessage],
+        rows: list[ChatMessage],
+        openings: list[tuple[Conversation, list[Any]]],
+        database: SqliteClient,
+        now: datetime,
+    ) -> list[Conversation | None]:
         """The whole transaction in one call on aiosqlite's thread. Every SQLite call is a hop
         to that thread and back, and under load each hop waits for the GIL (a switch interval,
         5 ms, when the event loop is busy): six hops per batch (commit, BEGIN, insert, read the
         ids, update, COMMIT) made a reply wait tens of milliseconds. One hop, under the
         client's lock (the one every Tortoise query and transaction on it takes), is atomic
-        whatever happens to the awaiting task: the thread runs it to its COMMIT or ROLLBACK."""
-        now = rows[0].created_at
+        whatever happens to the awaiting task: the thread runs it to its COMMIT or ROLLBACK.
+
+        New conversations go first (``ON CONFLICT DO NOTHING``: a taken session id creates
+        nothing and answers None); no message of the batch can belong to one of them (its
+        first message waits for its opening)."""
+        _, create_conversation = _conversation_insert(database)
+        new_conversations = [values for _, values in openings]
         touched = sorted({message.conversation.id for message in batch})
         reopened = sorted({message.conversation.id for message in batch if message.reopen})
         values = [
@@ -150,9 +220,13 @@ class MessageWriter:
             for message in batch
         ]
 
-        def write(connection: sqlite3.Connection) -> list[int]:
+        def write(connection: sqlite3.Connection) -> tuple[list[int], list[int | None]]:
             connection.execute("BEGIN IMMEDIATE")
             try:
+                conversation_ids: list[int | None] = []
+                for values_ in new_conversations:
+                    cursor = connection.execute(create_conversation, values_)
+                    conversation_ids.append(cursor.lastrowid if cursor.rowcount == 1 else None)
                 ids = [
                     connection.execute(
                         f'INSERT INTO "{MESSAGES_TABLE}" ("conversation_id", "sender_type",'
@@ -163,12 +237,13 @@ class MessageWriter:
                     or 0
                     for row in values
                 ]
-                marks = ", ".join("?" * len(touched))
-                connection.execute(
-                    f'UPDATE "{CONVERSATIONS_TABLE}" SET "last_active_at" = ?'
-                    f' WHERE "id" IN ({marks})',
-                    [now, *touched],
-                )
+                if touched:
+                    marks = ", ".join("?" * len(touched))
+                    connection.execute(
+                        f'UPDATE "{CONVERSATIONS_TABLE}" SET "last_active_at" = ?'
+                        f' WHERE "id" IN ({marks})',
+                        [now, *touched],
+                    )
                 if reopened:
                     marks = ", ".join("?" * len(reopened))
                     connection.execute(
@@ -185,12 +260,21 @@ class MessageWriter:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
-            return ids
+            return ids, conversation_ids
 
         async with database.acquire_connection() as connection:
-            ids = await connection._execute(write, connection._conn)
+            ids, conversation_ids = await connection._execute(write, connection._conn)
         for row, row_id in zip(rows, ids, strict=True):
             row.id = row_id
+        opened: list[Conversation | None] = []
+        for (draft, _), conversation_id in zip(openings, conversation_ids, strict=True):
+            if conversation_id is None:
+                opened.append(None)
+                continue
+            draft.id = conversation_id
+            draft._saved_in_db = True
+            opened.append(draft)
+        return opened
 
     async def _write_transaction(
         self, batch: list[NewMessage], rows: list[ChatMessage], now: datetime
@@ -258,6 +342,29 @@ class MessageWriter:
         )
         for row, row_id in zip(rows, sorted(newest), strict=True):
             row.id = row_id
+
+
+def _conversation_insert(database: SqliteClient) -> tuple[list[str], str]:
+    """Conversation's columns and Tortoise's own INSERT of them, made not to fail on a taken
+    session id (made on first use: the models are complete only once Tortoise is set up)."""
+    global _CONVERSATION_INSERT
+    if _CONVERSATION_INSERT is None:
+        executor = database.executor_class(model=Conversation, db=database)
+        _CONVERSATION_INSERT = (
+            list(executor.regular_columns),
+            f'{executor.insert_query} ON CONFLICT ("session_id") DO NOTHING',
+        )
+    return _CONVERSATION_INSERT
+
+
+_CONVERSATION_INSERT: tuple[list[str], str] | None = None
+
+
+def _conversation_values(draft: Conversation, columns: list[str], now: datetime) -> list[Any]:
+    """The row of an unsaved conversation, converted as Tortoise converts it."""
+    draft.created_at = draft.last_active_at = now
+    fields_map = Conversation._meta.fields_map
+    return [fields_map[name].to_db_value(getattr(draft, name), draft) for name in columns]
 
 
 def current_writer() -> MessageWriter:

@@ -1506,6 +1506,37 @@ async def test_another_client_cannot_resume_a_conversation_by_its_session_id(
     assert [m.sender_type for m in messages] == [SenderType.USER, SenderType.SYSTEM, "agent"]
 
 
+async def test_a_session_id_issued_to_a_socket_but_taken_by_another_client_stays_theirs(
+    app: Quart,
+) -> None:
+    """A socket's first message in the session id the server issued it looks nothing up first
+    (no conversation can have it, unless another client took the id): taken, it is refused
+    as any other client's conversation is, and the socket gets a fresh id of its own."""
+    async with open_visitor(app, "support") as owner:
+        issued = owner.session_id
+        assert issued is not None
+        async with open_visitor(app, "support", address=ATTACKER_ADDRESS) as other:
+            await other.send(visitor_frame("Mine now", issued, department="support"))
+            assert (await other.receive())["message"] == auto_reply("support")
+        await owner.send(visitor_frame("Hello", department="support"))  # no session_id: its own
+        # Still subscribed to the issued id, the owner socket may first see what is published
+        # there (the other client's automatic reply): not this test's subject.
+        frames = [await owner.receive()]
+        if frames[0] != FORBIDDEN_SESSION:
+            frames.append(await owner.receive())
+        assert frames[-1] == FORBIDDEN_SESSION
+        assert all(frame.get("message") != "Hello" for frame in frames)
+        await owner.expect_silence()
+        await owner.send(visitor_frame("Hello again", department="support"))
+        reply = await owner.receive()
+        assert reply["message"] == auto_reply("support")
+        assert reply["session_id"] not in (issued, None)
+    _, messages = await stored(app, issued)
+    assert [m.text for m in messages] == ["Mine now", auto_reply("support")]
+    _, own = await stored(app, reply["session_id"])
+    assert [m.text for m in own] == ["Hello again", auto_reply("support")]
+
+
 @pytest.mark.parametrize("department", ["support", "sales"])
 async def test_another_client_cannot_post_into_a_conversation(app: Quart, department: str) -> None:
     """A post with someone else's ``session_id`` never lands in their conversation: it starts

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 from quart import Quart
+from tortoise.exceptions import ValidationError
 
+from slyker.chat.service import open_conversation
 from slyker.chat.writer import MessageWriter, NewMessage
 from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
 from tests.api import db
+from tests.conftest import TEST_DATABASE
 
 
 async def new_conversation(**fields: object) -> Conversation:
@@ -82,3 +86,98 @@ async def test_a_refused_batch_stores_nothing_and_every_sender_is_told(app: Quar
         # The writer goes on with the next batch.
         row = await writer.store(NewMessage(real, SenderType.USER, "Visitor", "again"))
         assert [m.id for m in await ChatMessage.all()] == [row.id]
+
+
+sqlite_only = pytest.mark.skipif(
+    TEST_DATABASE != "sqlite", reason="the writer opens conversations on SQLite only"
+)
+
+
+def draft(session_id: uuid.UUID | None = None, **fields: object) -> Conversation:
+    fields = {"department": "sales", "visitor_name": "Ada", "owner_key_hash": "k" * 64, **fields}
+    return Conversation(session_id=session_id or uuid.uuid4(), **fields)
+
+
+@sqlite_only
+async def test_new_conversations_are_stored_with_the_waiting_messages(app: Quart) -> None:
+    with db(app):
+        existing = await new_conversation()
+        writer = MessageWriter()
+        assert writer.can_open()
+        drafts = [draft(), draft()]
+        [message] = writer.submit([NewMessage(existing, SenderType.USER, "Visitor", "hi")])
+        opened = await asyncio.gather(*(writer.open(d) for d in drafts))
+        await message
+        assert opened == drafts
+        stored = {c.id: c for c in await Conversation.all()}
+        assert len(stored) == 3
+        for conversation in drafts:
+            assert conversation.id is not None and conversation._saved_in_db
+            again = stored[conversation.id]
+            assert again.session_id == conversation.session_id
+            assert (again.department, again.visitor_name) == ("sales", "Ada")
+            assert again.owner_key_hash == "k" * 64
+            assert again.user_id is None
+            assert again.status == ConversationStatus.ACTIVE
+            assert not again.auto_reply_sent
+            assert again.created_at == conversation.created_at == again.last_active_at
+        # Saved: later updates of the instance go to its row.
+        drafts[0].visitor_name = "Grace"
+        await drafts[0].save(update_fields=["visitor_name"])
+        assert (await Conversation.get(id=drafts[0].id)).visitor_name == "Grace"
+
+
+@sqlite_only
+async def test_a_taken_session_id_creates_nothing(app: Quart) -> None:
+    with db(app):
+        existing = await new_conversation(visitor_name="First")
+        assert await MessageWriter().open(draft(existing.session_id)) is None
+        assert [c.visitor_name for c in await Conversation.all()] == ["First"]
+
+
+@sqlite_only
+async def test_a_refused_opening_stores_nothing_of_its_batch(app: Quart) -> None:
+    with db(app):
+        existing = await new_conversation()
+        writer = MessageWriter()
+        [message] = writer.submit([NewMessage(existing, SenderType.USER, "Visitor", "hi")])
+        refused = draft(user_id=2**31 - 1)  # no such user: the foreign key refuses it
+        with pytest.raises(Exception):  # noqa: B017 - the database's own integrity error
+            await writer.open(refused)
+        with pytest.raises(Exception):  # noqa: B017 - the same transaction
+            await message
+        assert await Conversation.all().count() == 1
+        assert await ChatMessage.all().count() == 0
+
+
+@sqlite_only
+async def test_an_invalid_conversation_fails_for_its_caller_alone(app: Quart) -> None:
+    with db(app):
+        existing = await new_conversation()
+        writer = MessageWriter()
+        [message] = writer.submit([NewMessage(existing, SenderType.USER, "Visitor", "hi")])
+        with pytest.raises(ValidationError):
+            await writer.open(draft(visitor_name="x" * 101))  # max_length 100
+        assert (await message).text == "hi"
+        assert await writer.open(draft()) is not None
+        assert await Conversation.all().count() == 2
+
+
+async def test_open_conversation_creates_once_then_continues_or_refuses(app: Quart) -> None:
+    """The service's opening, on either database: new, then the same session id again."""
+    async with app.app_context():
+        with db(app):
+            session_id = uuid.uuid4()
+
+            def opening(owner: str, allowed: bool) -> Any:
+                return open_conversation(
+                    session_id, "sales", "Ada", None, owner, lambda conversation: allowed
+                )
+
+            created, was_created = await opening("a" * 64, True)
+            assert was_created and created is not None
+            again, was_created = await opening("b" * 64, True)
+            assert not was_created and again is not None and again.id == created.id
+            assert again.owner_key_hash == "a" * 64
+            assert await opening("b" * 64, False) == (None, False)
+            assert await Conversation.filter(session_id=session_id).count() == 1
