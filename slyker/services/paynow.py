@@ -31,6 +31,7 @@ import httpx
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from slyker.areas.billing_settings import PaynowSettings
 from slyker.models.accounts import User
 from slyker.models.billing import Invoice, Payment, PaymentStatus
 from slyker.models.paynow import (
@@ -48,7 +49,6 @@ from slyker.services.errors import (
     UpstreamError,
 )
 from slyker.services.settlement import SETTLEABLE, completed_amount, settle_if_covered
-from slyker.settings import PaynowSettings
 
 log = logging.getLogger(__name__)
 

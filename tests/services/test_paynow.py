@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 
+from slyker.areas.billing_settings import PaynowSettings
 from slyker.services.errors import InvalidInput, UpstreamError
 from slyker.services.paynow import (
     InvalidHash,
@@ -25,7 +26,6 @@ from slyker.services.paynow import (
     signed,
     verify_status_update,
 )
-from slyker.settings import PaynowSettings
 from tests.paynow_simulator import INSUFFICIENT_BALANCE_PHONE, PaynowSimulator
 
 # Paynow's documentation examples (developers.paynow.co.zw, "Generating Hash" and
