@@ -345,7 +345,7 @@ class SettingRateLimit(RateLimit):
     @property  # type: ignore[override]
     def count(self) -> int:
         value: Any = current_settings()
-        for name in self.setting.split("."):  # "billing.cart_writes_per_minute": a section's
+        for name in self.setting.split("."):  # a section's field: "billing.cart_max_lines"
             value = getattr(value, name)
         return int(value)
 
