@@ -20,7 +20,6 @@ from slyker.proxy import H2CUpgradeGuard, TrustedProxyMiddleware
 from slyker.ratelimit import RateLimiter, make_store
 from slyker.redis_client import init_redis
 from slyker.request_id import RequestIDMiddleware, configure_logging
-from slyker.services.mail import announce_mail_mode
 from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
 from slyker.settings import load_settings
 from slyker.validation import BoundedOpenAPIProvider, RowIdConverter, refuse_unstorable_query
@@ -40,7 +39,6 @@ def create_app(
     areas = chosen_areas(areas)  # refused before anything is built or logged
     settings = load_settings(overrides=overrides)
     configure_logging(settings.log_level)
-    announce_mail_mode(settings)
     announce_allowed_hosts(settings.allowed_hosts)
     if settings.secret_key_generated:
         logging.getLogger("slyker").warning(

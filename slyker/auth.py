@@ -172,7 +172,7 @@ async def issue_tokens(
         family=family or uuid.uuid4().hex,
         parent_jti=parent,
         user=user,
-        expires_at=now + settings.jwt_refresh_token_lifetime,
+        expires_at=now + settings.accounts.jwt_refresh_token_lifetime,
     )
     common = {"sub": str(user.id), "iat": now}
     access = {
@@ -180,13 +180,13 @@ async def issue_tokens(
         "type": ACCESS,
         "jti": uuid.uuid4().hex,
         "role": str(user.user_type),
-        "exp": now + settings.jwt_access_token_lifetime,
+        "exp": now + settings.accounts.jwt_access_token_lifetime,
     }
     refresh = {
         **common,
         "type": REFRESH,
         "jti": refresh_jti,
-        "exp": now + settings.jwt_refresh_token_lifetime,
+        "exp": now + settings.accounts.jwt_refresh_token_lifetime,
     }
     return {"access": _encode(access), "refresh": _encode(refresh)}
 
@@ -222,7 +222,7 @@ async def rotate_refresh_token(token: str) -> dict[str, str]:
 async def _within_reuse_grace(jti: str, now: datetime) -> bool:
     """A used (not revoked) token, rotated at most the grace window ago, none of whose
     successors has been used yet."""
-    grace = current_settings().jwt_refresh_reuse_grace
+    grace = current_settings().accounts.jwt_refresh_reuse_grace
     if not grace:
         return False
     current = await RefreshToken.get_or_none(jti=jti)

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from math import ceil
+from typing import Any
 
 import redis.exceptions
 from quart import Response, current_app, request
@@ -322,7 +323,8 @@ def make_store(redis_url: str | None) -> AtomicStore:
 
 
 class SettingRateLimit(RateLimit):
-    """quart-rate-limiter's limit with its count read from the app's settings when a request
+    """quart-rate-limiter's limit with its count read from the app's settings (``setting`` is
+    the attribute path, ``"billing.cart_writes_per_minute"``) when a request
     is checked (the decorator runs once, at import; apps differ in settings). The store key
     names the setting, so two limits of one route never share a count; and every route
     decorated with one instance shares its count (quart-rate-limiter counts per route):
@@ -342,7 +344,10 @@ class SettingRateLimit(RateLimit):
 
     @property  # type: ignore[override]
     def count(self) -> int:
-        return int(getattr(current_settings(), self.setting))
+        value: Any = current_settings()
+        for name in self.setting.split("."):  # a section's field: "billing.cart_max_lines"
+            value = getattr(value, name)
+        return int(value)
 
     @count.setter
     def count(self, _value: int) -> None:

@@ -165,9 +165,10 @@ def main(argv: list[str]) -> int:
 
 
 def _debug_without_secret_key(environ: Mapping[str, str]) -> bool:
-    from slyker.settings import SettingsError, _Reader
+    from slyker.settings import SettingsError
+    from slyker.settings_reader import Reader
 
-    read = _Reader(environ)
+    read = Reader(environ)
     try:
         return read.bool("DEBUG", False) and not read.raw("SECRET_KEY")
     except SettingsError:

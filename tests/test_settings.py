@@ -19,8 +19,8 @@ from slyker.settings import (
     DEFAULT_ALLOW_METHODS,
     SettingsError,
     load_settings,
-    split_list,
 )
+from slyker.settings_reader import split_list
 from tests.conftest import SETTING_NAMES
 
 SECRET_KEY = "settings-test-secret-key-0123456789abcdef"
@@ -619,9 +619,12 @@ def test_paynow_key_is_never_echoed_in_its_error() -> None:
 
 def test_paynow_settings() -> None:
     settings = load_settings(environ={}, overrides=valid())
-    assert settings.paynow.api_url == "https://www.paynow.co.zw"
-    assert settings.paynow.timeout == 20.0 and settings.paynow.missing == "PAYNOW_INTEGRATION_ID"
-    assert settings.crypto_payment_instructions.startswith("Pay in cryptocurrency")
+    assert settings.billing.paynow.api_url == "https://www.paynow.co.zw"
+    assert (
+        settings.billing.paynow.timeout == 20.0
+        and settings.billing.paynow.missing == "PAYNOW_INTEGRATION_ID"
+    )
+    assert settings.billing.crypto_payment_instructions.startswith("Pay in cryptocurrency")
     configured = load_settings(
         environ={},
         overrides=valid(
@@ -635,33 +638,39 @@ def test_paynow_settings() -> None:
             CRYPTO_PAYMENT_INSTRUCTIONS="Send USDT.",
         ),
     )
-    paynow = configured.paynow
+    paynow = configured.billing.paynow
     assert paynow.missing is None
     assert paynow.integration_key == PAYNOW_KEY.lower()  # hashed in lower case, as Paynow does
     assert paynow.api_url == "http://127.0.0.1:8123" and paynow.timeout == 5.0
     assert paynow.return_url == "https://slykertech.co.zw/dashboard/invoices?paid=1"
     assert paynow.auth_email == "merchant@slykertech.co.zw"
-    assert configured.crypto_payment_instructions == "Send USDT."
+    assert configured.billing.crypto_payment_instructions == "Send USDT."
     partial = load_settings(
         environ={}, overrides=valid(PAYNOW_INTEGRATION_ID="1", PAYNOW_INTEGRATION_KEY=PAYNOW_KEY)
     )
-    assert partial.paynow.missing == "PAYNOW_RETURN_URL"
+    assert partial.billing.paynow.missing == "PAYNOW_RETURN_URL"
 
 
 def test_account_and_mail_defaults() -> None:
     settings = load_settings({}, valid())
-    assert settings.jwt_refresh_reuse_grace.total_seconds() == 30
-    assert settings.smtp_host is None  # mail goes to the log
-    assert (settings.smtp_port, settings.smtp_starttls, settings.smtp_timeout) == (587, True, 10)
-    assert settings.mail_from == "Slyker Tech <no-reply@slykertech.co.zw>"
-    assert settings.password_reset_token_lifetime.total_seconds() == 3600
+    assert settings.accounts.jwt_refresh_reuse_grace.total_seconds() == 30
+    assert settings.accounts.smtp_host is None  # mail goes to the log
+    assert (
+        settings.accounts.smtp_port,
+        settings.accounts.smtp_starttls,
+        settings.accounts.smtp_timeout,
+    ) == (587, True, 10)
+    assert settings.accounts.mail_from == "Slyker Tech <no-reply@slykertech.co.zw>"
+    assert settings.accounts.password_reset_token_lifetime.total_seconds() == 3600
     # The reset page of the first front-end origin.
-    assert settings.password_reset_url == (
+    assert settings.accounts.password_reset_url == (
         "http://localhost:3000/reset-password?uid={uid}&token={token}"
     )
     production = load_settings({}, valid(CORS_ALLOWED_ORIGINS="https://slykertech.co.zw"))
-    assert production.password_reset_url.startswith("https://slykertech.co.zw/reset-password?")
-    assert not load_settings({}, valid(**{GRACE: 0})).jwt_refresh_reuse_grace  # disabled
+    assert production.accounts.password_reset_url.startswith(
+        "https://slykertech.co.zw/reset-password?"
+    )
+    assert not load_settings({}, valid(**{GRACE: 0})).accounts.jwt_refresh_reuse_grace  # disabled
 
 
 def test_database_timeouts_reach_the_postgres_client() -> None:
@@ -691,9 +700,9 @@ def test_database_timeouts_reach_the_postgres_client() -> None:
 def test_the_chat_intervals_take_fractions_of_seconds() -> None:
     defaults = load_settings(environ={}, overrides=valid())
     assert (
-        defaults.chat_ping_interval,
-        defaults.chat_typing_interval,
-        defaults.chat_auth_recheck_seconds,
+        defaults.chat.ping_interval,
+        defaults.chat.typing_interval,
+        defaults.chat.auth_recheck_seconds,
     ) == (25.0, 1.0, 30.0)
     short = load_settings(
         environ={},
@@ -705,9 +714,9 @@ def test_the_chat_intervals_take_fractions_of_seconds() -> None:
         },
     )
     assert (
-        short.chat_ping_interval,
-        short.chat_typing_interval,
-        short.chat_auth_recheck_seconds,
+        short.chat.ping_interval,
+        short.chat.typing_interval,
+        short.chat.auth_recheck_seconds,
     ) == (0.5, 0.25, 1.5)
 
 

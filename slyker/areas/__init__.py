@@ -13,20 +13,25 @@ commands in one ``init_app(app)``:
 ``create_app(areas=("billing",))`` builds an app with the core and billing only (a test of one
 blueprint needs nothing else); the default is every area. Models are shared: an area may use
 another area's models, never its blueprints.
+
+Each area's settings section is defined next to it (``<area>_settings.py``: the dataclass and
+its reader) and reached as ``settings.<area>``; :mod:`slyker.settings` reads every section at
+start-up. This package therefore imports its areas only when installing them: the section
+modules must be importable by :mod:`slyker.settings` without pulling in any blueprint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import importlib
+from collections.abc import Iterable
 
 from quart import Quart
 
-from slyker.areas import accounts, billing, chat
-
-AREAS: dict[str, Callable[[Quart], None]] = {
-    "accounts": accounts.init_app,
-    "billing": billing.init_app,
-    "chat": chat.init_app,
+# The module with each area's ``init_app(app)``, imported when the area is installed.
+AREAS: dict[str, str] = {
+    "accounts": "slyker.areas.accounts",
+    "billing": "slyker.areas.billing",
+    "chat": "slyker.areas.chat",
 }
 ALL_AREAS: tuple[str, ...] = tuple(AREAS)
 
@@ -47,4 +52,4 @@ def chosen_areas(names: Iterable[str]) -> tuple[str, ...]:
 
 def install_areas(app: Quart, names: Iterable[str]) -> None:
     for name in chosen_areas(names):
-        AREAS[name](app)
+        importlib.import_module(AREAS[name]).init_app(app)

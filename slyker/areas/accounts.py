@@ -10,14 +10,17 @@ from slyker.cli import run_with_database
 from slyker.models.accounts import Role
 from slyker.services.accounts import create_user
 from slyker.services.errors import ServiceError
+from slyker.services.mail import announce_mail_mode
 from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
 from slyker.settings import Settings
 
 
 def init_app(app: Quart) -> None:
+    settings: Settings = app.extensions[SETTINGS_KEY]
+    announce_mail_mode(settings)  # only accounts sends mail (password resets)
     app.register_blueprint(accounts.blueprint)
     app.register_blueprint(clients.blueprint)
-    register_commands(app, app.extensions[SETTINGS_KEY])
+    register_commands(app, settings)
 
 
 def register_commands(app: Quart, settings: Settings) -> None:

@@ -42,7 +42,9 @@ def init_app(app: Quart) -> None:
     settings: Settings = app.extensions[SETTINGS_KEY]
     # One pooled client per third party, closed after serving.
     own_http_client(
-        app, paynow_service.HTTP_CLIENT_KEY, lambda: paynow_service.new_http_client(settings.paynow)
+        app,
+        paynow_service.HTTP_CLIENT_KEY,
+        lambda: paynow_service.new_http_client(settings.billing.paynow),
     )
     own_http_client(
         app, whois_service.HTTP_CLIENT_KEY, lambda: whois_service.new_http_client(settings)

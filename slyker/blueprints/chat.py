@@ -83,7 +83,7 @@ async def active_sessions(query_args: PageOnlyQuery) -> dict[str, Any]:
 @validate_response(ConversationStats)
 async def session_stats() -> dict[str, Any]:
     """Staff: conversations per status and department, and agents online per department."""
-    return await staff.statistics(current_settings().chat_departments)
+    return await staff.statistics(current_settings().chat.departments)
 
 
 @blueprint.get("/api/livechat/sessions/<int:session_pk>/")

@@ -89,7 +89,7 @@ class AgentSocket(ChatSocket):
         self.agent = identity.user
         self.member = f"{self.agent.id}:{uuid.uuid4().hex}"
         wanted = [d.strip() for d in websocket.args.get("departments", "").split(",") if d.strip()]
-        self.departments = [d for d in settings.chat_departments if not wanted or d in wanted]
+        self.departments = [d for d in settings.chat.departments if not wanted or d in wanted]
         self.typing: dict[uuid.UUID, TypingCoalescer] = {}
         self.waiting: deque[Waiting] = deque()
         self.working: asyncio.Task[None] | None = None
@@ -288,7 +288,7 @@ class AgentSocket(ChatSocket):
                     },
                 )
 
-            interval = self.settings.chat_typing_interval
+            interval = self.settings.chat.typing_interval
             typing = self.typing[session_id] = TypingCoalescer(publish, interval)
         return typing
 

@@ -70,7 +70,7 @@ def check_origin(settings: Settings) -> None:
         abort(403)
     origin = origins[0] if origins else None
     if origin is None:
-        if settings.ws_allow_missing_origin:
+        if settings.chat.ws_allow_missing_origin:
             return
         log.warning("WebSocket origin rejected: (missing) on %s", websocket.path)
         abort(403)
@@ -113,7 +113,7 @@ async def auth_frame_token(settings: Settings) -> str | None:
     """The token of the first frame, ``{"type": "auth", "token": "..."}``, sent within
     CHAT_AUTH_FRAME_TIMEOUT of the accept; None for anything else (or nothing)."""
     try:
-        async with asyncio.timeout(settings.chat_auth_frame_timeout):
+        async with asyncio.timeout(settings.chat.auth_frame_timeout):
             raw = await websocket.receive()
     except TimeoutError:
         return None

@@ -111,6 +111,6 @@ def live_sockets() -> LiveSockets:
     sockets = current_app.extensions.get(SOCKETS_KEY)
     if sockets is None:
         settings = current_settings()
-        tick = min(TICK_SECONDS, settings.chat_ping_interval, settings.chat_auth_recheck_seconds)
+        tick = min(TICK_SECONDS, settings.chat.ping_interval, settings.chat.auth_recheck_seconds)
         sockets = current_app.extensions[SOCKETS_KEY] = LiveSockets(draining(), tick)
     return sockets  # type: ignore[no-any-return]

@@ -79,11 +79,11 @@ class FrameLimits:
             if kind != "message":
                 bucket = TokenBucket(*FIXED_LIMITS[kind])
             elif self.agent:
-                rate = self.settings.chat_agent_messages_per_second
-                bucket = TokenBucket(rate, max(2 * rate, self.settings.chat_message_burst))
+                rate = self.settings.chat.agent_messages_per_second
+                bucket = TokenBucket(rate, max(2 * rate, self.settings.chat.message_burst))
             else:
                 settings = self.settings
-                bucket = TokenBucket(settings.chat_messages_per_second, settings.chat_message_burst)
+                bucket = TokenBucket(settings.chat.messages_per_second, settings.chat.message_burst)
             self.buckets[kind] = bucket
         return bucket
 

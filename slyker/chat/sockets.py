@@ -113,7 +113,7 @@ class ChatSocket:
         self.settings = settings
         # An agent socket receives a whole department (every visitor's messages, the acks of
         # its own replies and their echoes): its outbox holds that many more events.
-        self.outbox_size = settings.chat_send_queue_size * (AGENT_OUTBOX_FACTOR if agent else 1)
+        self.outbox_size = settings.chat.send_queue_size * (AGENT_OUTBOX_FACTOR if agent else 1)
         self.outbox: deque[Event] | None = None  # made when needed, dropped once sent
         self.sender: asyncio.Task[None] | None = None  # drains the outbox while it has events
         # The sender runs in this socket's context (its ``websocket``, its database context),
@@ -138,8 +138,8 @@ class ChatSocket:
         self.limits = FrameLimits(settings, agent=agent)
         self.identity: Identity | None = None
         now = time.monotonic()
-        self.next_ping = now + settings.chat_ping_interval
-        self.next_identity_check = now + settings.chat_auth_recheck_seconds
+        self.next_ping = now + settings.chat.ping_interval
+        self.next_identity_check = now + settings.chat.auth_recheck_seconds
         self.checking_identity = False
 
     @property
@@ -300,13 +300,13 @@ class ChatSocket:
     def tick(self, now: float) -> list[Awaitable[None]]:
         work: list[Awaitable[None]] = []
         if now >= self.next_ping:
-            self.next_ping = now + self.settings.chat_ping_interval
+            self.next_ping = now + self.settings.chat.ping_interval
             self.offer({"type": "ping", "timestamp": int(time.time() * 1000)})
         identity = self.identity
         if identity is not None and not self.checking_identity:
             expired = time.time() >= identity.expires_at
             if expired or now >= self.next_identity_check:
-                self.next_identity_check = now + self.settings.chat_auth_recheck_seconds
+                self.next_identity_check = now + self.settings.chat.auth_recheck_seconds
                 work.append(self.recheck_identity())
         return work
 
@@ -361,7 +361,7 @@ class ChatSocket:
                 self.receiving = False
             if isinstance(raw, bytes):
                 raw = raw.decode("utf-8", errors="replace")
-            limit, size = self.settings.chat_max_message_bytes, len(raw.encode())
+            limit, size = self.settings.chat.max_message_bytes, len(raw.encode())
             if size > 4 * limit:
                 await websocket.close(CLOSE_TOO_BIG, "Message too big")
                 return
@@ -386,7 +386,7 @@ class ChatSocket:
                 text = "Too many messages" if kind == "message" else f"Too many {kind} frames"
                 self.error(text, "rate_limited")
             return
-        if size > self.settings.chat_max_message_bytes:
+        if size > self.settings.chat.max_message_bytes:
             self.error("Message too large", "too_large")
         elif frame is None:
             self.error("Invalid message format", "invalid_format")

@@ -121,7 +121,7 @@ class VisitorSocket(ChatSocket):
 
     async def take_slot(self) -> bool:
         return await current_broker().take_socket_slot(
-            self.client, self.slot, self.settings.chat_max_sockets_per_client
+            self.client, self.slot, self.settings.chat.max_sockets_per_client
         )
 
     async def release_slot(self) -> None:
@@ -270,7 +270,7 @@ class VisitorSocket(ChatSocket):
             self.typing_name = self.visitor_name(frame)
             if self.typing is None:
                 self.typing = TypingCoalescer(
-                    self.publish_typing, self.settings.chat_typing_interval
+                    self.publish_typing, self.settings.chat.typing_interval
                 )
             self.typing.update(bool(frame.get("is_typing")))
         elif kind in VISITOR_MESSAGE_TYPES:
@@ -334,7 +334,7 @@ class VisitorSocket(ChatSocket):
         broker = current_broker()
         if self.issued_session or not await Conversation.exists(session_id=self.session_id):
             allowed = await broker.take_new_conversation(
-                self.client, self.settings.chat_new_conversations_per_minute
+                self.client, self.settings.chat.new_conversations_per_minute
             )
             if not allowed:
                 self.error(
@@ -423,7 +423,7 @@ class VisitorSocket(ChatSocket):
         conversation.auto_reply_sent = True
         if not claimed:
             return
-        text = self.settings.chat_auto_replies[self.department]
+        text = self.settings.chat.auto_replies[self.department]
         broker = current_broker()
         await store_message(
             conversation,
@@ -439,7 +439,7 @@ class VisitorSocket(ChatSocket):
 async def serve_visitor(department: str) -> None:
     """A visitor socket, from the handshake to its end."""
     settings = current_settings()
-    if department not in settings.chat_departments:
+    if department not in settings.chat.departments:
         abort(404)
     check_origin(settings)
     refuse_when_draining()
@@ -453,13 +453,13 @@ async def serve_visitor(department: str) -> None:
         await websocket.close(CLOSE_TRY_AGAIN_LATER, "Too many connections from your address")
         return
     try:
-        if token is None and department in settings.chat_staff_departments:
+        if token is None and department in settings.chat.staff_departments:
             token = await auth_frame_token(settings)
         identity, bad_token = await socket_identity(token)
         if bad_token:
             await websocket.close(CLOSE_NOT_AUTHENTICATED, "Invalid or expired token")
             return
-        if department in settings.chat_staff_departments:
+        if department in settings.chat.staff_departments:
             if identity is None:
                 await websocket.close(CLOSE_NOT_AUTHENTICATED, "Authentication required")
                 return

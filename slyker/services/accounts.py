@@ -316,10 +316,10 @@ async def send_password_reset(settings: Settings, email: str) -> bool:
     await PasswordResetToken.create(
         user=user,
         token_hash=hash_reset_token(token),
-        expires_at=datetime.now(UTC) + settings.password_reset_token_lifetime,
+        expires_at=datetime.now(UTC) + settings.accounts.password_reset_token_lifetime,
     )
-    link = reset_link(settings.password_reset_url, make_uid(user.id), token)
-    minutes = int(settings.password_reset_token_lifetime.total_seconds() // 60)
+    link = reset_link(settings.accounts.password_reset_url, make_uid(user.id), token)
+    minutes = int(settings.accounts.password_reset_token_lifetime.total_seconds() // 60)
     message = build_message(
         settings,
         user.email,

@@ -18,6 +18,7 @@ import httpx
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from slyker.areas.billing_settings import PaynowSettings
 from slyker.models.accounts import User
 from slyker.models.billing import Cart, CartItem, CartStatus, Invoice
 from slyker.money import ZERO
@@ -41,7 +42,6 @@ from slyker.services.errors import (
     UpstreamError,
 )
 from slyker.services.invoicing import InvoiceLine, create_invoice
-from slyker.settings import PaynowSettings
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ log = logging.getLogger(__name__)
 
 def build_message(settings: Settings, to: str, subject: str, text: str) -> EmailMessage:
     message = EmailMessage()
-    message["From"] = settings.mail_from
+    message["From"] = settings.accounts.mail_from
     message["To"] = to
     message["Subject"] = subject
     message["Date"] = formatdate(localtime=False)
-    domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or None
+    domain = parseaddr(settings.accounts.mail_from)[1].rpartition("@")[2] or None
     message["Message-ID"] = make_msgid(domain=domain)
     message.set_content(text)
     return message
@@ -36,7 +36,7 @@ async def send_message(settings: Settings, message: EmailMessage, label: str = "
 
     Bounded by ``SMTP_TIMEOUT`` for each SMTP step and twice that overall."""
     what = label or str(message["Subject"])
-    if settings.smtp_host is None:
+    if settings.accounts.smtp_host is None:
         log.info(
             "E-mail not sent (SMTP_HOST is not set), here it is instead: %s\nTo: %s\n"
             "Subject: %s\n\n%s",
@@ -47,22 +47,22 @@ async def send_message(settings: Settings, message: EmailMessage, label: str = "
         )
         return True
     try:
-        async with asyncio.timeout(settings.smtp_timeout * 2):
+        async with asyncio.timeout(settings.accounts.smtp_timeout * 2):
             await aiosmtplib.send(
                 message,
-                hostname=settings.smtp_host,
-                port=settings.smtp_port,
-                username=settings.smtp_username or None,
-                password=settings.smtp_password or None,
-                start_tls=settings.smtp_starttls,
-                timeout=settings.smtp_timeout,
+                hostname=settings.accounts.smtp_host,
+                port=settings.accounts.smtp_port,
+                username=settings.accounts.smtp_username or None,
+                password=settings.accounts.smtp_password or None,
+                start_tls=settings.accounts.smtp_starttls,
+                timeout=settings.accounts.smtp_timeout,
             )
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
         log.error(
             "E-mail failed (%s via %s:%s): %s: %s",
             what,
-            settings.smtp_host,
-            settings.smtp_port,
+            settings.accounts.smtp_host,
+            settings.accounts.smtp_port,
             type(error).__name__,
             error,
         )
@@ -76,7 +76,7 @@ async def send_message(settings: Settings, message: EmailMessage, label: str = "
 
 def announce_mail_mode(settings: Settings) -> None:
     """Say once, at start-up, where e-mail goes."""
-    if settings.smtp_host is None:
+    if settings.accounts.smtp_host is None:
         log.warning(
             "SMTP_HOST is not set: e-mails (password-reset links) are written to this log "
             "instead of being sent"
@@ -84,7 +84,7 @@ def announce_mail_mode(settings: Settings) -> None:
     else:
         log.info(
             "E-mail is sent through %s:%s (STARTTLS %s)",
-            settings.smtp_host,
-            settings.smtp_port,
-            "required" if settings.smtp_starttls else "off",
+            settings.accounts.smtp_host,
+            settings.accounts.smtp_port,
+            "required" if settings.accounts.smtp_starttls else "off",
         )

@@ -32,6 +32,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from slyker.areas.billing_settings import PaynowSettings
 from slyker.models.accounts import User
 from slyker.models.billing import Invoice, Payment, PaymentStatus
 from slyker.models.paynow import (
@@ -49,7 +50,6 @@ from slyker.services.errors import (
     UpstreamError,
 )
 from slyker.services.settlement import SETTLEABLE, completed_amount, settle_if_covered
-from slyker.settings import PaynowSettings
 
 log = logging.getLogger(__name__)
 

@@ -138,12 +138,12 @@ def registries_from_settings(settings: Settings) -> dict[str, Registry]:
     an empty value (``com=``) removes that setting's kind of entry for the suffix."""
     table = {s: Registry(s, Lookup.RDAP, url) for s, url in DEFAULT_RDAP_SERVERS.items()}
     table |= {s: _whois_registry(s, server) for s, server in DEFAULT_WHOIS_SERVERS.items()}
-    for suffix, server in settings.whois_servers.items():
+    for suffix, server in settings.billing.whois_servers.items():
         if server:
             table[suffix] = _whois_registry(suffix, server)
         elif suffix in table and table[suffix].lookup is not Lookup.RDAP:
             del table[suffix]
-    for suffix, url in settings.whois_rdap_servers.items():
+    for suffix, url in settings.billing.whois_rdap_servers.items():
         if url:
             table[suffix] = Registry(suffix, Lookup.RDAP, url)
         elif suffix in table and table[suffix].lookup is Lookup.RDAP:
@@ -362,7 +362,7 @@ def new_http_client(settings: Settings) -> httpx.AsyncClient:
     """The client an app keeps for all its RDAP and lookup-page requests
     (``slyker.outbound``): pooled connections, ``WHOIS_TIMEOUT`` for each step."""
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.whois_timeout),
+        timeout=httpx.Timeout(settings.billing.whois_timeout),
         limits=httpx.Limits(
             max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_IDLE_CONNECTIONS
         ),
@@ -388,11 +388,11 @@ class DomainChecker:
     ) -> DomainChecker:
         return cls(
             registries=registries_from_settings(settings),
-            timeout=settings.whois_timeout,
-            max_parallel=settings.whois_max_parallel,
-            max_domains=settings.whois_max_domains,
+            timeout=settings.billing.whois_timeout,
+            max_parallel=settings.billing.whois_max_parallel,
+            max_domains=settings.billing.whois_max_domains,
             cache=cache,
-            cache_seconds=settings.whois_cache_seconds,
+            cache_seconds=settings.billing.whois_cache_seconds,
             client=client,
         )
 

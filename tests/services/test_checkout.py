@@ -13,6 +13,7 @@ import pytest
 from quart import Quart
 from tortoise.exceptions import IntegrityError
 
+from slyker.areas.billing_settings import PaynowSettings
 from slyker.models.accounts import Role, User
 from slyker.models.billing import (
     Cart,
@@ -30,7 +31,6 @@ from slyker.services.checkout import CheckoutTerms, checkout
 from slyker.services.errors import CartNotFound, InvalidInput
 from slyker.services.invoicing import DraftLine, InvoiceLine, create_draft, create_invoice
 from slyker.services.paynow import PaynowNotConfigured
-from slyker.settings import PaynowSettings
 from tests.api import db, make_user, seed_catalog
 
 pytestmark = pytest.mark.usefixtures("cheap_password_hashing")

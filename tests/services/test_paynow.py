@@ -11,6 +11,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from slyker.areas.billing_settings import PaynowSettings
 from slyker.services.errors import Conflict, InvalidInput, UpstreamError
 from slyker.services.paynow import (
     InvalidHash,
@@ -31,7 +32,6 @@ from slyker.services.paynow import (
     transaction_status,
     verify_status_update,
 )
-from slyker.settings import PaynowSettings
 from tests.paynow_simulator import INSUFFICIENT_BALANCE_PHONE, PaynowSimulator
 
 # Paynow's documentation examples (developers.paynow.co.zw, "Generating Hash" and

@@ -56,7 +56,7 @@ def cart_identity() -> CartIdentity:
             user.id if user is not None else None,
             (
                 request.headers.get(CART_TOKEN_HEADER),
-                request.cookies.get(settings.cart_cookie_name),
+                request.cookies.get(settings.billing.cart_cookie_name),
             ),
             settings.secret_key,
         )
@@ -71,7 +71,7 @@ async def not_creating_a_cart() -> bool:
 
 # The limits shared with other routes are in limits.py; this one needs the cart identity.
 CART_CREATIONS = SettingRateLimit(
-    "cart_creations_per_minute",
+    "billing.cart_creations_per_minute",
     timedelta(minutes=1),
     client_address,
     skip_function=not_creating_a_cart,
@@ -164,7 +164,7 @@ class CartOut(BaseModel):
 
 
 def _secure_cookie() -> bool:
-    configured = current_settings().cart_cookie_secure
+    configured = current_settings().billing.cart_cookie_secure
     if configured is not None:
         return configured
     return (request.host.rsplit(":", 1)[0] or "").strip("[]") not in LOOPBACK_HOSTS
@@ -185,15 +185,15 @@ def cart_reply(cart: CartView, status: int = 200) -> CartReply:
             token = cart_service.signed_cart_token(cart.anonymous_token, settings.secret_key)
         headers[CART_TOKEN_HEADER] = token
         headers["Set-Cookie"] = dump_cookie(
-            settings.cart_cookie_name,
+            settings.billing.cart_cookie_name,
             token,
-            max_age=settings.cart_cookie_max_age,
+            max_age=settings.billing.cart_cookie_max_age,
             httponly=True,
             secure=_secure_cookie(),
-            samesite=settings.cart_cookie_samesite,
+            samesite=settings.billing.cart_cookie_samesite,
             path="/api/",
         )
-    return CartOut.of(cart, settings.cart_max_lines), status, headers
+    return CartOut.of(cart, settings.billing.cart_max_lines), status, headers
 
 
 # --- requests ----------------------------------------------------------------------------
@@ -297,8 +297,8 @@ async def add_item(cart_id: int, data: CartItemIn) -> CartReply:
         cart_identity(),
         cart_id,
         data.choice(),
-        max_lines=settings.cart_max_lines,
-        tax_rate=settings.tax_rate,
+        max_lines=settings.billing.cart_max_lines,
+        tax_rate=settings.billing.tax_rate,
     )
     return cart_reply(cart, 201)
 
@@ -315,7 +315,7 @@ async def update_item(cart_id: int, data: ItemChange) -> CartReply:
         data.item_id,
         quantity=data.quantity,
         billing_cycle=data.billing_cycle,
-        tax_rate=current_settings().tax_rate,
+        tax_rate=current_settings().billing.tax_rate,
     )
     return cart_reply(cart)
 
@@ -406,9 +406,9 @@ class CheckoutOut(BaseModel):
 def payment_instructions(payment_method: str) -> str | None:
     settings = current_settings()
     if payment_method == "bank":
-        return settings.bank_payment_instructions
+        return settings.billing.bank_payment_instructions
     if payment_method == "crypto":
-        return settings.crypto_payment_instructions
+        return settings.billing.crypto_payment_instructions
     return None  # paynow: the customer pays on Paynow's page (redirect_url)
 
 
@@ -433,9 +433,9 @@ async def checkout(cart_id: int, data: CheckoutIn) -> tuple[CheckoutOut, int]:
         billing_info=data.billing_info.model_dump(mode="json"),
         payment_method=data.payment_method,
         terms=checkout_service.CheckoutTerms(
-            settings.tax_rate,
-            settings.invoice_due_days,
-            settings.paynow,
+            settings.billing.tax_rate,
+            settings.billing.invoice_due_days,
+            settings.billing.paynow,
             http_client(paynow_service.HTTP_CLIENT_KEY),
         ),
     )

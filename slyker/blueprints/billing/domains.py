@@ -64,7 +64,10 @@ def answer_cache() -> AnswerCache:
 @rate_limit(
     limits=[
         SettingRateLimit(
-            "whois_rate_limit", timedelta(minutes=1), key_function=client_address, shared=False
+            "billing.whois_rate_limit",
+            timedelta(minutes=1),
+            key_function=client_address,
+            shared=False,
         )
     ]
 )

@@ -20,6 +20,10 @@ async def cart_writer_key() -> str:
 
 
 # Every cart change (carts: add, update, remove, clear, apply and remove a coupon).
-CART_WRITES = SettingRateLimit("cart_writes_per_minute", timedelta(minutes=1), cart_writer_key)
+CART_WRITES = SettingRateLimit(
+    "billing.cart_writes_per_minute", timedelta(minutes=1), cart_writer_key
+)
 # Guessing coupon codes: promotions' validate_code and carts' apply_coupon count together.
-COUPON_CHECKS = SettingRateLimit("coupon_checks_per_minute", timedelta(minutes=1), client_address)
+COUPON_CHECKS = SettingRateLimit(
+    "billing.coupon_checks_per_minute", timedelta(minutes=1), client_address
+)

@@ -117,7 +117,7 @@ async def paynow_payment(invoice_id: int) -> tuple[PaynowAttemptOut, int]:
     (the attempt is recorded as failed; try again)."""
     invoice = await own_invoice(invoice_id)
     attempt = await paynow_service.start_payment(
-        current_settings().paynow,
+        current_settings().billing.paynow,
         http_client(paynow_service.HTTP_CLIENT_KEY),
         invoice,
         authenticated_user(),
@@ -140,7 +140,7 @@ async def express_checkout(
     invoice = await own_invoice(invoice_id)
     phone = paynow_service.normalise_phone(data.phone)
     attempt = await paynow_service.start_payment(
-        current_settings().paynow,
+        current_settings().billing.paynow,
         http_client(paynow_service.HTTP_CLIENT_KEY),
         invoice,
         authenticated_user(),
@@ -164,7 +164,7 @@ async def check_paynow_status(payment_id: int) -> PaynowAttemptOut:
     if transaction is None:
         raise APIError(404, "Paynow payment not found.")
     result = await paynow_service.check_status(
-        current_settings().paynow, http_client(paynow_service.HTTP_CLIENT_KEY), transaction
+        current_settings().billing.paynow, http_client(paynow_service.HTTP_CLIENT_KEY), transaction
     )
     return await attempt_out(result.transaction)
 
@@ -180,6 +180,6 @@ async def paynow_result() -> ResultAck:
     form-urlencoded, without credentials. Accepted only when its hash verifies (403
     otherwise, 400 when it is not a status update); applied once however often it comes."""
     body = await request.get_data(cache=False)
-    result = await paynow_service.receive_status_update(current_settings().paynow, body)
+    result = await paynow_service.receive_status_update(current_settings().billing.paynow, body)
     transaction = result.transaction
     return ResultAck(received=True, reference=transaction.reference, status=transaction.status)
