@@ -81,3 +81,14 @@ def test_quart_schema_still_converts_through_the_replaced_name(app: Quart) -> No
     assert quart_schema.extension.convert_response_return_value is convert_response_result
     wrapped = quart_schema.extension.wrap_make_response(app.make_response)
     assert "convert_response_return_value" in wrapped.__code__.co_names
+
+
+async def test_request_blueprints_are_quarts_own(app: Quart) -> None:
+    """APIRequest keeps Quart's blueprints answer per matched rule: the same value."""
+    from quart import Request, request
+
+    for path in ("/health/", "/no/such/route/", "/openapi.json"):
+        async with app.test_request_context(path):
+            own = Request.blueprints.fget(request._get_current_object())  # type: ignore[attr-defined]
+            assert request.blueprints == own
+            assert request.blueprints == own  # asked again: the kept answer
