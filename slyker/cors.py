@@ -171,7 +171,16 @@ def _log_value(value: object) -> str:
 
 
 async def fill_in_cors_headers(response: Response) -> Response:
-    """Add what quart-cors left out of a response; never duplicate a header."""
+    """Add what quart-cors left out of a response; never duplicate a header.
+
+    A response that already allows this request's origin was decorated by quart-cors: it
+    asked the same decision (:class:`_PolicyOrigin`) and set every CORS header and ``Vary:
+    Origin`` together, and no hook runs between it and this one. One header look-up then
+    (issue 12); anything else (a cors-exempt view, a refused origin) is filled in header by
+    header, and :class:`CORSMiddleware` still checks every response."""
+    allowed = response.headers.get("Access-Control-Allow-Origin")
+    if allowed is not None and allowed == request_origin():
+        return response
     response.headers["Vary"] = merge_vary(response.headers.getlist("Vary"), "Origin")
     for name, value in _config().response_headers(request_origin()):
         if name not in response.headers:
@@ -186,7 +195,7 @@ class _PolicyOrigin:
     uses its own prefix-matching (``re.match``) rule."""
 
     def __eq__(self, other: object) -> bool:
-        if not has_request_context():  # WebSocket handshakes are checked by the chat blueprint
+        if not has_request_context():  # WebSocket handshakes are checked by the chat routes
             return False
         return isinstance(other, str) and other == request_origin()
 
@@ -249,6 +258,11 @@ def _with_cors_headers(
     return [*others, *expected, (b"vary", merge_vary(vary, "Origin").encode())]
 
 
+def _where(scope: Scope) -> str:
+    """The request, for log lines (built only when one is written)."""
+    return f"{scope['method']} {scope['path']}"  # type: ignore[typeddict-item]
+
+
 def _header_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
     return [value for key, value in headers if key.lower() == name]
 
@@ -277,6 +291,34 @@ class CORSMiddleware:
         self.config = config
         # The CORS headers for each allowed origin (and None), encoded once.
         self._expected: dict[str | None, tuple[tuple[bytes, bytes], ...]] = {}
+        # The policy's answer per Origin value (the policy never changes; issue 12: parsing
+        # and canonicalising the same Origin on every request was a tenth of this layer).
+        self._decisions: dict[bytes, str | None] = {}
+        # Vary values as sent by the app -> the merged value and whether it named Origin.
+        self._vary: dict[tuple[str, ...], tuple[bytes, bool]] = {}
+
+    def _decision(self, origins: list[bytes]) -> str | None:
+        if len(origins) != 1:
+            return None
+        value = origins[0]
+        try:
+            return self._decisions[value]
+        except KeyError:
+            pass
+        if len(self._decisions) >= _EXPECTED_CACHE_SIZE:
+            self._decisions.clear()
+        decision = self._decisions[value] = self.config.allowed_origin(origins)
+        return decision
+
+    def _merged_vary(self, vary: list[str]) -> tuple[bytes, bool]:
+        key = tuple(vary)
+        merged = self._vary.get(key)
+        if merged is None:
+            if len(self._vary) >= _EXPECTED_CACHE_SIZE:
+                self._vary.clear()
+            varies_on_origin = "origin" in merge_vary(vary).lower().split(", ")
+            merged = self._vary[key] = (merge_vary(vary, "Origin").encode(), varies_on_origin)
+        return merged
 
     def _expected_headers(self, origin: str | None) -> tuple[tuple[bytes, bytes], ...]:
         expected = self._expected.get(origin)
@@ -307,10 +349,10 @@ class CORSMiddleware:
                 origins.append(value)
             elif name == _REQUEST_METHOD_BYTES:
                 requested_method.append(value)
-        origin = self.config.allowed_origin(origins) if origins else None
+        origin = self._decision(origins) if origins else None
         scope[ORIGIN_SCOPE_KEY] = origin  # type: ignore[literal-required]
-        where = f"{scope['method']} {scope['path']}"
         if scope["method"] == "OPTIONS" and origins and requested_method:
+            where = _where(scope)
             await self._answer_preflight(scope, send, origins, origin, requested_method, where)
             return
         expected = self._expected_headers(origin)
@@ -329,7 +371,7 @@ class CORSMiddleware:
             await _send_json(
                 send,
                 status,
-                self._corrected(kept, expected, where, status),
+                self._corrected(kept, expected, scope, status),
                 error_body_bytes(status),
                 head=scope["method"] == "HEAD",
             )
@@ -343,14 +385,16 @@ class CORSMiddleware:
                     _header_values(headers, b"content-type")
                 ).startswith(_JSON_CONTENT_TYPE_BYTES):
                     log.warning(
-                        "CORS safety net replaced a non-JSON %s error body on %s", status, where
+                        "CORS safety net replaced a non-JSON %s error body on %s",
+                        status,
+                        _where(scope),
                     )
                     state["replacing"] = True
                     await send_error(status, headers)
                     return
                 message = {
                     **message,
-                    "headers": self._corrected(headers, expected, where, status),
+                    "headers": self._corrected(headers, expected, scope, status),
                 }
             elif message["type"] == "http.response.body" and state["replacing"]:
                 return
@@ -359,16 +403,16 @@ class CORSMiddleware:
         try:
             await self.app(scope, watched_receive, guarded_send)  # type: ignore[arg-type]
         except Exception:
-            log.exception("Unhandled exception escaped the app on %s", where)
+            log.exception("Unhandled exception escaped the app on %s", _where(scope))
             if state["started"]:
                 raise  # part of the response is out: let the server abort the connection
             await send_error(500, [])
             return
         if not state["started"] and state["disconnected"]:
             # The client went away and Quart cancelled the view: nobody to answer, no error.
-            log.info("The client disconnected before the response on %s", where)
+            log.info("The client disconnected before the response on %s", _where(scope))
         elif not state["started"]:
-            log.error("The app returned no response on %s", where)
+            log.error("The app returned no response on %s", _where(scope))
             await send_error(500, [])
 
     async def _websocket(
@@ -426,7 +470,7 @@ class CORSMiddleware:
         self,
         headers: list[tuple[bytes, bytes]],
         expected: tuple[tuple[bytes, bytes], ...],
-        where: str,
+        scope: Scope,
         status: int,
     ) -> list[tuple[bytes, bytes]]:
         """``headers`` with exactly the ``expected`` CORS headers and ``Vary: Origin``; a
@@ -443,15 +487,14 @@ class CORSMiddleware:
                 present.append((name, value))
             else:
                 others.append((key, value))
-        merged_vary = merge_vary(vary, "Origin")
-        varies_on_origin = "origin" in merge_vary(vary).lower().split(", ")
+        merged_vary, varies_on_origin = self._merged_vary(vary)
         if sorted(present) != sorted(expected) or not varies_on_origin:
             log.warning(
                 "CORS safety net corrected headers on %s (status %s): had %s%s, set %s",
-                where,
+                _where(scope),
                 status,
                 sorted((k.decode("latin-1"), v.decode("latin-1")) for k, v in present),
                 "" if varies_on_origin else " and no Vary: Origin",
                 sorted((k.decode("latin-1"), v.decode("latin-1")) for k, v in expected),
             )
-        return [*others, *expected, (b"vary", merged_vary.encode())]
+        return [*others, *expected, (b"vary", merged_vary)]

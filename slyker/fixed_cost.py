@@ -9,6 +9,11 @@ bench.profile_health``):
   serializer built each time) although slyker keeps no server session (tokens and the cart
   token are its own). :class:`NoSessions` makes every session the null session, which also
   turns an accidental ``session[...] = ...`` into an error instead of a silent cookie.
+- quart-schema converts every view result by trying each model kind in turn (pydantic
+  dataclass, TypedDict, BaseModel, msgspec, attrs, ...) for the body and again for the
+  headers, reading three settings through ``current_app`` each time: ~8 µs for
+  ``/health/``'s dataclass. :func:`convert_plain_dataclass_results` answers a result whose
+  body is a plain dataclass (every slyker response model) with the same dump directly.
 - Quart asks ``inspect.iscoroutinefunction`` of every hook, view and handler each time it
   calls one (``ensure_async``: ten times for ``GET /health/``, ~4 % of it).
   :func:`cache_ensure_async` remembers the answer per function.
@@ -16,14 +21,16 @@ bench.profile_health``):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
 
 import quart.app
 import quart_schema.conversion
+import quart_schema.extension
 from pydantic import TypeAdapter
-from quart import Quart
+from quart import Quart, current_app
 from quart.sessions import SessionInterface
 
 # Distinct types are few (one per declared request/response model and list/dict): bounded
@@ -51,6 +58,61 @@ def cache_type_adapters() -> None:
     (quart-schema 0.25); replace that name. tests/test_fixed_cost.py fails if a new
     quart-schema stops using it, so the saving cannot silently disappear."""
     quart_schema.conversion.TypeAdapter = shared_type_adapter  # type: ignore[misc,assignment]
+
+
+_quart_schema_convert = quart_schema.conversion.convert_response_return_value
+# type -> whether quart-schema's model_dump would dump it with its plain-dataclass branch.
+_plain_dataclass_types: dict[type, bool] = {}
+
+
+def _is_plain_dataclass(kind: type) -> bool:
+    plain = _plain_dataclass_types.get(kind)
+    if plain is None:
+        conversion = quart_schema.conversion
+        # The branches model_dump tries before its dataclass one, in its order.
+        plain = (
+            dataclasses.is_dataclass(kind)
+            and conversion.PYDANTIC_INSTALLED
+            and not conversion.is_pydantic_dataclass(kind)
+            and not conversion.is_typeddict(kind)
+            and not issubclass(kind, (conversion.BaseModel, conversion.Struct))
+            and not conversion.is_attrs(kind)
+        )
+        if len(_plain_dataclass_types) >= _ADAPTER_CACHE_SIZE:
+            _plain_dataclass_types.clear()
+        _plain_dataclass_types[kind] = plain
+    return plain
+
+
+def convert_response_result(result: Any) -> Any:
+    """quart-schema's ``convert_response_return_value`` with its answer for the usual case
+    given directly: a plain dataclass body, alone or with a status (and no headers), and
+    no camelCase or msgspec preference. Anything else goes to quart-schema's own;
+    tests/test_fixed_cost.py compares the two."""
+    is_tuple = type(result) is tuple
+    value = result[0] if is_tuple and result else result
+    if not _is_plain_dataclass(type(value)):
+        return _quart_schema_convert(result)
+    if is_tuple and not (
+        (len(result) == 2 and isinstance(result[1], int))
+        or (len(result) == 3 and result[2] is None)
+    ):
+        return _quart_schema_convert(result)
+    config = current_app.config
+    if config["QUART_SCHEMA_CONVERT_CASING"] or (
+        config["QUART_SCHEMA_CONVERSION_PREFERENCE"] == "msgspec"
+    ):
+        return _quart_schema_convert(result)
+    dumped = shared_type_adapter(type(value)).dump_python(
+        value, **(config["QUART_SCHEMA_PYDANTIC_DUMP_OPTIONS"] or {})
+    )
+    return (dumped, *result[1:]) if is_tuple else dumped
+
+
+def convert_plain_dataclass_results() -> None:
+    """quart-schema's make_response wrapper looks the converter up in its extension module
+    at each call (quart-schema 0.25); tests/test_fixed_cost.py fails if that stops."""
+    quart_schema.extension.convert_response_return_value = convert_response_result  # type: ignore[attr-defined]
 
 
 class NoSessions(SessionInterface):
@@ -93,5 +155,6 @@ def cache_ensure_async(app: Quart) -> None:
 
 def remove_fixed_costs(app: Quart) -> None:
     cache_type_adapters()
+    convert_plain_dataclass_results()
     app.session_interface = NoSessions()
     cache_ensure_async(app)

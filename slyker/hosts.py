@@ -63,6 +63,11 @@ def host_allowed(header: str | None, allowed_hosts: tuple[str, ...], client: obj
     return host in LOOPBACK_HOSTS and is_loopback_client(client)
 
 
+# Host header values seen recently that ALLOWED_HOSTS allows (whoever the client): a server
+# is addressed by a few names, a bound keeps made-up ones from growing it.
+_ALLOWED_CACHE_SIZE = 256
+
+
 class AllowedHostsMiddleware:
     """400 (JSON, before routing) for a request or handshake with a ``Host`` not allowed.
 
@@ -73,14 +78,31 @@ class AllowedHostsMiddleware:
     def __init__(self, app: ASGIFramework, allowed_hosts: tuple[str, ...]) -> None:
         self.app = app
         self.allowed_hosts = allowed_hosts
+        # The answer for a Host value that ALLOWED_HOSTS itself allows does not depend on the
+        # client: kept, so the usual request skips the parse and the match (issue 12).
+        self._allowed_values: set[bytes] = set()
+
+    def _allowed(self, values: list[bytes], client: object) -> bool:
+        if len(values) != 1:
+            return False
+        if values[0] in self._allowed_values:
+            return True
+        header = values[0].decode("latin-1")
+        if not host_allowed(header, self.allowed_hosts, client):
+            return False
+        host = host_name(header)
+        if self.allowed_hosts and host is not None and host_matches(host, self.allowed_hosts):
+            if len(self._allowed_values) >= _ALLOWED_CACHE_SIZE:
+                self._allowed_values.clear()
+            self._allowed_values.add(values[0])
+        return True
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] in ("http", "websocket"):
             values = [value for name, value in scope["headers"] if name.lower() == b"host"]
-            header = values[0].decode("latin-1") if len(values) == 1 else None
-            if not host_allowed(header, self.allowed_hosts, scope.get("client")):
+            if not self._allowed(values, scope.get("client")):
                 log.warning(
                     "Refused %s %s for Host %s (not in ALLOWED_HOSTS)",
                     scope["type"],

@@ -22,6 +22,18 @@ if TYPE_CHECKING:
 
 
 class APIRequest(Request):
+    @property
+    def blueprints(self) -> list[str]:
+        """Quart's answer, computed once per matched rule: Quart asks for it three times per
+        request (before, after and teardown hooks) and each time re-derives it from the
+        endpoint (issue 12). Quart's own list is shared too (``_split_blueprint_path`` is
+        cached), so callers already treat it as read-only."""
+        rule = self.url_rule
+        cached = self.__dict__.get("_slyker_blueprints")
+        if cached is None or cached[0] is not rule:
+            cached = self.__dict__["_slyker_blueprints"] = (rule, super().blueprints)
+        return cached[1]  # type: ignore[no-any-return]
+
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         """As Quart's, but a body that is not declared ``application/json`` is a 415, and
         the body is parsed by :func:`slyker.validation.parse_json_body`: not UTF-8, nested

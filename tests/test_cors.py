@@ -117,6 +117,32 @@ async def test_vary_is_merged_not_clobbered(app: Quart) -> None:
     assert vary_items(list(response.headers.items())) == ["accept-encoding", "cookie", "origin"]
 
 
+async def test_fill_in_skips_what_quart_cors_decorated_and_fills_what_it_skipped(
+    app: Quart, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fill-in hook leaves a response quart-cors decorated alone (nothing filled in); a
+    view quart-cors skips still gets every header from the fill-in, so the net has nothing
+    to correct."""
+    from quart_cors import cors_exempt
+
+    @app.get("/_probe/exempt/")
+    @cors_exempt
+    async def exempt() -> Any:
+        return {"ok": True}
+
+    client = app.test_client()
+    with caplog.at_level(logging.DEBUG, logger="slyker.cors"):
+        decorated = await client.get("/health/", headers={"Origin": ALLOWED_ORIGIN})
+        skipped = await client.get("/_probe/exempt/", headers={"Origin": ALLOWED_ORIGIN})
+    for response in (decorated, skipped):
+        assert response.headers.getlist("Access-Control-Allow-Origin") == [ALLOWED_ORIGIN]
+        assert response.headers.getlist("Access-Control-Allow-Credentials") == ["true"]
+        assert "origin" in vary_items(list(response.headers.items()))
+    filled = [r.getMessage() for r in caplog.records if "filled in" in r.getMessage()]
+    assert filled and all("/_probe/exempt/" in message for message in filled)
+    assert not [r for r in caplog.records if "safety net" in r.getMessage()]
+
+
 async def test_request_id_is_kept_when_sane_and_replaced_otherwise(app: Quart) -> None:
     client = app.test_client()
     kept = await client.get("/health/", headers={"X-Request-ID": "lb-1234.abc:9"})
