@@ -18,7 +18,7 @@ from slyker.blueprints.billing import (
 )
 from slyker.cli import run_with_database
 from slyker.outbound import own_http_client
-from slyker.services import paynow as paynow_service
+from slyker.services import paynow_protocol
 from slyker.services import whois as whois_service
 from slyker.services.catalog_cache import announce_change
 from slyker.services.demo_catalog import load_demo_catalog
@@ -43,8 +43,8 @@ def init_app(app: Quart) -> None:
     # One pooled client per third party, closed after serving.
     own_http_client(
         app,
-        paynow_service.HTTP_CLIENT_KEY,
-        lambda: paynow_service.new_http_client(settings.billing.paynow),
+        paynow_protocol.HTTP_CLIENT_KEY,
+        lambda: paynow_protocol.new_http_client(settings.billing.paynow),
     )
     own_http_client(
         app, whois_service.HTTP_CLIENT_KEY, lambda: whois_service.new_http_client(settings)

@@ -204,77 +204,12 @@ class MessageWriter:
         New conversations go first (``ON CONFLICT DO NOTHING``: a taken session id creates
         nothing and answers None); no message of the batch can belong to one of them (its
         first message waits for its opening)."""
-        _, create_conversation = _conversation_insert(database)
-        new_conversations = [values for _, values in openings]
-        touched = sorted({message.conversation.id for message in batch})
-        reopened = sorted({message.conversation.id for message in batch if message.reopen})
-        values = [
-            (
-                message.conversation.id,
-                message.sender_type.value,
-                message.sender_name,
-                message.text,
-                message.notice,
-                now,
-            )
-            for message in batch
-        ]
-
-        def write(connection: sqlite3.Connection) -> tuple[list[int], list[int | None]]:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                conversation_ids: list[int | None] = []
-                for values_ in new_conversations:
-                    cursor = connection.execute(create_conversation, values_)
-                    conversation_ids.append(cursor.lastrowid if cursor.rowcount == 1 else None)
-                ids = [
-                    connection.execute(
-                        f'INSERT INTO "{MESSAGES_TABLE}" ("conversation_id", "sender_type",'
-                        ' "sender_name", "text", "is_notice", "created_at")'
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        row,
-                    ).lastrowid
-                    or 0
-                    for row in values
-                ]
-                if touched:
-                    marks = ", ".join("?" * len(touched))
-                    connection.execute(
-                        f'UPDATE "{CONVERSATIONS_TABLE}" SET "last_active_at" = ?'
-                        f' WHERE "id" IN ({marks})',
-                        [now, *touched],
-                    )
-                if reopened:
-                    marks = ", ".join("?" * len(reopened))
-                    connection.execute(
-                        f'UPDATE "{CONVERSATIONS_TABLE}" SET "status" = ?, "closed_at" = NULL'
-                        f' WHERE "status" = ? AND "id" IN ({marks})',
-                        [
-                            ConversationStatus.ACTIVE.value,
-                            ConversationStatus.CLOSED.value,
-                            *reopened,
-                        ],
-                    )
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-            return ids, conversation_ids
-
+        transaction = _SqliteTransaction.of(batch, openings, database, now)
         async with database.acquire_connection() as connection:
-            ids, conversation_ids = await connection._execute(write, connection._conn)
+            ids, conversation_ids = await connection._execute(transaction.run, connection._conn)
         for row, row_id in zip(rows, ids, strict=True):
             row.id = row_id
-        opened: list[Conversation | None] = []
-        for (draft, _), conversation_id in zip(openings, conversation_ids, strict=True):
-            if conversation_id is None:
-                opened.append(None)
-                continue
-            draft.id = conversation_id
-            draft._saved_in_db = True
-            opened.append(draft)
-        return opened
+        return _opened_conversations(openings, conversation_ids)
 
     async def _write_transaction(
         self, batch: list[NewMessage], rows: list[ChatMessage], now: datetime
@@ -342,6 +277,116 @@ class MessageWriter:
         )
         for row, row_id in zip(rows, sorted(newest), strict=True):
             row.id = row_id
+
+
+@dataclass(slots=True)
+class _SqliteTransaction:
+    """One batch's writes on SQLite, prepared on the event loop, then run in one call on
+    aiosqlite's thread (:meth:`MessageWriter._write_sqlite` says why)."""
+
+    create_conversation: str  # the INSERT of a conversation (``ON CONFLICT DO NOTHING``)
+    new_conversations: list[list[Any]]  # its parameters, one list per opening
+    messages: list[tuple[Any, ...]]  # one INSERT's parameters per message
+    touched: list[int]  # conversations with a new message: last_active_at = now
+    reopened: list[int]  # conversations a visitor wrote to: closed → active
+    now: datetime
+
+    @classmethod
+    def of(
+        cls,
+        batch: list[NewMessage],
+        openings: list[tuple[Conversation, list[Any]]],
+        database: SqliteClient,
+        now: datetime,
+    ) -> _SqliteTransaction:
+        _, create_conversation = _conversation_insert(database)
+        return cls(
+            create_conversation=create_conversation,
+            new_conversations=[values for _, values in openings],
+            touched=sorted({message.conversation.id for message in batch}),
+            reopened=sorted({message.conversation.id for message in batch if message.reopen}),
+            messages=[
+                (
+                    message.conversation.id,
+                    message.sender_type.value,
+                    message.sender_name,
+                    message.text,
+                    message.notice,
+                    now,
+                )
+                for message in batch
+            ],
+            now=now,
+        )
+
+    def run(self, connection: sqlite3.Connection) -> tuple[list[int], list[int | None]]:
+        """All of it or nothing (on aiosqlite's thread): the messages' ids and the new
+        conversations' ids (None where the session id was taken)."""
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            conversation_ids = self._insert_conversations(connection)
+            ids = self._insert_messages(connection)
+            self._update_conversations(connection)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        return ids, conversation_ids
+
+    def _insert_conversations(self, connection: sqlite3.Connection) -> list[int | None]:
+        conversation_ids: list[int | None] = []
+        for values in self.new_conversations:
+            cursor = connection.execute(self.create_conversation, values)
+            conversation_ids.append(cursor.lastrowid if cursor.rowcount == 1 else None)
+        return conversation_ids
+
+    def _insert_messages(self, connection: sqlite3.Connection) -> list[int]:
+        return [
+            connection.execute(
+                f'INSERT INTO "{MESSAGES_TABLE}" ("conversation_id", "sender_type",'
+                ' "sender_name", "text", "is_notice", "created_at")'
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                row,
+            ).lastrowid
+            or 0
+            for row in self.messages
+        ]
+
+    def _update_conversations(self, connection: sqlite3.Connection) -> None:
+        """The touched conversations' last activity, and the reopened ones' status."""
+        if self.touched:
+            marks = ", ".join("?" * len(self.touched))
+            connection.execute(
+                f'UPDATE "{CONVERSATIONS_TABLE}" SET "last_active_at" = ? WHERE "id" IN ({marks})',
+                [self.now, *self.touched],
+            )
+        if self.reopened:
+            marks = ", ".join("?" * len(self.reopened))
+            connection.execute(
+                f'UPDATE "{CONVERSATIONS_TABLE}" SET "status" = ?, "closed_at" = NULL'
+                f' WHERE "status" = ? AND "id" IN ({marks})',
+                [
+                    ConversationStatus.ACTIVE.value,
+                    ConversationStatus.CLOSED.value,
+                    *self.reopened,
+                ],
+            )
+
+
+def _opened_conversations(
+    openings: list[tuple[Conversation, list[Any]]], conversation_ids: list[int | None]
+) -> list[Conversation | None]:
+    """Each opening's conversation, now saved with its id, or None where nothing was created."""
+    opened: list[Conversation | None] = []
+    for (draft, _), conversation_id in zip(openings, conversation_ids, strict=True):
+        if conversation_id is None:
+            opened.append(None)
+            continue
+        draft.id = conversation_id
+        draft._saved_in_db = True
+        opened.append(draft)
+    return opened
 
 
 def _conversation_insert(database: SqliteClient) -> tuple[list[str], str]:

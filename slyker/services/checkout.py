@@ -42,6 +42,7 @@ from slyker.services.errors import (
     UpstreamError,
 )
 from slyker.services.invoicing import InvoiceLine, create_invoice
+from slyker.services.paynow_protocol import PaynowNotConfigured
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ async def checkout(
         return await _with_payment(existing, user, terms, created=False)
     missing = terms.paynow.missing if payment_method == "paynow" else None
     if missing is not None:
-        raise paynow_service.PaynowNotConfigured(missing)
+        raise PaynowNotConfigured(missing)
     if cart.user_id != user.id:
         raise CartNotFound("Cart not found.")
     invoice: Invoice | None = None

@@ -30,7 +30,7 @@ from slyker.services.carts import CartIdentity, ItemChoice
 from slyker.services.checkout import CheckoutTerms, checkout
 from slyker.services.errors import CartNotFound, InvalidInput
 from slyker.services.invoicing import DraftLine, InvoiceLine, create_draft, create_invoice
-from slyker.services.paynow import PaynowNotConfigured
+from slyker.services.paynow_protocol import PaynowNotConfigured
 from tests.api import db, make_user, seed_catalog
 
 pytestmark = pytest.mark.usefixtures("cheap_password_hashing")

@@ -13,7 +13,8 @@ import pytest
 
 from slyker.areas.billing_settings import PaynowSettings
 from slyker.services.errors import Conflict, InvalidInput, UpstreamError
-from slyker.services.paynow import (
+from slyker.services.paynow import check_paynow_reference, transaction_status
+from slyker.services.paynow_protocol import (
     InvalidHash,
     MalformedMessage,
     PaymentRequest,
@@ -22,14 +23,12 @@ from slyker.services.paynow import (
     PaynowNotConfigured,
     StatusReport,
     check_mobile_method,
-    check_paynow_reference,
     hash_is_valid,
     message_hash,
     new_http_client,
     normalise_phone,
     parse_message,
     signed,
-    transaction_status,
     verify_status_update,
 )
 from tests.paynow_simulator import INSUFFICIENT_BALANCE_PHONE, PaynowSimulator

@@ -31,7 +31,7 @@ from slyker.pricing import MAX_QUANTITY
 from slyker.ratelimit import SettingRateLimit, client_address
 from slyker.services import carts as cart_service
 from slyker.services import checkout as checkout_service
-from slyker.services import paynow as paynow_service
+from slyker.services import paynow_protocol
 from slyker.services.carts import CartIdentity, CartView, ItemChoice
 from slyker.settings import current_settings
 from slyker.validation import NO_NUL, Id
@@ -436,7 +436,7 @@ async def checkout(cart_id: int, data: CheckoutIn) -> tuple[CheckoutOut, int]:
             settings.billing.tax_rate,
             settings.billing.invoice_due_days,
             settings.billing.paynow,
-            http_client(paynow_service.HTTP_CLIENT_KEY),
+            http_client(paynow_protocol.HTTP_CLIENT_KEY),
         ),
     )
     return CheckoutOut.of(result), 201 if result.created else 200

@@ -1,7 +1,8 @@
 """Paynow payments: pay an invoice on Paynow's page or by mobile money, poll a payment's
 status, and the result URL Paynow POSTs status updates to.
 
-The rules (hashes, exactly-once settlement) live in :mod:`slyker.services.paynow`.
+The rules live in :mod:`slyker.services.paynow` (exactly-once settlement) and
+:mod:`slyker.services.paynow_protocol` (hashes, messages, the HTTP client).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from slyker.models.paynow import PaynowTransaction
 from slyker.money import as_string
 from slyker.outbound import http_client
 from slyker.services import paynow as paynow_service
+from slyker.services import paynow_protocol
 from slyker.settings import current_settings
 
 blueprint = Blueprint("paynow", __name__, url_prefix="/api/billing")
@@ -118,7 +120,7 @@ async def paynow_payment(invoice_id: int) -> tuple[PaynowAttemptOut, int]:
     invoice = await own_invoice(invoice_id)
     attempt = await paynow_service.start_payment(
         current_settings().billing.paynow,
-        http_client(paynow_service.HTTP_CLIENT_KEY),
+        http_client(paynow_protocol.HTTP_CLIENT_KEY),
         invoice,
         authenticated_user(),
     )
@@ -138,10 +140,10 @@ async def express_checkout(
     what the customer should do. Poll ``payments/{payment_id}/check_paynow_status/`` until
     ``paid`` (or ``payment_status`` is ``failed``)."""
     invoice = await own_invoice(invoice_id)
-    phone = paynow_service.normalise_phone(data.phone)
+    phone = paynow_protocol.normalise_phone(data.phone)
     attempt = await paynow_service.start_payment(
         current_settings().billing.paynow,
-        http_client(paynow_service.HTTP_CLIENT_KEY),
+        http_client(paynow_protocol.HTTP_CLIENT_KEY),
         invoice,
         authenticated_user(),
         phone=phone,
@@ -164,7 +166,7 @@ async def check_paynow_status(payment_id: int) -> PaynowAttemptOut:
     if transaction is None:
         raise APIError(404, "Paynow payment not found.")
     result = await paynow_service.check_status(
-        current_settings().billing.paynow, http_client(paynow_service.HTTP_CLIENT_KEY), transaction
+        current_settings().billing.paynow, http_client(paynow_protocol.HTTP_CLIENT_KEY), transaction
     )
     return await attempt_out(result.transaction)
 
@@ -172,7 +174,7 @@ async def check_paynow_status(payment_id: int) -> PaynowAttemptOut:
 @blueprint.post("/paynow/result/")
 @ignores_bearer_header
 # Documented, not parsed by quart-schema: the hash is checked over the raw body's fields in
-# the order Paynow sent them (slyker.services.paynow.verify_status_update).
+# the order Paynow sent them (slyker.services.paynow_protocol.verify_status_update).
 @document_request(PaynowStatusUpdate, source=DataSource.FORM)
 @validate_response(ResultAck, 200)
 async def paynow_result() -> ResultAck:
