@@ -159,13 +159,10 @@ class WebsocketConnection(ASGIWebsocketConnection):
     and waits for the first to finish from a third, per socket for its whole life."""
 
     def __init__(self, app: Quart, scope: WebsocketScope) -> None:
-        # Quart's __init__ sets exactly these (tests/test_wrappers.py checks it still does),
-        # but makes an asyncio.Queue: not called.
-        self.app = app
-        self.scope = scope
+        super().__init__(app, scope)
+        # Quart's asyncio.Queue is dropped at once (the handshake's only cost of it), so an
+        # idle socket holds only the inbox.
         self.queue = WebsocketInbox()  # type: ignore[assignment]
-        self._accepted = False
-        self._closed = False
 
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         """As Quart's: the client's frames are read into the queue by a task of their own;
