@@ -18,8 +18,9 @@ from slyker.access_log import (
     LazyAccessLogAtoms,
     flush_access_log,
 )
-from slyker.serve import parse_config
-from slyker.settings import SettingsError
+from slyker.serve import EXIT_FATAL, parse_config
+from slyker.serve import main as serve_main
+from slyker.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCTION_FORMAT = tomllib.loads((ROOT / "hypercorn.toml").read_text())["access_log_format"]
@@ -228,3 +229,17 @@ async def test_another_formatter_or_a_filter_goes_through_records(tmp_path: Path
     finally:
         logger.access_logger.filters.clear()
     assert (tmp_path / "access.log").read_text().count("custom ") == 1
+
+
+def test_serve_refuses_a_bad_flush_delay_before_any_worker_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ACCESS_LOG_FLUSH_SECONDS", "-2")
+    assert serve_main(["--config", str(ROOT / "hypercorn.toml")]) == EXIT_FATAL
+    assert "ACCESS_LOG_FLUSH_SECONDS" in capsys.readouterr().err
+
+
+def test_the_app_refuses_a_bad_flush_delay_too() -> None:
+    with pytest.raises(SettingsError, match="ACCESS_LOG_FLUSH_SECONDS"):
+        load_settings({"SECRET_KEY": "k" * 40, "ACCESS_LOG_FLUSH_SECONDS": "90"})
+    assert load_settings({"SECRET_KEY": "k" * 40}).access_log_flush_seconds == 1.0
