@@ -8,16 +8,35 @@ every request). :class:`LazyAccessLogAtoms` computes only the atoms the format a
 atom it has no fast path for comes from Hypercorn's own ``AccessLogAtoms``, built once for
 that line, so every format gives the same line as with Hypercorn's logger.
 
-``python -m slyker serve`` installs :class:`AccessLogger` (``Config.logger_class``).
+``python -m slyker serve`` installs :class:`AccessLogger` (``Config.logger_class``). With
+``ACCESS_LOG_FLUSH_SECONDS`` > 0 (default 1) the access log is buffered, like nginx's
+``access_log ... buffer= flush=``: Hypercorn's access handler is wrapped by
+:class:`BufferedAccessHandler`, which writes what waits at most that many seconds later (a
+timer on the event loop), when 64 KiB wait, and when the worker stops (``serve.py`` flushes
+it; ``logging.shutdown`` at exit too). While the access logger is Hypercorn's own (one
+handler, no filters), the line is formatted directly, in the very format Hypercorn's handler
+would give it, without a ``LogRecord``. Error logs are never buffered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from hypercorn.config import Config
 from hypercorn.logging import AccessLogAtoms, Logger
+
+ACCESS_LOGGER_NAME = "hypercorn.access"
+BUFFER_LIMIT = 64 * 1024  # characters waiting before they are written without the timer
+# Hypercorn's access-log line (its handler's formatter), which the direct line reproduces;
+# a handler whose formatter gives anything else goes through ``LogRecord``s.
+HYPERCORN_DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
 
 
 def _header(headers: Any, name: bytes) -> str:
@@ -84,11 +103,146 @@ class LazyAccessLogAtoms(Mapping[str, Any]):
         return len(self._all())
 
 
+class BufferedAccessHandler(logging.Handler):
+    """Hypercorn's access-log handler (a ``StreamHandler`` or ``FileHandler``), its lines
+    kept in memory and written ``flush_seconds`` after the first one waiting (a timer on the
+    running event loop), once ``BUFFER_LIMIT`` characters wait, on :meth:`flush` and on
+    :meth:`close`. ``flush_seconds`` 0 writes every line at once."""
+
+    def __init__(self, inner: logging.StreamHandler[Any], flush_seconds: float) -> None:
+        super().__init__(inner.level)
+        self.inner = inner
+        self.flush_seconds = flush_seconds
+        self.setFormatter(inner.formatter)
+        self._waiting: list[str] = []
+        self._waiting_size = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._second = -1  # the second _asctime was computed for
+        self._asctime = ""
+        # The direct line is only valid while the formatter gives what it would give: asked
+        # once, with a record made as logger.info makes one.
+        probe = logging.LogRecord(ACCESS_LOGGER_NAME, logging.INFO, "", 0, "probe %s", ("x",), None)
+        try:
+            expected = inner.format(probe) if inner.formatter is not None else None
+        except Exception:
+            expected = None
+        self.formats_like_hypercorn = expected == self.line("probe x", probe.created)
+
+    def line(self, message: str, created: float) -> str:
+        """What Hypercorn's formatter makes of an INFO record of ``message`` at ``created``."""
+        second = int(created)
+        if second != self._second:
+            self._asctime = time.strftime(HYPERCORN_DATE_FORMAT, time.localtime(created))
+            self._second = second
+        return f"{self._asctime} [{os.getpid()}] [INFO] {message}"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # as StreamHandler.emit does
+            self.handleError(record)
+            return
+        self.write(text)
+
+    def write(self, text: str) -> None:
+        """Keep one formatted line (without its newline); write it now or later."""
+        with self.lock:  # type: ignore[union-attr]
+            self._waiting.append(text + "\n")
+            self._waiting_size += len(text) + 1
+            if self.flush_seconds <= 0 or self._waiting_size >= BUFFER_LIMIT:
+                self._write_waiting()
+                return
+            if self._timer is not None:
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop here (a thread, a script): no timer to set
+                self._write_waiting()
+                return
+            self._timer = loop.call_later(self.flush_seconds, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_waiting()
+
+    def _write_waiting(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._waiting:
+            return
+        text = "".join(self._waiting)
+        self._waiting.clear()
+        self._waiting_size = 0
+        stream = self.inner.stream
+        if stream is None:  # a FileHandler closed by someone else
+            return
+        try:
+            stream.write(text)
+            stream.flush()
+        except Exception:  # a full disk, a closed pipe: say so, as logging does, and go on
+            if logging.raiseExceptions and sys.stderr is not None:
+                sys.stderr.write(f"--- access log: {len(text)} characters not written\n")
+
+    def close(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_waiting()
+            self.inner.close()
+            super().close()
+
+
+_BUFFERS_LOCK = threading.Lock()
+
+
+def _buffer_access_handler(
+    logger: logging.Logger, flush_seconds: float
+) -> BufferedAccessHandler | None:
+    """Wrap the access logger's handler as Hypercorn made it (one ``StreamHandler``)."""
+    with _BUFFERS_LOCK:
+        handlers = logger.handlers
+        if len(handlers) != 1:
+            return None
+        if isinstance(handlers[0], BufferedAccessHandler):  # a second Logger for the same name
+            handlers[0].close()
+            return None
+        if type(handlers[0]) not in (logging.StreamHandler, logging.FileHandler):
+            return None
+        buffered = BufferedAccessHandler(handlers[0], flush_seconds)  # type: ignore[arg-type]
+        logger.handlers = [buffered]
+        return buffered
+
+
+def flush_access_log() -> None:
+    """Write every buffered access line now (a worker stopping)."""
+    for handler in logging.getLogger(ACCESS_LOGGER_NAME).handlers:
+        handler.flush()
+
+
 class AccessLogger(Logger):
-    """Hypercorn's logger with :class:`LazyAccessLogAtoms` for the access log, and the line's
-    record made directly: ``logger.info`` would look for its caller's file and line on
-    every request (``findCaller``: frames walked, paths normalised), which no access-log
-    format shows. Levels, filters and handlers apply as with ``logger.info``."""
+    """Hypercorn's logger with :class:`LazyAccessLogAtoms` for the access log, the access
+    handler buffered (:class:`BufferedAccessHandler`; ``Config.access_log_flush_seconds``,
+    set by ``python -m slyker serve`` from ACCESS_LOG_FLUSH_SECONDS; 0 or absent: each line
+    at once), and the line made directly: no ``LogRecord`` while the logger is Hypercorn's
+    own, else a record made without ``findCaller`` (``logger.info`` would walk frames for
+    the caller's file and line on every request, which no access-log format shows). Levels,
+    filters and handlers apply as with ``logger.info``."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.buffered: BufferedAccessHandler | None = None
+        logger = self.access_logger
+        flush_seconds = float(getattr(config, "access_log_flush_seconds", 0.0))
+        if (
+            logger is not None
+            and isinstance(config.accesslog, str)  # Hypercorn made the logger and its handler
+            and config.logconfig is None
+            and config.logconfig_dict is None
+        ):
+            self.buffered = _buffer_access_handler(logger, flush_seconds)
 
     def atoms(self, request: Any, response: Any, request_time: float) -> Mapping[str, Any]:
         return LazyAccessLogAtoms(request, response, request_time)
@@ -96,6 +250,20 @@ class AccessLogger(Logger):
     async def access(self, request: Any, response: Any, request_time: float) -> None:
         logger = self.access_logger
         if logger is None or not logger.isEnabledFor(logging.INFO):
+            return
+        buffered = self.buffered
+        if (
+            buffered is not None
+            and buffered.formats_like_hypercorn
+            and not logger.filters
+            and not buffered.filters
+            and not logger.propagate
+            and buffered.level <= logging.INFO
+            and len(logger.handlers) == 1
+            and logger.handlers[0] is buffered
+        ):
+            message = self.access_log_format % self.atoms(request, response, request_time)
+            buffered.write(buffered.line(message, time.time()))
             return
         record = logger.makeRecord(
             logger.name,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import quart_cors
@@ -75,6 +76,12 @@ _ERROR_BODY_HEADERS = (b"content-type", b"content-length", b"transfer-encoding")
 # The scope key holding the request's decision: the Origin to echo, or None.
 ORIGIN_SCOPE_KEY = "slyker.cors_origin"
 _EXPECTED_CACHE_SIZE = 256  # allowed origins seen recently (regex rules allow many)
+# The same decision for the code of the HTTP request CORSMiddleware is passing to the app:
+# read without Quart's ``request`` proxy (a context look-up, then the scope), three times per
+# response (issue 12). Unset (``_UNDECIDED``) anywhere else: WebSocket handshakes, requests
+# that did not pass through the middleware, code outside any request.
+_UNDECIDED = object()
+_decided_origin: ContextVar[object] = ContextVar("slyker_cors_origin", default=_UNDECIDED)
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,9 @@ def request_origin() -> str | None:
     """The current request's allowed Origin (to echo), or None: the decision
     :class:`CORSMiddleware` took for it, else (a request that did not pass through it) taken
     now."""
+    decided = _decided_origin.get()
+    if decided is not _UNDECIDED:
+        return decided  # type: ignore[return-value]
     scope = request.scope
     if ORIGIN_SCOPE_KEY in scope:
         return scope[ORIGIN_SCOPE_KEY]  # type: ignore[no-any-return]
@@ -195,9 +205,12 @@ class _PolicyOrigin:
     uses its own prefix-matching (``re.match``) rule."""
 
     def __eq__(self, other: object) -> bool:
-        if not has_request_context():  # WebSocket handshakes are checked by the chat routes
-            return False
-        return isinstance(other, str) and other == request_origin()
+        decided = _decided_origin.get()
+        if decided is _UNDECIDED:
+            if not has_request_context():  # WebSocket handshakes: the chat routes check them
+                return False
+            decided = request_origin()
+        return isinstance(other, str) and other == decided
 
     def __hash__(self) -> int:
         return id(self)
@@ -400,6 +413,7 @@ class CORSMiddleware:
                 return
             await send(message)  # type: ignore[arg-type]
 
+        decided = _decided_origin.set(origin)
         try:
             await self.app(scope, watched_receive, guarded_send)  # type: ignore[arg-type]
         except Exception:
@@ -408,6 +422,8 @@ class CORSMiddleware:
                 raise  # part of the response is out: let the server abort the connection
             await send_error(500, [])
             return
+        finally:
+            _decided_origin.reset(decided)
         if not state["started"] and state["disconnected"]:
             # The client went away and Quart cancelled the view: nobody to answer, no error.
             log.info("The client disconnected before the response on %s", _where(scope))

@@ -9,8 +9,8 @@ one send wrapper instead of two (issue 12: each layer re-copied every response's
 from __future__ import annotations
 
 import logging
+import os
 import re
-import uuid
 from contextvars import ContextVar
 
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
@@ -49,7 +49,7 @@ class RequestIDMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_id(scope) or new_request_id()
         scope[SCOPE_KEY] = request_id  # type: ignore[literal-required]
         token = current_request_id.set(request_id)
 
@@ -73,6 +73,15 @@ class RequestIDMiddleware:
             await self.app(scope, receive, send_with_id)  # type: ignore[arg-type]
         finally:
             current_request_id.reset(token)
+
+
+def new_request_id() -> str:
+    """What ``uuid.uuid4().hex`` gives (32 hex digits, version 4, RFC 4122 variant), without
+    building a ``UUID`` object: a fifth of the time, on every request (issue 12)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    return raw.hex()
 
 
 def _incoming_id(scope: Scope) -> str | None:

@@ -54,9 +54,10 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import load_application
 
-from slyker.access_log import AccessLogger
+from slyker.access_log import AccessLogger, flush_access_log
 from slyker.lifecycle import start_draining
-from slyker.settings import SettingsError
+from slyker.settings import SettingsError, read_access_log_flush_seconds
+from slyker.settings_reader import Reader
 
 log = logging.getLogger("slyker.serve")
 
@@ -77,8 +78,10 @@ EXIT_USAGE = 2  # bad command line or configuration file
 # --- the command line ------------------------------------------------------------------------
 
 
-def parse_config(argv: list[str]) -> Config:
-    """hypercorn.toml, then the command-line options (which win, as with ``hypercorn``)."""
+def parse_config(argv: list[str], environ: Mapping[str, str] | None = None) -> Config:
+    """hypercorn.toml, then the command-line options (which win, as with ``hypercorn``), and
+    ACCESS_LOG_FLUSH_SECONDS from ``environ`` (default ``os.environ``; a bad value raises
+    :class:`SettingsError` before any worker starts)."""
     parser = argparse.ArgumentParser(
         prog="python -m slyker serve",
         description="Hypercorn workers under a supervisor that replaces dead ones.",
@@ -126,6 +129,10 @@ def parse_config(argv: list[str]) -> Config:
     if not 0 <= args.drain_delay <= 60:
         parser.error(f"--drain-delay must be between 0 and 60 seconds, not {args.drain_delay}")
     config.drain_delay = args.drain_delay  # type: ignore[attr-defined]  # ours, not Hypercorn's
+    # Read by AccessLogger (slyker.access_log) in each worker; ours, not Hypercorn's.
+    config.access_log_flush_seconds = read_access_log_flush_seconds(  # type: ignore[attr-defined]
+        Reader(os.environ if environ is None else environ)
+    )
     return config
 
 
@@ -150,6 +157,9 @@ def configure_logging(config: Config) -> None:
 def main(argv: list[str]) -> int:
     try:
         config = parse_config(argv)
+    except SettingsError as error:  # ACCESS_LOG_FLUSH_SECONDS (a SystemExit too: first)
+        print(f"python -m slyker serve: {error}", file=sys.stderr)
+        return EXIT_FATAL
     except SystemExit as exit_:  # argparse: usage printed
         return int(exit_.code or 0) and EXIT_USAGE
     except (OSError, ValueError) as error:  # an unreadable or invalid hypercorn.toml
@@ -242,9 +252,12 @@ def run_worker(
         loop.set_exception_handler(_ignore_tls_handshake_errors)
         # Before the app starts: the app's own SIGTERM watcher then stays out of the way.
         loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-        runner.run(
-            worker_serve(app, config, sockets=sockets, shutdown_trigger=serve_until_shutdown)
-        )
+        try:
+            runner.run(
+                worker_serve(app, config, sockets=sockets, shutdown_trigger=serve_until_shutdown)
+            )
+        finally:
+            flush_access_log()  # the buffered lines (ACCESS_LOG_FLUSH_SECONDS); atexit too
 
 
 # --- the supervisor ----------------------------------------------------------------------------

@@ -82,6 +82,9 @@ class Settings:
     password_hash_max_waiting: int
     max_content_length: int
     log_level: str
+    # `python -m slyker serve` buffers access-log lines and writes them at most this many
+    # seconds later (0: each line at once); error logs are never buffered.
+    access_log_flush_seconds: float
     trusted_proxy_hops: int
     api_docs: bool  # /openapi.json, /docs, /redocs, /scalar
     # The areas' sections, each defined (and read) with its area.
@@ -166,11 +169,18 @@ def load_settings(
         password_hash_max_waiting=read.int("PASSWORD_HASH_MAX_WAITING", 32, maximum=10000),
         max_content_length=read.int("MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1),
         log_level=_log_level(read.raw("LOG_LEVEL") or ("DEBUG" if debug else "INFO")),
+        access_log_flush_seconds=read_access_log_flush_seconds(read),
         trusted_proxy_hops=read.int("TRUSTED_PROXY_HOPS", 0),
         accounts=read_accounts_settings(read, front_end_origins=origins or DEV_ORIGINS),
         billing=read_billing_settings(read),
         chat=read_chat_settings(read),
     )
+
+
+def read_access_log_flush_seconds(read: Reader) -> float:
+    """ACCESS_LOG_FLUSH_SECONDS: read here for the app and by ``python -m slyker serve``
+    (the access log is Hypercorn's, set up before any app is loaded)."""
+    return read.float("ACCESS_LOG_FLUSH_SECONDS", 1.0, minimum=0.0, maximum=60.0)
 
 
 def _database_settings(read: Reader) -> dict[str, Any]:

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
-from quart import Quart
+from quart import Quart, jsonify
 
-from slyker.cors import CORSConfig, CORSMiddleware
-from slyker.request_id import RequestIDMiddleware
+from slyker.cors import (
+    _UNDECIDED,
+    CORSConfig,
+    CORSMiddleware,
+    _decided_origin,
+    _PolicyOrigin,
+    request_origin,
+)
+from slyker.request_id import RequestIDMiddleware, new_request_id
 from slyker.settings import load_settings
 from tests.conftest import TEST_SECRET_KEY
 from tests.contract_app import ALLOWED_ORIGIN, create_contract_app
@@ -151,6 +160,11 @@ async def test_request_id_is_kept_when_sane_and_replaced_otherwise(app: Quart) -
         replaced = await client.get("/health/", headers={"X-Request-ID": bad})
         [generated] = replaced.headers.getlist("X-Request-ID")
         assert generated != bad and len(generated) == 32
+        # The same kind of id as uuid.uuid4().hex (slyker.request_id.new_request_id).
+        assert uuid.UUID(hex=generated).version == 4 and uuid.UUID(hex=generated).hex == generated
+    generated_ids = {new_request_id() for _ in range(1000)}
+    assert len(generated_ids) == 1000
+    assert all(uuid.UUID(hex=i).variant == uuid.RFC_4122 for i in generated_ids)
 
 
 async def test_server_error_is_logged_with_the_request_id_and_not_sent(
@@ -294,3 +308,32 @@ async def test_head_error_replacement_has_no_body() -> None:
     sent, _ = await call(net(inner), ALLOWED_ORIGIN, method="HEAD")
     assert sent[0]["status"] == 500
     assert sent[1]["body"] == b""
+
+
+async def test_the_middlewares_decision_reaches_the_hooks_and_ends_with_the_request(
+    tmp_path: Path,
+) -> None:
+    """quart-cors's comparisons and the fill-in hook read CORSMiddleware's decision from a
+    context variable of slyker's (issue 12), set for the request only."""
+    application = create_contract_app({"DATA_DIR": str(tmp_path)})
+    seen: list[tuple[object, str | None, bool]] = []
+
+    @application.get("/_probe/decision/")
+    async def decision() -> Any:
+        seen.append((_decided_origin.get(), request_origin(), _PolicyOrigin() == ALLOWED_ORIGIN))
+        return jsonify({})
+
+    client = application.test_client()
+    allowed = await client.get("/_probe/decision/", headers={"Origin": ALLOWED_ORIGIN})
+    refused = await client.get("/_probe/decision/", headers={"Origin": "https://evil.example"})
+    without = await client.get("/_probe/decision/")
+    assert seen == [
+        (ALLOWED_ORIGIN, ALLOWED_ORIGIN, True),
+        (None, None, False),
+        (None, None, False),
+    ]
+    assert allowed.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+    assert "Access-Control-Allow-Origin" not in refused.headers
+    assert "Access-Control-Allow-Origin" not in without.headers
+    assert _decided_origin.get() is _UNDECIDED  # nothing left once the request is answered
+    assert (_PolicyOrigin() == ALLOWED_ORIGIN) is False  # outside any request: never allowed
