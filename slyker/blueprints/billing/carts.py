@@ -128,12 +128,16 @@ class CartOut(BaseModel):
 
     @classmethod
     def of(cls, cart: CartView, max_lines: int) -> CartOut:
+        """Built without validation (``model_construct``): every value below already has its
+        field's type (ints from the database, floats from ``as_number``, strings), so
+        validating would return the same values at a cost on every cart reply (issue 12);
+        tests/blueprints/test_carts.py checks that validation changes nothing."""
         price = cart.price()
-        return cls(
+        return cls.model_construct(
             id=cart.id,
             status=str(cart.status),
             items=[
-                CartItemOut(
+                CartItemOut.model_construct(
                     id=line.id,
                     hosting_product=line.hosting_product_id,
                     domain_product=line.domain_product_id,
