@@ -128,16 +128,12 @@ class CartOut(BaseModel):
 
     @classmethod
     def of(cls, cart: CartView, max_lines: int) -> CartOut:
-        """Built without validation (``model_construct``): every value below already has its
-        field's type (ints from the database, floats from ``as_number``, strings), so
-        validating would return the same values at a cost on every cart reply (issue 12);
-        tests/blueprints/test_carts.py checks that validation changes nothing."""
         price = cart.price()
-        return cls.model_construct(
+        return cls(
             id=cart.id,
             status=str(cart.status),
             items=[
-                CartItemOut.model_construct(
+                CartItemOut(
                     id=line.id,
                     hosting_product=line.hosting_product_id,
                     domain_product=line.domain_product_id,
