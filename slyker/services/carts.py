@@ -217,11 +217,10 @@ _COUPON_COLUMNS = tuple(
     name for name in CouponTerms.__dataclass_fields__ if name != "id"
 )  # coupon__<name>
 _LINE_COLUMNS = tuple(CartLine.__dataclass_fields__)  # items__<name>
-_READ_COLUMNS = (
-    *_CART_COLUMNS,
-    *(f"coupon__{name}" for name in _COUPON_COLUMNS),
-    *(f"items__{name}" for name in _LINE_COLUMNS),
-)
+# The row keys of a coupon's and a line's fields, in their dataclasses' order.
+_COUPON_KEYS = tuple(f"coupon__{name}" for name in _COUPON_COLUMNS)
+_LINE_KEYS = tuple(f"items__{name}" for name in _LINE_COLUMNS)
+_READ_COLUMNS = (*_CART_COLUMNS, *_COUPON_KEYS, *_LINE_KEYS)
 
 
 def _view_of(rows: Sequence[dict[str, Any]]) -> CartView:
@@ -230,13 +229,9 @@ def _view_of(rows: Sequence[dict[str, Any]]) -> CartView:
     first = rows[0]
     coupon = None
     if first["coupon_id"] is not None:
-        coupon = CouponTerms(
-            id=first["coupon_id"], **{name: first[f"coupon__{name}"] for name in _COUPON_COLUMNS}
-        )
+        coupon = CouponTerms(first["coupon_id"], *[first[key] for key in _COUPON_KEYS])
     lines = [
-        CartLine(**{name: row[f"items__{name}"] for name in _LINE_COLUMNS})
-        for row in rows
-        if row["items__id"] is not None
+        CartLine(*[row[key] for key in _LINE_KEYS]) for row in rows if row["items__id"] is not None
     ]
     return CartView(
         id=first["id"],
@@ -281,6 +276,11 @@ def _converter(field: Any, tortoise_convert: Converter) -> Converter:
     return tortoise_convert
 
 
+Converters = list[tuple[str, Converter]]
+# SQL; converters of the cart's and coupon's columns, of the cart's alone, of a line's.
+_Prepared = tuple[str, Converters, Converters, Converters]
+
+
 class _PreparedRead:
     """The cart read (cart, coupon, lines: one LEFT JOIN) by one column.
 
@@ -291,11 +291,9 @@ class _PreparedRead:
 
     def __init__(self, column: str) -> None:
         self.column = column
-        self._prepared: dict[
-            str, tuple[str, list[tuple[str, Converter]], list[tuple[str, Converter]]]
-        ] = {}
+        self._prepared: dict[str, _Prepared] = {}
 
-    def _prepare(self) -> tuple[str, list[tuple[str, Converter]], list[tuple[str, Converter]]]:
+    def _prepare(self) -> _Prepared:
         query = Cart.filter(**{self.column: 0}).order_by("items__id").values(*_READ_COLUMNS)
         converters = [
             (alias, _converter(getattr(convert, "__self__", None), convert))
@@ -304,8 +302,9 @@ class _PreparedRead:
             if not isinstance(convert := query.resolve_to_python_value(Cart, alias), FunctionType)
         ]
         per_cart = [(a, c) for a, c in converters if not a.startswith("items__")]
+        no_coupon = [(a, c) for a, c in per_cart if not a.startswith("coupon__")]
         per_line = [(a, c) for a, c in converters if a.startswith("items__")]
-        return query.sql(), per_cart, per_line
+        return query.sql(), per_cart, no_coupon, per_line
 
     async def __call__(self, value: int | str) -> list[dict[str, Any]]:
         connection = connections.get("default")
@@ -313,11 +312,12 @@ class _PreparedRead:
         prepared = self._prepared.get(dialect)
         if prepared is None:
             prepared = self._prepared[dialect] = self._prepare()
-        sql, per_cart, per_line = prepared
+        sql, per_cart, no_coupon, per_line = prepared
         rows = await connection.execute_query_dict(sql, [value])
         if rows:
             first = rows[0]
-            for alias, convert in per_cart:
+            # Without a coupon its columns are null and unread (_view_of): not converted.
+            for alias, convert in per_cart if first["coupon_id"] is not None else no_coupon:
                 first[alias] = convert(first[alias])
             for row in rows:
                 for alias, convert in per_line:
