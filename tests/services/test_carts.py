@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from quart import Quart
+from tortoise.fields import DatetimeField
 
 from slyker.models.accounts import Role, User
 from slyker.models.billing import Cart, CartItem, CartStatus, DiscountType, Promotion
@@ -135,6 +136,60 @@ async def test_the_cart_and_its_lines_are_read_in_one_statement(shop: Quart) -> 
     # The same values the models give.
     [item] = await CartItem.filter(id=view.lines[2].id)
     assert item.created_at == view.lines[2].created_at and item.quantity == 2
+
+
+async def test_the_read_gives_what_the_models_give(shop: Quart) -> None:
+    """read_cart converts columns itself (timestamps with datetime.fromisoformat): every
+    value, time zones included, is the one Tortoise's models hold, with and without a
+    coupon."""
+    identity, cart_id = await anonymous_cart_with(HOSTING, DOMAIN, SSL)
+    for with_coupon in (False, True):
+        if with_coupon:
+            await carts.apply_coupon(identity, cart_id, "welcome10")
+        view = await carts.read_cart(id=cart_id)
+        assert view is not None
+        cart = await Cart.get(id=cart_id)
+        assert (view.status, view.user_id, view.anonymous_token) == (
+            cart.status,
+            cart.user_id,  # type: ignore[attr-defined]
+            cart.anonymous_token,
+        )
+        assert repr((view.created_at, view.updated_at)) == repr((cart.created_at, cart.updated_at))
+        items = await CartItem.filter(cart_id=cart_id).order_by("id")
+        assert len(view.lines) == len(items) == 3
+        for line, item in zip(view.lines, items, strict=True):
+            assert repr((line.id, line.unit_price, line.service_metadata, line.created_at)) == repr(
+                (item.id, item.unit_price, item.service_metadata, item.created_at)
+            )
+        if not with_coupon:
+            assert view.coupon is None
+            continue
+        assert view.coupon is not None
+        promotion = await Promotion.get(id=view.coupon.id)
+        for name in CouponTerms.__dataclass_fields__:
+            assert repr(getattr(view.coupon, name)) == repr(getattr(promotion, name)), name
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-11-30 19:09:19.853000+00:00",
+        "2026-11-30 19:09:19+00:00",
+        "2026-11-30T19:09:19.5+02:00",
+        "2026-11-30 19:09:19.853000Z",
+        "2026-11-30 19:09:19",
+        "2026-11-30",
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(2026, 1, 1),
+        None,
+    ],
+)
+def test_timestamps_convert_as_tortoise_converts_them(value: str | datetime | None) -> None:
+    field = DatetimeField()
+    assert repr(carts._converter(field, field.to_python_value)(value)) == repr(
+        field.to_python_value(value)
+    )
 
 
 async def test_someone_elses_cart_is_not_found(shop: Quart, alice: User) -> None:
