@@ -256,19 +256,23 @@ async def raise_websocket_routing_error() -> None:
         raise error
 
 
-def _with_cors_headers(
-    headers: Iterable[tuple[bytes, bytes]], expected: tuple[tuple[bytes, bytes], ...]
-) -> list[tuple[bytes, bytes]]:
-    """``headers`` with exactly the ``expected`` CORS headers and ``Vary: Origin``."""
+def _split_cors_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]], list[str]]:
+    """A response's headers in one pass: the others (as given), the CORS ones (lower-case
+    names) and the Vary values (text)."""
     others: list[tuple[bytes, bytes]] = []
+    present: list[tuple[bytes, bytes]] = []
     vary: list[str] = []
     for key, value in headers:
         name = key.lower()
         if name == b"vary":
             vary.append(value.decode("latin-1"))
-        elif name not in _CORS_RESPONSE_HEADER_BYTES:
+        elif name in _CORS_RESPONSE_HEADER_BYTES:
+            present.append((name, value))
+        else:
             others.append((key, value))
-    return [*others, *expected, (b"vary", merge_vary(vary, "Origin").encode())]
+    return others, present, vary
 
 
 def _where(scope: Scope) -> str:
@@ -443,7 +447,9 @@ class CORSMiddleware:
 
         async def send_with_cors(message: dict) -> None:  # type: ignore[type-arg]
             if message["type"] == "websocket.http.response.start":
-                headers = _with_cors_headers(message.get("headers", []), expected)
+                others, _, vary = _split_cors_headers(message.get("headers", []))
+                merged_vary, _ = self._merged_vary(vary)
+                headers = [*others, *expected, (b"vary", merged_vary)]
                 message = {**message, "headers": headers}
             await send(message)  # type: ignore[arg-type]
 
@@ -492,17 +498,7 @@ class CORSMiddleware:
         """``headers`` with exactly the ``expected`` CORS headers and ``Vary: Origin``; a
         WARNING when they were not so already. One pass; text is decoded only for Vary and
         for the warning."""
-        others: list[tuple[bytes, bytes]] = []
-        present: list[tuple[bytes, bytes]] = []
-        vary: list[str] = []
-        for key, value in headers:
-            name = key.lower()
-            if name == b"vary":
-                vary.append(value.decode("latin-1"))
-            elif name in _CORS_RESPONSE_HEADER_BYTES:
-                present.append((name, value))
-            else:
-                others.append((key, value))
+        others, present, vary = _split_cors_headers(headers)
         merged_vary, varies_on_origin = self._merged_vary(vary)
         if sorted(present) != sorted(expected) or not varies_on_origin:
             log.warning(
