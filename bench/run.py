@@ -858,25 +858,28 @@ def main(argv: list[str] | None = None) -> int:
     print(table(measurements, refs))
     for figure in chats:
         print(f"chat, {figure['visitors']} visitors per agent: {json.dumps(figure)}")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"{started}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "started": started,
-                "command": "./dev bench " + " ".join(sys.argv[1:] if argv is None else argv),
-                "duration_s": duration,
-                "machine": info,
-                "references": {name: asdict(m) for name, m in refs.items()},
-                "measurements": [asdict(m) for m in measurements],
-                "chat": chats,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        f"{started}.json",
+        {
+            "started": started,
+            "command": "./dev bench " + " ".join(sys.argv[1:] if argv is None else argv),
+            "duration_s": duration,
+            "machine": info,
+            "references": {name: asdict(m) for name, m in refs.items()},
+            "measurements": [asdict(m) for m in measurements],
+            "chat": chats,
+        },
     )
-    print(f"bench: results written to {out.relative_to(ROOT)}", file=sys.stderr)
     return 0
+
+
+def write_results(name: str, record: dict[str, Any]) -> Path:
+    """One run's figures as ``bench/results/NAME`` (JSON), and say where."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / name
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"bench: results written to {out.relative_to(ROOT)}", file=sys.stderr)
+    return out
 
 
 def _workload_list(text: str) -> list[str]:
@@ -907,24 +910,18 @@ def _interleaved_main(args: argparse.Namespace, duration: float, argv: list[str]
         baseline = f"--compare {compare.name}, same access log" if compare else "--compare (none)"
         tables.append(interleaved_table(found, CART_CURRENT, baseline))
     print("\n\n".join(tables))
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"{'-'.join(args.only)}-{started}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "started": started,
-                "command": "./dev bench " + " ".join(sys.argv[1:] if argv is None else argv),
-                "compare": str(compare) if compare else None,
-                "duration_s": duration,
-                "machine": info,
-                "load_average_at_end": os.getloadavg(),
-                "measurements": [asdict(m) for m in found],
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        f"{'-'.join(args.only)}-{started}.json",
+        {
+            "started": started,
+            "command": "./dev bench " + " ".join(sys.argv[1:] if argv is None else argv),
+            "compare": str(compare) if compare else None,
+            "duration_s": duration,
+            "machine": info,
+            "load_average_at_end": os.getloadavg(),
+            "measurements": [asdict(m) for m in found],
+        },
     )
-    print(f"bench: results written to {out.relative_to(ROOT)}", file=sys.stderr)
     return 0
 
 
