@@ -17,7 +17,10 @@ import os
 import pstats
 import tempfile
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from quart import Quart
 
 ORIGIN = "http://localhost:3000"
 
@@ -81,10 +84,20 @@ async def _run(
         finally:
             await app.shutdown()
         return
+    app = _slyker_app()
+    await app.startup()
+    try:
+        await _measure(app, requests, top, path, origin, profile)
+    finally:
+        await app.shutdown()
+
+
+def _slyker_app() -> Quart:
+    """slyker as profiled: SQLite in a fresh directory, the bench's allowed origin."""
     from slyker import create_app
 
     data_dir = tempfile.mkdtemp(prefix="slyker-profile-")
-    app = create_app(
+    return create_app(
         {
             "SECRET_KEY": "x" * 50,
             "DATABASE_URL": f"sqlite://{data_dir}/db.sqlite3",
@@ -93,11 +106,6 @@ async def _run(
             "LOG_LEVEL": "WARNING",
         }
     )
-    await app.startup()
-    try:
-        await _measure(app, requests, top, path, origin, profile)
-    finally:
-        await app.shutdown()
 
 
 async def _versus(requests: int, blocks: int, path: str, origin: str | None) -> None:
@@ -107,18 +115,8 @@ async def _versus(requests: int, blocks: int, path: str, origin: str | None) -> 
     enough to see a few per cent. The reference shares nothing with slyker's set-up
     (quart-cors on its own, no quart-schema)."""
     from bench.reference_app import create_reference_app
-    from slyker import create_app
 
-    data_dir = tempfile.mkdtemp(prefix="slyker-profile-")
-    slyker_app = create_app(
-        {
-            "SECRET_KEY": "x" * 50,
-            "DATABASE_URL": f"sqlite://{data_dir}/db.sqlite3",
-            "ALLOWED_HOSTS": "localhost,127.0.0.1",
-            "CORS_ALLOWED_ORIGINS": ORIGIN,
-            "LOG_LEVEL": "WARNING",
-        }
-    )
+    slyker_app = _slyker_app()
     reference_app = create_reference_app()
     apps = {"slyker": slyker_app, "Quart + quart-cors": reference_app}
     for app in apps.values():
