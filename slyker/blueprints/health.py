@@ -73,6 +73,10 @@ async def _check(name: str, probe: Callable[[], Awaitable[bool | None]]) -> bool
     done, _pending = await asyncio.wait({task}, timeout=READY_CHECK_TIMEOUT)
     if not done:
         task.cancel()
+        # A cancelled query may still end in an error of its own (asyncpg turns a
+        # cancellation it cannot deliver into TimeoutError): take it when it comes, or
+        # asyncio logs it with a traceback as "never retrieved".
+        task.add_done_callback(_take_late_outcome)
         log.warning("Readiness check %s: no answer within %g s", name, READY_CHECK_TIMEOUT)
         return False
     try:
@@ -80,3 +84,8 @@ async def _check(name: str, probe: Callable[[], Awaitable[bool | None]]) -> bool
     except Exception as error:
         log.warning("Readiness check %s failed: %s", name, describe_exception(error))
         return False
+
+
+def _take_late_outcome(task: asyncio.Future[bool | None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("Readiness check ended after its timeout: %r", task.exception())

@@ -58,3 +58,36 @@ async def test_ready_names_the_failing_check_without_exception_text(
     }
     assert response.headers.getlist("Access-Control-Allow-Origin") == [ORIGIN]
     assert "Readiness check redis failed" in caplog.text
+
+
+async def test_a_timed_out_check_that_fails_late_leaves_no_unretrieved_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A probe that turns its cancellation into an error (as asyncpg's pool release does
+    while PostgreSQL is paused) must not reach asyncio's "exception was never retrieved"."""
+    import asyncio
+    import gc
+
+    from slyker.blueprints import health
+
+    monkeypatch.setattr(health, "READY_CHECK_TIMEOUT", 0.01)
+    unhandled: list[dict] = []  # type: ignore[type-arg]
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: unhandled.append(context))
+    try:
+
+        async def stuck_then_failing() -> bool:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                raise TimeoutError from None
+            return True
+
+        assert await health._check("database", stuck_then_failing) is False
+        await asyncio.sleep(0.05)  # the probe's task ends, with its TimeoutError
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert unhandled == []
