@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextvars
 from pathlib import Path
 from typing import Any
 
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 from quart import Quart
 from tortoise import connections
-from tortoise import context as tortoise_context
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext
 
@@ -112,23 +110,23 @@ def init_database(app: Quart, settings: Settings) -> None:
             await context.close_connections()
 
 
-def enter_context(context: TortoiseContext) -> contextvars.Token[TortoiseContext | None]:
-    """Make ``context`` the current Tortoise context of this task; :func:`leave_context`
-    with the token undoes it.
+def make_current(context: TortoiseContext) -> None:
+    """Make ``context`` the current Tortoise context of the running task, for the rest of it
+    (and of the tasks it starts, which copy it).
 
-    Tortoise 1.1 has no public per-task setter: ``with context`` keeps its reset token on
-    the context object (so concurrent requests sharing one context would reset each other's)
-    and ``set_global_context`` is one per process (tests run several apps). So this reaches
-    into its private context variable, here only; tests/test_database_context.py fails if a
-    Tortoise release renames it or stops reading it."""
-    return tortoise_context._current_context.set(context)
-
-
-def leave_context(token: contextvars.Token[TortoiseContext | None]) -> None:
-    tortoise_context._current_context.reset(token)
+    Through Tortoise's public ``__enter__`` only, never ``__exit__``: ``__exit__`` resets with
+    a token that ``__enter__`` keeps on the context object, which all of an app's requests
+    share, so overlapping requests would reset each other's (ValueError, or another request's
+    context). Nothing needs resetting because every ASGI call runs in an asyncio task of its
+    own, with its own copy of the context variables (Hypercorn's ``TaskGroup.spawn_app`` per
+    request and WebSocket, a task for the lifespan; Quart's test client likewise): the setting
+    ends with the task. (``set_global_context`` is one per process; tests run several apps.)"""
+    context.__enter__()
 
 
 class DatabaseContextMiddleware:
+    """Makes the app's Tortoise context current for each request and WebSocket."""
+
     def __init__(self, asgi_app: ASGIFramework, app: Quart) -> None:
         self.asgi_app = asgi_app
         self.app = app
@@ -137,14 +135,11 @@ class DatabaseContextMiddleware:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         context = self.app.extensions.get(EXTENSION_KEY)
-        if context is None:  # lifespan, or a request before serving started
-            await self.asgi_app(scope, receive, send)
-            return
-        token = enter_context(context)  # not ``with context``: see enter_context
-        try:
-            await self.asgi_app(scope, receive, send)
-        finally:
-            leave_context(token)
+        # None: the lifespan (serving has not started when it is called), or a request
+        # before serving started.
+        if context is not None:
+            make_current(context)  # for this call's task only: see make_current
+        await self.asgi_app(scope, receive, send)
 
 
 async def database_is_ready() -> bool:

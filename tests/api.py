@@ -12,6 +12,7 @@ from quart import Quart
 from tortoise.context import TortoiseContext
 
 from slyker.database import EXTENSION_KEY as DATABASE_KEY
+from slyker.database import make_current
 from slyker.models.accounts import Role, User
 from slyker.services.accounts import create_user
 from slyker.services.demo_catalog import load_demo_catalog
@@ -22,10 +23,15 @@ PASSWORD = "correct horse battery"
 
 @contextmanager
 def db(app: Quart) -> Iterator[TortoiseContext]:
-    """Make the app's database current, for direct model access in a test."""
+    """Make the app's database current, for direct model access in a test.
+
+    It stays current in the test's task after the block (until another ``db``): the app
+    makes it current per request the same way (:func:`slyker.database.make_current`), and
+    leaving it with Tortoise's ``__exit__`` would reset a token a concurrent request left on
+    the shared context object."""
     context = app.extensions[DATABASE_KEY]
-    with context:
-        yield context
+    make_current(context)
+    yield context
 
 
 @dataclass

@@ -22,6 +22,7 @@ from werkzeug.routing import Rule
 
 from slyker import auth, create_app
 from slyker.database import EXTENSION_KEY as DATABASE_KEY
+from slyker.database import make_current
 from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
 
 # Settings come from the environment: keep a developer's shell or .env out of the tests.
@@ -416,19 +417,19 @@ _SCHEMA_SQL: dict[str, str] = {}
 async def prepare_database(app: Quart) -> None:
     """Create the schema (and on PostgreSQL empty every table) for a started app."""
     context = app.extensions[DATABASE_KEY]
-    with context:
-        connection = context.db()
-        dialect = connection.capabilities.dialect
-        if dialect not in _SCHEMA_SQL:
-            _SCHEMA_SQL[dialect] = get_schema_sql(connection, safe=True)
-        await connection.execute_script(_SCHEMA_SQL[dialect])
-        # The app's own database decides: a test may build a SQLite app on a PostgreSQL run.
-        if dialect == "postgres":
-            tables = await connection.execute_query_dict(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-            )
-            names = ", ".join(f'"{row["tablename"]}"' for row in tables)
-            await connection.execute_script(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    make_current(context)  # not ``with context``: see tests/api.py db()
+    connection = context.db()
+    dialect = connection.capabilities.dialect
+    if dialect not in _SCHEMA_SQL:
+        _SCHEMA_SQL[dialect] = get_schema_sql(connection, safe=True)
+    await connection.execute_script(_SCHEMA_SQL[dialect])
+    # The app's own database decides: a test may build a SQLite app on a PostgreSQL run.
+    if dialect == "postgres":
+        tables = await connection.execute_query_dict(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        )
+        names = ", ".join(f'"{row["tablename"]}"' for row in tables)
+        await connection.execute_script(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
 
 
 # Argon2 with tiny costs for every test (login still hashes and verifies for real): the
