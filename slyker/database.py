@@ -24,10 +24,13 @@ MODEL_MODULES = [
 ]
 
 
+CONNECTION = "default"  # the name of the one connection, every model's
+
+
 def tortoise_config(database_url: str) -> dict[str, Any]:
     return {
-        "connections": {"default": _normalise_url(database_url)},
-        "apps": {"models": {"models": MODEL_MODULES, "default_connection": "default"}},
+        "connections": {CONNECTION: _normalise_url(database_url)},
+        "apps": {"models": {"models": MODEL_MODULES, "default_connection": CONNECTION}},
         "use_tz": True,
         "timezone": "UTC",
     }
@@ -39,15 +42,15 @@ def serving_config(database_url: str, settings: Settings | None = None) -> dict[
     PostgreSQL through :mod:`slyker.postgres`, with the timeouts and pool size of
     ``settings`` (the settings' defaults without them)."""
     config = tortoise_config(database_url)
-    url = config["connections"]["default"]
+    url = config["connections"][CONNECTION]
     if _sqlite_path(url) is not None or url == "sqlite://:memory:":
         connection = expand_db_url(url)
         connection["engine"] = sqlite.ENGINE
-        config["connections"]["default"] = connection
+        config["connections"][CONNECTION] = connection
     elif url.startswith("postgres://"):
         if settings is None:
             settings = load_settings({"DEBUG": True, "DATABASE_URL": database_url})
-        config["connections"]["default"] = postgres.connection_config(
+        config["connections"][CONNECTION] = postgres.connection_config(
             expand_db_url(url)["credentials"],
             connect_timeout=settings.database_connect_timeout,
             query_timeout=settings.database_query_timeout,
@@ -94,7 +97,7 @@ def init_database(app: Quart, settings: Settings) -> None:
         context = TortoiseContext()
         with context:
             await context.init(config=serving_config(settings.database_url, settings))
-            client = connections.get("default")
+            client = connections.get(CONNECTION)
             if isinstance(client, sqlite.SqliteClient):
                 # Opened here, before any request: a request whose client goes away can
                 # then never be cancelled halfway through opening it. (PostgreSQL's pool
@@ -143,5 +146,5 @@ class DatabaseContextMiddleware:
 
 
 async def database_is_ready() -> bool:
-    await connections.get("default").execute_query("SELECT 1")
+    await connections.get(CONNECTION).execute_query("SELECT 1")
     return True

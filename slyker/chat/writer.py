@@ -32,10 +32,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from quart import current_app
+from tortoise import connections
 from tortoise.backends.base.client import TransactionalDBClient
 from tortoise.backends.sqlite.client import SqliteClient
 from tortoise.transactions import in_transaction
 
+from slyker.database import CONNECTION
 from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ Opening = tuple[Conversation, list[Any], "asyncio.Future[Conversation | None]"]
 
 def sqlite_client() -> SqliteClient | None:
     """The SQLite client the writer can use directly (one hop per transaction), if any."""
-    database = ChatMessage._meta.db
+    database = connections.get(CONNECTION)  # a transaction's own client inside one
     if isinstance(database, SqliteClient) and not isinstance(database, TransactionalDBClient):
         return database
     return None
@@ -383,10 +385,20 @@ def _opened_conversations(
         if conversation_id is None:
             opened.append(None)
             continue
-        draft.id = conversation_id
-        draft._saved_in_db = True
-        opened.append(draft)
+        opened.append(_stored(draft, conversation_id))
     return opened
+
+
+def _stored(draft: Conversation, conversation_id: int) -> Conversation:
+    """``draft`` as stored under ``conversation_id``, through Tortoise's public ``construct``
+    with its documented ``_saved_in_db`` flag: the caller's messages refer to it (Tortoise
+    accepts only a saved conversation as a message's), and it refreshes and saves as a row
+    that exists. Its values are the draft's own, already Python values; no extra query."""
+    meta = Conversation._meta
+    values = {name: getattr(draft, name) for name in meta.fields_db_projection}
+    values.update({name: getattr(draft, name) for name in meta.fk_fields})  # the related rows
+    values["id"] = conversation_id
+    return Conversation.construct(_saved_in_db=True, **values)
 
 
 def _conversation_insert(database: SqliteClient) -> tuple[list[str], str]:
