@@ -94,7 +94,7 @@ def _incoming_id(scope: Scope) -> str | None:
 def install_log_record_factory() -> None:
     """Give every log record a ``request_id`` attribute (``-`` outside a request)."""
     previous = logging.getLogRecordFactory()
-    if getattr(previous, "_slyker", False):
+    if getattr(previous, "from_slyker", False):
         return
 
     def factory(*args: object, **kwargs: object) -> logging.LogRecord:
@@ -102,7 +102,7 @@ def install_log_record_factory() -> None:
         record.request_id = current_request_id.get()
         return record
 
-    factory._slyker = True  # type: ignore[attr-defined]
+    factory.from_slyker = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
 
 

@@ -205,7 +205,12 @@ class MessageWriter:
 
         New conversations go first (``ON CONFLICT DO NOTHING``: a taken session id creates
         nothing and answers None); no message of the batch can belong to one of them (its
-        first message waits for its opening)."""
+        first message waits for its opening).
+
+        This takes aiosqlite's private ``_execute`` and ``_conn`` (tests/test_private_names.py
+        lists them): aiosqlite 0.22 has no public call that runs a function on its thread, and
+        its public calls are one statement a hop (``executescript`` takes no parameters and
+        returns no ids), so the public route is the five hops this avoids."""
         transaction = _SqliteTransaction.of(batch, openings, database, now)
         async with database.acquire_connection() as connection:
             ids, conversation_ids = await connection._execute(transaction.run, connection._conn)
