@@ -95,7 +95,7 @@ def init_database(app: Quart, settings: Settings) -> None:
     async def open_database() -> None:
         ensure_data_dir(settings.database_url)
         context = TortoiseContext()
-        with context:
+        with context:  # its __exit__ is safe here: no request has this context yet
             await context.init(config=serving_config(settings.database_url, settings))
             client = connections.get(CONNECTION)
             if isinstance(client, sqlite.SqliteClient):
