@@ -28,6 +28,7 @@ from types import FunctionType
 from typing import Any
 
 from tortoise import connections
+from tortoise.backends.base.client import TransactionalDBClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.fields import DatetimeField
@@ -62,6 +63,7 @@ from slyker.pricing import (
     too_large,
 )
 from slyker.services.errors import CartClosed, CartFull, CartNotFound, InvalidInput, NotFound
+from slyker.sqlite import SqliteClient
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +315,14 @@ class _PreparedRead:
         if prepared is None:
             prepared = self._prepared[dialect] = self._prepare()
         sql, per_cart, no_coupon, per_line = prepared
-        rows = await connection.execute_query_dict(sql, [value])
+        rows = None
+        # SQLite outside a transaction: read on the event loop, no thread hop (slyker.sqlite).
+        if isinstance(connection, SqliteClient) and not isinstance(
+            connection, TransactionalDBClient
+        ):
+            rows = connection.read_now(sql, (value,))
+        if rows is None:
+            rows = await connection.execute_query_dict(sql, [value])
         if rows:
             first = rows[0]
             # Without a coupon its columns are null and unread (_view_of): not converted.
