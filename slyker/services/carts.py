@@ -9,6 +9,11 @@ SECRET_KEY, simply start over empty.
 
 Plain arguments in, :class:`CartView` (rows, no models) or domain errors out; the HTTP layer
 (``slyker.blueprints.billing.carts``) maps them to responses.
+
+The cart read (:func:`read_cart`: one indexed join) is, on SQLite and outside a transaction,
+run on the event loop on a read-only connection instead of through aiosqlite's thread (the
+hop and its wait for the GIL were most of ``current/``'s time under load, issue 12); why that
+is safe, and its fallback to the normal path, are in :mod:`slyker.sqlite`.
 """
 
 from __future__ import annotations
