@@ -232,7 +232,7 @@ class BufferedAccessHandler(logging.Handler):
     def write(self, text: str) -> None:
         """Keep one formatted line (without its newline); write it now or later."""
         with self.lock:  # type: ignore[union-attr]
-            self._waiting.append(text + "\n")
+            self._waiting.append(text)  # the newlines are added when written
             self._waiting_size += len(text) + 1
             if self.flush_seconds <= 0 or self._waiting_size >= BUFFER_LIMIT:
                 self._write_waiting()
@@ -260,7 +260,7 @@ class BufferedAccessHandler(logging.Handler):
             self._timer = None
         if not self._waiting:
             return
-        text = "".join(self._waiting)
+        text = "\n".join(self._waiting) + "\n"
         self._waiting.clear()
         self._waiting_size = 0
         stream = self.inner.stream
