@@ -16,6 +16,11 @@ timer on the event loop), when 64 KiB wait, and when the worker stops (``serve.p
 it; ``logging.shutdown`` at exit too). While the access logger is Hypercorn's own (one
 handler, no filters), the line is formatted directly, in the very format Hypercorn's handler
 would give it, without a ``LogRecord``. Error logs are never buffered.
+
+Done once instead of per request (issue 12): the format is compiled at start-up
+(:func:`compile_access_format`: the atoms it uses, each header list scanned once for every
+header the format names, one ``%`` of a tuple), and the line's prefix (date, process id,
+level) is made once per second.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from hypercorn.config import Config
@@ -103,6 +109,84 @@ class LazyAccessLogAtoms(Mapping[str, Any]):
         return len(self._all())
 
 
+# One access line from Hypercorn's (request scope, response summary, request time).
+Render = Callable[[Any, Any, float], str]
+# In a %-format: a named string conversion, a literal %, or any other conversion.
+_CONVERSION = re.compile(r"%\(([^)]*)\)s|%%|%")
+_PLAIN_ATOMS = frozenset({"h", "r", "s", "b", "B", "D", "a"})
+# Atom -> the header (lower-case bytes) whose last value it is: request ("i"), response ("o").
+_HEADER_ATOMS = {"a": ("i", b"user-agent"), "b": ("o", b"content-length")}
+_HEADER_ATOMS["B"] = _HEADER_ATOMS["b"]
+
+
+def compile_access_format(log_format: str) -> Render | None:
+    """A function giving ``log_format % LazyAccessLogAtoms(request, response, time)``, with
+    what that does per request worked out once: which atoms, which headers (each header list
+    is scanned once, for all of them). None when the format uses anything else (another
+    conversion, an atom without a fast path): :class:`LazyAccessLogAtoms` serves those."""
+    keys: list[str] = []
+    for match in _CONVERSION.finditer(log_format):
+        if match.group(0) == "%%":
+            continue
+        key = match.group(1)
+        if key is None:  # %d, %(x)r...: only plain named strings are compiled
+            return None
+        if (key.startswith("{") and key.endswith(("}i", "}o"))) or key in _PLAIN_ATOMS:
+            keys.append(key)
+        else:
+            return None
+    template = _CONVERSION.sub(lambda m: "%%" if m.group(0) == "%%" else "%s", log_format)
+    # Per atom: ("i"/"o", header name) for a header, else the atom itself.
+    plan: list[tuple[str, bytes | None]] = []
+    for key in keys:
+        if key.startswith("{"):
+            plan.append((key[-1], key[1:-2].lower().encode("latin1")))
+        elif key in _HEADER_ATOMS:
+            plan.append(_HEADER_ATOMS[key])
+        else:
+            plan.append((key, None))
+    request_names = frozenset(name for side, name in plan if side == "i")
+    response_names = frozenset(name for side, name in plan if side == "o")
+
+    def render(request: Any, response: Any, request_time: float) -> str:
+        found_in: dict[bytes, bytes] = {}
+        if request_names:
+            for key, value in request["headers"]:
+                key = key.lower()
+                if key in request_names:
+                    found_in[key] = value  # the last value wins, as in Hypercorn's dict
+        found_out: dict[bytes, bytes] = {}
+        if response_names and response is not None:
+            for key, value in response.get("headers", ()):
+                key = key.lower()
+                if key in response_names:
+                    found_out[key] = value
+        values: list[Any] = []
+        for atom, name in plan:
+            if atom == "i":
+                value = found_in.get(name)  # type: ignore[arg-type]
+                values.append("-" if value is None else value.decode("latin1"))
+            elif atom == "o":
+                value = None if response is None else found_out.get(name)  # type: ignore[arg-type]
+                values.append("-" if value is None else value.decode("latin1"))
+            elif atom == "s":
+                values.append("-" if response is None else str(response["status"]))
+            elif atom == "D":
+                values.append(int(request_time * 1_000_000))
+            elif atom == "r":
+                method = request["method"] if request["type"] == "http" else "GET"
+                values.append(f"{method} {request['path']} {request.get('http_version', 'ws')}")
+            else:  # "h"
+                client = request.get("client")
+                if client is not None and len(client) == 2:
+                    values.append(f"{client[0]}:{client[1]}")
+                else:  # no peer, a Unix socket: whatever Hypercorn's atoms say
+                    values.append(AccessLogAtoms(request, response, request_time)["h"])
+        return template % tuple(values)
+
+    return render
+
+
 class BufferedAccessHandler(logging.Handler):
     """Hypercorn's access-log handler (a ``StreamHandler`` or ``FileHandler``), its lines
     kept in memory and written ``flush_seconds`` after the first one waiting (a timer on the
@@ -117,8 +201,8 @@ class BufferedAccessHandler(logging.Handler):
         self._waiting: list[str] = []
         self._waiting_size = 0
         self._timer: asyncio.TimerHandle | None = None
-        self._second = -1  # the second _asctime was computed for
-        self._asctime = ""
+        self._second = -1  # the second _prefix was made for
+        self._prefix = ""  # "[date] [pid] [INFO] " of that second
         # The direct line is only valid while the formatter gives what it would give: asked
         # once, with a record made as logger.info makes one.
         probe = logging.LogRecord(ACCESS_LOGGER_NAME, logging.INFO, "", 0, "probe %s", ("x",), None)
@@ -131,10 +215,11 @@ class BufferedAccessHandler(logging.Handler):
     def line(self, message: str, created: float) -> str:
         """What Hypercorn's formatter makes of an INFO record of ``message`` at ``created``."""
         second = int(created)
-        if second != self._second:
-            self._asctime = time.strftime(HYPERCORN_DATE_FORMAT, time.localtime(created))
+        if second != self._second:  # date and process id: once a second, not per line
+            asctime = time.strftime(HYPERCORN_DATE_FORMAT, time.localtime(created))
+            self._prefix = f"{asctime} [{os.getpid()}] [INFO] "
             self._second = second
-        return f"{self._asctime} [{os.getpid()}] [INFO] {message}"
+        return self._prefix + message
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -147,7 +232,7 @@ class BufferedAccessHandler(logging.Handler):
     def write(self, text: str) -> None:
         """Keep one formatted line (without its newline); write it now or later."""
         with self.lock:  # type: ignore[union-attr]
-            self._waiting.append(text + "\n")
+            self._waiting.append(text)  # the newlines are added when written
             self._waiting_size += len(text) + 1
             if self.flush_seconds <= 0 or self._waiting_size >= BUFFER_LIMIT:
                 self._write_waiting()
@@ -175,7 +260,7 @@ class BufferedAccessHandler(logging.Handler):
             self._timer = None
         if not self._waiting:
             return
-        text = "".join(self._waiting)
+        text = "\n".join(self._waiting) + "\n"
         self._waiting.clear()
         self._waiting_size = 0
         stream = self.inner.stream
@@ -243,6 +328,10 @@ class AccessLogger(Logger):
             and config.logconfig_dict is None
         ):
             self.buffered = _buffer_access_handler(logger, flush_seconds)
+        # Compiled once; not when a subclass makes its own atoms (they must be used).
+        self.render: Render | None = None
+        if type(self).atoms is AccessLogger.atoms:
+            self.render = compile_access_format(self.access_log_format)
 
     def atoms(self, request: Any, response: Any, request_time: float) -> Mapping[str, Any]:
         return LazyAccessLogAtoms(request, response, request_time)
@@ -262,7 +351,11 @@ class AccessLogger(Logger):
             and len(logger.handlers) == 1
             and logger.handlers[0] is buffered
         ):
-            message = self.access_log_format % self.atoms(request, response, request_time)
+            render = self.render
+            if render is not None:
+                message = render(request, response, request_time)
+            else:
+                message = self.access_log_format % self.atoms(request, response, request_time)
             buffered.write(buffered.line(message, time.time()))
             return
         record = logger.makeRecord(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from math import ceil
@@ -260,6 +261,12 @@ class FallbackStore(AtomicStore):
         await self.memory.set(key, tat)  # unused by RateLimiter; kept for the interface
 
 
+# Whether a limit counted the current request: set by RateLimiter._before_request for a
+# route with limits (each request runs in a task of its own, with a copy of a context in
+# which this was never set: None, "unknown").
+_counted: ContextVar[bool | None] = ContextVar("slyker_rate_limit_counted", default=None)
+
+
 class RateLimiter(BaseRateLimiter):
     """quart-rate-limiter's limiter with one atomic :meth:`AtomicStore.acquire` per request."""
 
@@ -288,6 +295,12 @@ class RateLimiter(BaseRateLimiter):
     async def _after_request(self, response: Response) -> Response:
         if not self._has_limits():
             return response
+        # Every limit of the route skipped this request (cart current/ with a cart: only
+        # new carts are limited): nothing counted it, so no RateLimit-* headers to give, and
+        # no key function and store read to work them out (issue 12). Unknown (the before
+        # hook did not get that far: an earlier hook refused): as quart-rate-limiter does.
+        if _counted.get() is False:
+            return response
         return await super()._after_request(response)
 
     async def _create_key(self, endpoint: str, rate_limit: RateLimit) -> str:
@@ -310,6 +323,7 @@ class RateLimiter(BaseRateLimiter):
             for limit in self._get_limits_for_view_function(view_func, blueprint)
             if not await self._should_skip(limit)
         ]
+        _counted.set(bool(allowances))  # read by _after_request, in this request's task
         if not allowances:
             return
         # Every await (key functions may read the body) is behind us: one atomic step.

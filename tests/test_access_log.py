@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypercorn.config import Config
 from hypercorn.logging import AccessLogAtoms, Logger
 
 from slyker.access_log import (
@@ -16,6 +17,7 @@ from slyker.access_log import (
     AccessLogger,
     BufferedAccessHandler,
     LazyAccessLogAtoms,
+    compile_access_format,
     flush_access_log,
 )
 from slyker.serve import EXIT_FATAL, parse_config
@@ -86,6 +88,48 @@ def test_lazy_atoms_format_like_hypercorns(
         pytest.skip("time atom")
     expected = log_format % AccessLogAtoms(scope, response, 0.0123456)  # type: ignore[arg-type]
     assert log_format % LazyAccessLogAtoms(scope, response, 0.0123456) == expected
+
+
+COMPILED_FORMATS = [
+    PRODUCTION_FORMAT,
+    "%(h)s %(r)s %(s)s %(b)s %(B)s %(D)s %(a)s 100%% %({X-TWICE}i)s %({missing}i)s",
+    "%({Content-Type}o)s %({X-Request-Id}o)s %({missing}o)s %%(h)s plain",
+    "",
+]
+
+
+@pytest.mark.parametrize("log_format", COMPILED_FORMATS)
+@pytest.mark.parametrize(("scope", "response"), CASES)
+def test_the_compiled_format_gives_hypercorns_line(
+    log_format: str, scope: dict[str, Any], response: dict[str, Any] | None
+) -> None:
+    render = compile_access_format(log_format)
+    assert render is not None
+    expected = log_format % AccessLogAtoms(scope, response, 0.0123456)  # type: ignore[arg-type]
+    assert render(scope, response, 0.0123456) == expected
+
+
+@pytest.mark.parametrize(
+    "log_format",
+    [*FORMATS[1:], "%(h)d", "%(s)r", "%(h)-10s", "100%", "%({home}e)s", "%({x}i"],
+)
+def test_formats_with_other_atoms_or_conversions_are_not_compiled(log_format: str) -> None:
+    assert compile_access_format(log_format) is None
+
+
+def test_the_logger_compiles_its_format_unless_a_subclass_makes_the_atoms() -> None:
+    config = Config()
+    config.access_log_format = PRODUCTION_FORMAT
+    assert AccessLogger(config).render is not None
+    config.access_log_format = "%(t)s"
+    assert AccessLogger(config).render is None
+
+    class OwnAtoms(AccessLogger):
+        def atoms(self, request: Any, response: Any, request_time: float) -> Any:
+            return {"h": "mine"}
+
+    config.access_log_format = PRODUCTION_FORMAT
+    assert OwnAtoms(config).render is None
 
 
 def test_the_log_record_gets_the_atoms_as_its_mapping() -> None:

@@ -9,6 +9,11 @@ SECRET_KEY, simply start over empty.
 
 Plain arguments in, :class:`CartView` (rows, no models) or domain errors out; the HTTP layer
 (``slyker.blueprints.billing.carts``) maps them to responses.
+
+The cart read (:func:`read_cart`: one indexed join) is, on SQLite and outside a transaction,
+run on the event loop on a read-only connection instead of through aiosqlite's thread (the
+hop and its wait for the GIL were most of ``current/``'s time under load, issue 12); why that
+is safe, and its fallback to the normal path, are in :mod:`slyker.sqlite`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from types import FunctionType
 from typing import Any
 
 from tortoise import connections
+from tortoise.backends.base.client import TransactionalDBClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.fields import DatetimeField
@@ -62,6 +68,7 @@ from slyker.pricing import (
     too_large,
 )
 from slyker.services.errors import CartClosed, CartFull, CartNotFound, InvalidInput, NotFound
+from slyker.sqlite import SqliteClient
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +320,14 @@ class _PreparedRead:
         if prepared is None:
             prepared = self._prepared[dialect] = self._prepare()
         sql, per_cart, no_coupon, per_line = prepared
-        rows = await connection.execute_query_dict(sql, [value])
+        rows = None
+        # SQLite outside a transaction: read on the event loop, no thread hop (slyker.sqlite).
+        if isinstance(connection, SqliteClient) and not isinstance(
+            connection, TransactionalDBClient
+        ):
+            rows = connection.read_now(sql, (value,))
+        if rows is None:
+            rows = await connection.execute_query_dict(sql, [value])
         if rows:
             first = rows[0]
             # Without a coupon its columns are null and unread (_view_of): not converted.

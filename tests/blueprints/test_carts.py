@@ -758,6 +758,27 @@ async def test_new_anonymous_carts_are_rate_limited_per_address(shop_with: Any) 
     assert (await current(bot, token=user))["status"] == "active"
 
 
+async def test_rate_limit_headers_only_when_the_creation_limit_counted_the_request(
+    shop_with: Any,
+) -> None:
+    """current/ is limited only when it would create a cart: that request says where the
+    limit stands; a request for an existing cart, which no limit counts, says nothing."""
+    shop = await shop_with(CART_CREATIONS_PER_MINUTE="3")
+    bot = API(shop, cookies=False)
+    created = await bot.get(f"{CARTS}/current/")
+    assert created.status == 200
+    assert created.headers["RateLimit-Limit"] == "3"
+    assert created.headers["RateLimit-Remaining"] == "2"
+    token = created.headers["X-Cart-Token"]
+    for _ in range(4):  # more than the limit: none of them counted
+        again = await bot.get(f"{CARTS}/current/", headers={"X-Cart-Token": token})
+        assert again.status == 200 and again.body["id"] == created.body["id"]
+        assert "RateLimit-Limit" not in again.headers
+        assert "RateLimit-Remaining" not in again.headers
+    second = await bot.get(f"{CARTS}/current/")
+    assert second.status == 200 and second.headers["RateLimit-Remaining"] == "1"
+
+
 async def test_cart_writes_are_rate_limited_per_address_and_per_user(shop_with: Any) -> None:
     shop = await shop_with(CART_WRITES_PER_MINUTE="3")
     anonymous = API(shop)

@@ -5,6 +5,7 @@ SLYKER_TEST_DATABASE=postgres."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from quart import Quart
 from tortoise.fields import DatetimeField
+from tortoise.transactions import in_transaction
 
 from slyker.models.accounts import Role, User
 from slyker.models.billing import Cart, CartItem, CartStatus, DiscountType, Promotion
@@ -21,6 +23,7 @@ from slyker.services import carts
 from slyker.services.carts import CartIdentity, CouponTerms, ItemChoice
 from slyker.services.errors import CartClosed, CartFull, CartNotFound, InvalidInput, NotFound
 from tests.api import db, make_user, seed_catalog
+from tests.conftest import sqlite_file
 
 pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
@@ -136,6 +139,30 @@ async def test_the_cart_and_its_lines_are_read_in_one_statement(shop: Quart) -> 
     # The same values the models give.
     [item] = await CartItem.filter(id=view.lines[2].id)
     assert item.created_at == view.lines[2].created_at and item.quantity == 2
+
+
+async def test_the_read_sees_writes_of_other_workers_and_of_its_transaction(shop: Quart) -> None:
+    """On SQLite the read outside a transaction runs on a read-only connection of its own
+    (slyker/sqlite.py): it must still see what another worker committed, and a read inside
+    a transaction must see that transaction's own uncommitted writes."""
+    identity, cart_id = await anonymous_cart_with(HOSTING, SSL)
+    ssl_line = (await carts.current_cart(identity)).lines[1]
+    assert ssl_line.quantity == 2
+    database = sqlite_file(shop)
+    if database is not None:  # another worker: a connection of its own to the same file
+        worker = sqlite3.connect(database, isolation_level=None, timeout=5)
+        try:
+            worker.execute("UPDATE billing_cart_item SET quantity = 5 WHERE id = ?", (ssl_line.id,))
+        finally:
+            worker.close()
+    else:
+        await CartItem.filter(id=ssl_line.id).update(quantity=5)
+    assert [line.quantity for line in (await carts.current_cart(identity)).lines] == [1, 5]
+    async with in_transaction():
+        await CartItem.filter(id=ssl_line.id).update(quantity=7)
+        inside = await carts.read_cart(id=cart_id)
+        assert inside is not None and [line.quantity for line in inside.lines] == [1, 7]
+    assert [line.quantity for line in (await carts.current_cart(identity)).lines] == [1, 7]
 
 
 async def test_the_read_gives_what_the_models_give(shop: Quart) -> None:
