@@ -110,12 +110,17 @@ BAD_SETTINGS = [
     _bad("MAX_CONTENT_LENGTH", valid(MAX_CONTENT_LENGTH="1MB"), "max-content-length-text"),
     _bad(GRACE, valid(**{GRACE: -1}), "grace-negative"),
     _bad(GRACE, valid(**{GRACE: 301}), "grace-over-five-minutes"),
+    _bad(GRACE, valid(**{GRACE: "300.5"}), "grace-just-over-five-minutes"),
+    _bad(GRACE, valid(**{GRACE: "half"}), "grace-text"),
     _bad("SMTP_PORT", valid(SMTP_PORT=70000), "smtp-port-big"),
     _bad("SMTP_PORT", valid(SMTP_PORT="smtp"), "smtp-port-word"),
     _bad("SMTP_STARTTLS", valid(SMTP_STARTTLS="sometimes"), "smtp-starttls"),
     _bad("SMTP_PASSWORD", valid(SMTP_USERNAME="mailer"), "smtp-user-without-password"),
     _bad("SMTP_USERNAME", valid(SMTP_PASSWORD="pw"), "smtp-password-without-user"),
     _bad("SMTP_TIMEOUT", valid(SMTP_TIMEOUT=0), "smtp-timeout-zero"),
+    _bad("SMTP_TIMEOUT", valid(SMTP_TIMEOUT="0.05"), "smtp-timeout-too-short"),
+    _bad("SMTP_TIMEOUT", valid(SMTP_TIMEOUT="soon"), "smtp-timeout-text"),
+    _bad("SMTP_TIMEOUT", valid(SMTP_TIMEOUT="nan"), "smtp-timeout-nan"),
     _bad("MAIL_FROM", valid(MAIL_FROM="nobody"), "mail-from-no-at"),
     _bad("MAIL_FROM", valid(MAIL_FROM="a@example.com\nBcc: x@example.com"), "mail-from-crlf"),
     _bad("PASSWORD_RESET_URL", valid(PASSWORD_RESET_URL="/reset-password"), "reset-url-path"),
@@ -671,6 +676,13 @@ def test_account_and_mail_defaults() -> None:
         "https://slykertech.co.zw/reset-password?"
     )
     assert not load_settings({}, valid(**{GRACE: 0})).accounts.jwt_refresh_reuse_grace  # disabled
+
+
+def test_the_grace_window_and_smtp_timeout_take_fractions_of_a_second() -> None:
+    """Seconds with fractions (the tests wait on sub-second windows, not on whole seconds)."""
+    settings = load_settings({}, valid(**{GRACE: "0.3", "SMTP_TIMEOUT": "0.25"}))
+    assert settings.accounts.jwt_refresh_reuse_grace == timedelta(seconds=0.3)
+    assert settings.accounts.smtp_timeout == 0.25
 
 
 def test_database_timeouts_reach_the_postgres_client() -> None:
