@@ -283,6 +283,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = kept
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A test module may start slow work outside pytest (subprocesses) as soon as the run is
+    known to include its tests, so that it overlaps the tests before them: its
+    ``start_early(items)`` gets the module's selected tests (tests/test_settings.py)."""
+    selected: dict[Any, list[pytest.Item]] = {}
+    for item in session.items:
+        module = getattr(item, "module", None)
+        if module is not None and hasattr(module, "start_early"):
+            selected.setdefault(module, []).append(item)
+    for module, items in selected.items():
+        module.start_early(items)
+
+
 def _build_urls_on_first_use() -> None:
     """Werkzeug compiles two URL-building functions (ast, then compile) for every route as
     it is added: ~25 ms of each create_app, about a third of the fast loop's CPU, for

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -520,16 +523,40 @@ CHECKS: dict[str, Callable[[Path], dict[str, str]]] = {
 }
 
 
+# The runs of CHECKS, started at once (each is about 1 s of start-up, mostly imports, which
+# the two cores then share instead of taking in turn), and as soon as the run is known to
+# include their tests (start_early, called by tests/conftest.py once collection is done): the
+# tests before them run meanwhile, on the core pytest leaves free.
+_check_runs: dict[str, subprocess.Popen[str]] = {}
+
+
+def start_checks() -> dict[str, subprocess.Popen[str]]:
+    if not _check_runs:
+        root = Path(tempfile.mkdtemp(prefix="slyker-checks-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        for name, settings in CHECKS.items():
+            directory = root / name
+            directory.mkdir()
+            _check_runs[name] = start_check(directory, **settings(directory))
+        atexit.register(_reap_checks)  # a run that ends before the fixture (-x, Ctrl-C)
+    return _check_runs
+
+
+def _reap_checks() -> None:
+    for process in _check_runs.values():
+        process.communicate(timeout=60)
+
+
+def start_early(items: list[pytest.Item]) -> None:
+    if any("checks" in getattr(item, "fixturenames", ()) for item in items):
+        start_checks()
+
+
 @pytest.fixture(scope="module")
-def checks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
-    """The runs of CHECKS, started at once (each is about 1.5 s of start-up, mostly imports,
-    which the two cores then share instead of taking in turn)."""
-    processes = {}
-    for name, settings in CHECKS.items():
-        directory = tmp_path_factory.mktemp(f"check-{name}")
-        processes[name] = start_check(directory, **settings(directory))
+def checks() -> dict[str, subprocess.CompletedProcess[str]]:
+    """The runs of CHECKS, once they have ended."""
     results = {}
-    for name, process in processes.items():
+    for name, process in start_checks().items():
         stdout, stderr = process.communicate(timeout=60)
         results[name] = subprocess.CompletedProcess(
             process.args, process.returncode, stdout, stderr
