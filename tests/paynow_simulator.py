@@ -91,6 +91,10 @@ class PaynowSimulator:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as Paynow's servers do
+            # The head and the body are two writes: with Nagle's algorithm the body waited for
+            # the client's delayed ACK of the head, 40 ms of every reply after a connection's
+            # first.
+            disable_nagle_algorithm = True
 
             def setup(self) -> None:
                 super().setup()
