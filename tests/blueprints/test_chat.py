@@ -514,7 +514,7 @@ async def test_ping_pong(app: Quart) -> None:
 
 
 async def test_the_server_pings_every_interval(app_factory: Callable[..., Quart]) -> None:
-    interval = 0.5  # CHAT_PING_INTERVAL; the bounds below are in intervals
+    interval = 0.3  # CHAT_PING_INTERVAL; the bounds below are in intervals
     async with (
         started(app_factory, CHAT_PING_INTERVAL=interval) as app,
         open_visitor(app) as visitor,
