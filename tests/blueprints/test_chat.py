@@ -1964,7 +1964,7 @@ async def deactivate(app: Quart, user: User, **changes: Any) -> None:
 async def test_an_agent_losing_access_is_closed_on_the_next_check(
     app_factory: Callable[..., Quart], change: dict[str, Any], code: int
 ) -> None:
-    async with started(app_factory, CHAT_AUTH_RECHECK_SECONDS=0.2) as app:
+    async with started(app_factory, CHAT_AUTH_RECHECK_SECONDS=0.1) as app:
         agent_user, token = await staff_login(app)
         async with open_agent(app, token) as agent:
             await agent.expect_nothing_queued()
