@@ -18,6 +18,7 @@ in message order, then the key, SHA-512, upper-case hex), so each checks the oth
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import http.client
@@ -91,6 +92,10 @@ class PaynowSimulator:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as Paynow's servers do
+            # The head and the body are two writes: with Nagle's algorithm the body waited for
+            # the client's delayed ACK of the head, 40 ms of every reply after a connection's
+            # first.
+            disable_nagle_algorithm = True
 
             def setup(self) -> None:
                 super().setup()
@@ -218,6 +223,17 @@ class PaynowSimulator:
         fault = self.fault
         if fault == "slow":
             time.sleep(self.slow_seconds)
+            # The client has given up waiting by now (its timeout is what the test is about):
+            # the connection ends with this answer, which may find nobody to write to.
+            handler.close_connection = True
+            with contextlib.suppress(ConnectionError):
+                self._answer(handler, fields, fault)
+            return
+        self._answer(handler, fields, fault)
+
+    def _answer(
+        self, handler: BaseHTTPRequestHandler, fields: list[tuple[str, str]], fault: str | None
+    ) -> None:
         if fault == "http500":
             self._send(handler, 500, "Internal Server Error")
             return

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -110,12 +113,17 @@ BAD_SETTINGS = [
     _bad("MAX_CONTENT_LENGTH", valid(MAX_CONTENT_LENGTH="1MB"), "max-content-length-text"),
     _bad(GRACE, valid(**{GRACE: -1}), "grace-negative"),
     _bad(GRACE, valid(**{GRACE: 301}), "grace-over-five-minutes"),
+    _bad(GRACE, valid(**{GRACE: "300.5"}), "grace-just-over-five-minutes"),
+    _bad(GRACE, valid(**{GRACE: "half"}), "grace-text"),
     _bad("SMTP_PORT", valid(SMTP_PORT=70000), "smtp-port-big"),
     _bad("SMTP_PORT", valid(SMTP_PORT="smtp"), "smtp-port-word"),
     _bad("SMTP_STARTTLS", valid(SMTP_STARTTLS="sometimes"), "smtp-starttls"),
     _bad("SMTP_PASSWORD", valid(SMTP_USERNAME="mailer"), "smtp-user-without-password"),
     _bad("SMTP_USERNAME", valid(SMTP_PASSWORD="pw"), "smtp-password-without-user"),
     _bad("SMTP_TIMEOUT", valid(SMTP_TIMEOUT=0), "smtp-timeout-zero"),
+    _bad("SMTP_TIMEOUT", valid(SMTP_TIMEOUT="0.05"), "smtp-timeout-too-short"),
+    _bad("SMTP_TIMEOUT", valid(SMTP_TIMEOUT="soon"), "smtp-timeout-text"),
+    _bad("SMTP_TIMEOUT", valid(SMTP_TIMEOUT="nan"), "smtp-timeout-nan"),
     _bad("MAIL_FROM", valid(MAIL_FROM="nobody"), "mail-from-no-at"),
     _bad("MAIL_FROM", valid(MAIL_FROM="a@example.com\nBcc: x@example.com"), "mail-from-crlf"),
     _bad("PASSWORD_RESET_URL", valid(PASSWORD_RESET_URL="/reset-password"), "reset-url-path"),
@@ -515,16 +523,40 @@ CHECKS: dict[str, Callable[[Path], dict[str, str]]] = {
 }
 
 
+# The runs of CHECKS, started at once (each is about 1 s of start-up, mostly imports, which
+# the two cores then share instead of taking in turn), and as soon as the run is known to
+# include their tests (start_early, called by tests/conftest.py once collection is done): the
+# tests before them run meanwhile, on the core pytest leaves free.
+_check_runs: dict[str, subprocess.Popen[str]] = {}
+
+
+def start_checks() -> dict[str, subprocess.Popen[str]]:
+    if not _check_runs:
+        root = Path(tempfile.mkdtemp(prefix="slyker-checks-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        for name, settings in CHECKS.items():
+            directory = root / name
+            directory.mkdir()
+            _check_runs[name] = start_check(directory, **settings(directory))
+        atexit.register(_reap_checks)  # a run that ends before the fixture (-x, Ctrl-C)
+    return _check_runs
+
+
+def _reap_checks() -> None:
+    for process in _check_runs.values():
+        process.communicate(timeout=60)
+
+
+def start_early(items: list[pytest.Item]) -> None:
+    if any("checks" in getattr(item, "fixturenames", ()) for item in items):
+        start_checks()
+
+
 @pytest.fixture(scope="module")
-def checks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
-    """The runs of CHECKS, started at once (each is about 1.5 s of start-up, mostly imports,
-    which the two cores then share instead of taking in turn)."""
-    processes = {}
-    for name, settings in CHECKS.items():
-        directory = tmp_path_factory.mktemp(f"check-{name}")
-        processes[name] = start_check(directory, **settings(directory))
+def checks() -> dict[str, subprocess.CompletedProcess[str]]:
+    """The runs of CHECKS, once they have ended."""
     results = {}
-    for name, process in processes.items():
+    for name, process in start_checks().items():
         stdout, stderr = process.communicate(timeout=60)
         results[name] = subprocess.CompletedProcess(
             process.args, process.returncode, stdout, stderr
@@ -671,6 +703,13 @@ def test_account_and_mail_defaults() -> None:
         "https://slykertech.co.zw/reset-password?"
     )
     assert not load_settings({}, valid(**{GRACE: 0})).accounts.jwt_refresh_reuse_grace  # disabled
+
+
+def test_the_grace_window_and_smtp_timeout_take_fractions_of_a_second() -> None:
+    """Seconds with fractions (the tests wait on sub-second windows, not on whole seconds)."""
+    settings = load_settings({}, valid(**{GRACE: "0.3", "SMTP_TIMEOUT": "0.25"}))
+    assert settings.accounts.jwt_refresh_reuse_grace == timedelta(seconds=0.3)
+    assert settings.accounts.smtp_timeout == 0.25
 
 
 def test_database_timeouts_reach_the_postgres_client() -> None:

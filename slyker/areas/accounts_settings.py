@@ -31,7 +31,7 @@ class AccountsSettings:
     smtp_username: str
     smtp_password: str
     smtp_starttls: bool
-    smtp_timeout: int
+    smtp_timeout: float  # seconds, fractions allowed
     mail_from: str
     password_reset_url: str
     password_reset_token_lifetime: timedelta
@@ -65,15 +65,16 @@ def read_accounts_settings(read: Reader, front_end_origins: Sequence[str]) -> Ac
         jwt_refresh_token_lifetime=timedelta(
             minutes=read.int("JWT_REFRESH_TOKEN_LIFETIME", 10080, minimum=1)
         ),
+        # Seconds, fractions allowed (the tests run on sub-second windows); 0 disables it.
         jwt_refresh_reuse_grace=timedelta(
-            seconds=read.int("JWT_REFRESH_REUSE_GRACE_SECONDS", 30, maximum=300)
+            seconds=read.float("JWT_REFRESH_REUSE_GRACE_SECONDS", 30.0, minimum=0.0, maximum=300.0)
         ),
         smtp_host=read.raw("SMTP_HOST") or None,
         smtp_port=read.port("SMTP_PORT", 587),
         smtp_username=username,
         smtp_password=password,
         smtp_starttls=read.bool("SMTP_STARTTLS", True),
-        smtp_timeout=read.int("SMTP_TIMEOUT", 10, minimum=1),
+        smtp_timeout=read.float("SMTP_TIMEOUT", 10.0, minimum=0.1, maximum=3600.0),
         mail_from=mail_from,
         password_reset_url=reset_url,
         password_reset_token_lifetime=timedelta(

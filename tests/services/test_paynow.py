@@ -347,7 +347,7 @@ async def test_bad_replies_are_upstream_errors(
 async def test_a_slow_paynow_times_out(simulator: PaynowSimulator, connect: Connect) -> None:
     simulator.fault, simulator.slow_seconds = "slow", 2.5
     with pytest.raises(UpstreamError) as info:
-        await connect(settings_for(simulator, timeout=0.5)).initiate(WEB)
+        await connect(settings_for(simulator, timeout=0.2)).initiate(WEB)
     assert info.value.message == "Paynow did not answer in time; try again."
 
 
