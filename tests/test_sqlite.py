@@ -20,36 +20,20 @@ import contextlib
 import functools
 import linecache
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tortoise import connections
-from tortoise.context import TortoiseContext
 from tortoise.transactions import in_transaction
 
 from slyker import sqlite
-from slyker.database import serving_config
+from tests.sqlite_clients import sqlite_client
 
 ANSWER_WITHIN = 5.0  # a query after the cancelled one; it used to wait forever
 STEP = 0.0003  # seconds between the sweep's cancellation points
 MAX_STEPS = 200
 TARGET_ATTEMPTS = 20  # runs that may finish before reaching a targeted await point
-
-
-@contextlib.asynccontextmanager
-async def sqlite_client(path: Path) -> AsyncIterator[sqlite.SqliteClient]:
-    """The client the served app gets for a ``sqlite://`` DATABASE_URL, not yet connected."""
-    context = TortoiseContext()
-    with context:
-        await context.init(config=serving_config(f"sqlite://{path}"))
-        client = connections.get("default")
-        assert isinstance(client, sqlite.SqliteClient), type(client)
-        try:
-            yield client
-        finally:
-            await context.close_connections()
 
 
 def suspended_at(task: asyncio.Task[Any]) -> list[str]:

@@ -12,11 +12,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tortoise import connections
-from tortoise.context import TortoiseContext
 
 from slyker import sqlite
-from slyker.database import serving_config
+from tests.sqlite_clients import sqlite_client
 
 SELECT = "SELECT id, name FROM thing WHERE name = ? ORDER BY id"
 
@@ -24,19 +22,12 @@ SELECT = "SELECT id, name FROM thing WHERE name = ? ORDER BY id"
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[sqlite.SqliteClient]:
     """The served app's client for a ``sqlite://`` URL, connected, with one table."""
-    context = TortoiseContext()
-    with context:
-        await context.init(config=serving_config(f"sqlite://{tmp_path / 'db.sqlite3'}"))
-        client = connections.get("default")
-        assert isinstance(client, sqlite.SqliteClient), type(client)
+    async with sqlite_client(tmp_path / "db.sqlite3") as client:
         await client.execute_script(
             "CREATE TABLE thing (id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
             "INSERT INTO thing (name) VALUES ('a'), ('a'), ('b');"
         )
-        try:
-            yield client
-        finally:
-            await context.close_connections()
+        yield client
 
 
 def other_worker(client: sqlite.SqliteClient) -> sqlite3.Connection:
@@ -52,17 +43,10 @@ async def test_rows_are_those_of_the_normal_path(client: sqlite.SqliteClient) ->
 
 
 async def test_nothing_is_read_before_the_connection_is_open(tmp_path: Path) -> None:
-    context = TortoiseContext()
-    with context:
-        await context.init(config=serving_config(f"sqlite://{tmp_path / 'new.sqlite3'}"))
-        client = connections.get("default")
-        assert isinstance(client, sqlite.SqliteClient)
-        try:
-            assert client.read_now("SELECT 1 AS one", ()) is None  # not opened: WAL not set
-            await client.execute_query("SELECT 1")
-            assert client.read_now("SELECT 1 AS one", ()) == [{"one": 1}]
-        finally:
-            await context.close_connections()
+    async with sqlite_client(tmp_path / "new.sqlite3") as client:
+        assert client.read_now("SELECT 1 AS one", ()) is None  # not opened: WAL not set
+        await client.execute_query("SELECT 1")
+        assert client.read_now("SELECT 1 AS one", ()) == [{"one": 1}]
 
 
 async def test_a_write_committed_elsewhere_is_seen_at_once(client: sqlite.SqliteClient) -> None:
