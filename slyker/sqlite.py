@@ -66,6 +66,12 @@ log = logging.getLogger(__name__)
 ENGINE = __name__  # the ``engine`` of a Tortoise connection config
 
 
+def is_in_memory(file_path: str) -> bool:
+    """Whether a SQLite client's database is in memory: private to its one connection, no
+    other connection (a reader, the chat writer's) can open it."""
+    return file_path == ":memory:" or "mode=memory" in file_path
+
+
 class SqliteClient(TortoiseSqliteClient):
     """One connection per database, opened once, whoever is cancelled meanwhile."""
 
@@ -75,7 +81,7 @@ class SqliteClient(TortoiseSqliteClient):
         # read_now's connection: opened at its first read, None again after an error.
         self._reader: sqlite3.Connection | None = None
         # False for good once the database cannot be read that way (memory, not WAL).
-        self._reader_usable = not (file_path == ":memory:" or "mode=memory" in file_path)
+        self._reader_usable = not is_in_memory(file_path)
 
     @property
     def is_open(self) -> bool:

@@ -32,10 +32,6 @@ SLYKER = Path(slyker.__file__).parent
 
 # (module, name): why it stays.
 ALLOWED: dict[tuple[str, str], str] = {
-    ("slyker/chat/writer.py", "_execute"): "aiosqlite: runs the writer's whole SQLite"
-    " transaction in one hop on its thread; no public equivalent (MessageWriter._write_sqlite)",
-    ("slyker/chat/writer.py", "_conn"): "aiosqlite: the sqlite3 connection that transaction"
-    " runs on (same reason)",
     ("slyker/chat/writer.py", "_meta"): "Tortoise's model metadata (Model._meta), its only"
     " access to a model's field objects (to_db_value) and field names",
     # slyker.sqlite subclasses Tortoise's SQLite client and transaction context to survive

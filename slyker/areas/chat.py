@@ -2,7 +2,8 @@
 the broker they share (in-process, or Redis with REDIS_URL), started and stopped with serving.
 
 Draining on SIGTERM is the core's (:mod:`slyker.lifecycle`, which ``/ready/`` also answers
-from); the chat sockets watch it and close with 1001.
+from); the chat sockets watch it and close with 1001. When serving ends the message writer
+stores what is waiting, then closes its own SQLite connection (:mod:`slyker.chat.writer`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from quart import Quart
 
 from slyker.blueprints import chat
 from slyker.chat.service import BROKER_KEY, make_broker
+from slyker.chat.writer import closing_writer
 from slyker.settings import EXTENSION_KEY as SETTINGS_KEY
 
 
@@ -19,4 +21,6 @@ def init_app(app: Quart) -> None:
     app.extensions[BROKER_KEY] = broker
     app.before_serving(broker.start)
     app.after_serving(broker.stop)
+    # The message writer stores what is waiting and closes its connection when serving ends.
+    app.while_serving(closing_writer)
     app.register_blueprint(chat.blueprint)

@@ -18,15 +18,25 @@ has run: it is published) or not stored at all (its future gets the error: the s
 told). Ids grow in the order messages were handed over, so per-conversation order holds. The
 flush runs in a task of its own: a sender that goes away meanwhile cannot leave a message
 stored but unpublished, nor the others' futures unanswered.
+
+On a SQLite file the writer has a connection of its own (:class:`WriterConnection`), used
+only on a thread of its own: each batch is one hop to that thread and back, whatever it
+holds (:meth:`MessageWriter._write_sqlite` says why that matters). SQLite's own locking
+serialises it with the Tortoise connection (WAL, ``BEGIN IMMEDIATE``, a busy timeout: any
+waiting happens on the writer's thread, never on the event loop), as it does the connections
+of several workers. An in-memory database is private to its connection: there the writer goes
+through Tortoise's transactions (more hops), and conversations are opened by the service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +49,7 @@ from tortoise.transactions import in_transaction
 
 from slyker.database import CONNECTION
 from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
+from slyker.sqlite import is_in_memory
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,10 @@ MAX_BATCH = 200  # messages per transaction
 MESSAGES_TABLE = "chat_message"  # ChatMessage's table (slyker/models/chat.py)
 CONVERSATIONS_TABLE = "chat_conversation"  # Conversation's
 SLOW_WRITE_SECONDS = 0.1  # a transaction slower than this is logged
+# How long the writer's connection waits for SQLite's write lock (held by the Tortoise
+# connection, another worker, a CLI command): the Tortoise connection's own, sqlite3's default
+# (aiosqlite and Tortoise keep it). Waited for on the writer's thread.
+BUSY_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -67,9 +82,14 @@ Opening = tuple[Conversation, list[Any], "asyncio.Future[Conversation | None]"]
 
 
 def sqlite_client() -> SqliteClient | None:
-    """The SQLite client the writer can use directly (one hop per transaction), if any."""
+    """The SQLite client whose database file the writer writes to on its own connection (one
+    hop per transaction), if any: not inside a transaction, not an in-memory database."""
     database = connections.get(CONNECTION)  # a transaction's own client inside one
-    if isinstance(database, SqliteClient) and not isinstance(database, TransactionalDBClient):
+    if (
+        isinstance(database, SqliteClient)
+        and not isinstance(database, TransactionalDBClient)
+        and not is_in_memory(database.filename)
+    ):
         return database
     return None
 
@@ -79,19 +99,29 @@ class MessageWriter:
         self._waiting: list[Waiting] = []
         self._openings: list[Opening] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._connection = WriterConnection()
 
     @staticmethod
     def can_open() -> bool:
-        """Whether :meth:`open` is available (SQLite, outside any transaction)."""
+        """Whether :meth:`open` is available (a SQLite file, outside any transaction)."""
         return sqlite_client() is not None
 
+    async def close(self) -> None:
+        """Store what is waiting (every sender is answered), then close the writer's
+        connection and its thread. The writer stays usable: a later message opens them
+        again."""
+        while self._flushing is not None and not self._flushing.done():
+            await asyncio.shield(self._flushing)  # it runs to its end even if we are cancelled
+        await self._connection.close()
+
     async def open(self, conversation: Conversation) -> Conversation | None:
-        """Create the unsaved ``conversation`` with whatever else is waiting (SQLite only:
-        :meth:`can_open`): the conversation, now with its id, or None if a conversation with
-        its session id exists already (then nothing was created). Raises if not stored."""
+        """Create the unsaved ``conversation`` with whatever else is waiting (a SQLite file
+        only: :meth:`can_open`): the conversation, now with its id, or None if a conversation
+        with its session id exists already (then nothing was created). Raises if not
+        stored."""
         database = sqlite_client()
         if database is None:
-            raise RuntimeError("Conversations are opened by the writer only on SQLite")
+            raise RuntimeError("Conversations are opened by the writer only on a SQLite file")
         # Converted (and validated) here: a bad conversation fails for its own caller only,
         # not for everyone in its batch.
         columns, _ = _conversation_insert(database)
@@ -178,7 +208,7 @@ class MessageWriter:
         if database is not None:
             opened = await self._write_sqlite(batch, rows, openings, database, now)
         elif openings:  # only while the database changed under a running writer (tests)
-            raise RuntimeError("Conversations are opened by the writer only on SQLite")
+            raise RuntimeError("Conversations are opened by the writer only on a SQLite file")
         elif batch:
             await self._write_transaction(batch, rows, now)
         for message in batch:
@@ -188,32 +218,33 @@ class MessageWriter:
                 message.conversation.closed_at = None
         return rows, opened
 
-    @staticmethod
     async def _write_sqlite(
+        self,
         batch: list[NewMessage],
         rows: list[ChatMessage],
         openings: list[tuple[Conversation, list[Any]]],
         database: SqliteClient,
         now: datetime,
     ) -> list[Conversation | None]:
-        """The whole transaction in one call on aiosqlite's thread. Every SQLite call is a hop
-        to that thread and back, and under load each hop waits for the GIL (a switch interval,
-        5 ms, when the event loop is busy): six hops per batch (commit, BEGIN, insert, read the
-        ids, update, COMMIT) made a reply wait tens of milliseconds. One hop, under the
-        client's lock (the one every Tortoise query and transaction on it takes), is atomic
-        whatever happens to the awaiting task: the thread runs it to its COMMIT or ROLLBACK.
+        """The whole transaction in one call on the writer's own thread, on its own
+        connection. Every SQLite call through aiosqlite is a hop to its thread and back, and
+        under load each hop waits for the GIL (a switch interval, 5 ms, when the event loop is
+        busy): six hops per batch (commit, BEGIN, insert, read the ids, update, COMMIT) made a
+        reply wait tens of milliseconds. One hop is also atomic whatever happens to the
+        awaiting task: the thread runs it to its COMMIT or ROLLBACK.
+
+        Its own connection, not the Tortoise client's: aiosqlite 0.22 has no public call that
+        runs a function on its thread (its public calls are one statement a hop), and a plain
+        ``sqlite3`` connection on a single-worker executor is that call with public APIs only.
+        It needs no lock of the event loop's: ``BEGIN IMMEDIATE`` takes SQLite's write lock, so
+        the Tortoise connection's transactions and writes (and other workers') come before or
+        after it, never between its statements, and ids grow in commit order.
 
         New conversations go first (``ON CONFLICT DO NOTHING``: a taken session id creates
         nothing and answers None); no message of the batch can belong to one of them (its
-        first message waits for its opening).
-
-        This takes aiosqlite's private ``_execute`` and ``_conn`` (tests/test_private_names.py
-        lists them): aiosqlite 0.22 has no public call that runs a function on its thread, and
-        its public calls are one statement a hop (``executescript`` takes no parameters and
-        returns no ids), so the public route is the five hops this avoids."""
+        first message waits for its opening)."""
         transaction = _SqliteTransaction.of(batch, openings, database, now)
-        async with database.acquire_connection() as connection:
-            ids, conversation_ids = await connection._execute(transaction.run, connection._conn)
+        ids, conversation_ids = await self._connection.run(database, transaction)
         for row, row_id in zip(rows, ids, strict=True):
             row.id = row_id
         return _opened_conversations(openings, conversation_ids)
@@ -286,10 +317,98 @@ class MessageWriter:
             row.id = row_id
 
 
+class WriterConnection:
+    """The writer's own ``sqlite3`` connection to the database file, used only on its own
+    thread (a single-worker executor): opened there at the first transaction with the
+    Tortoise connection's PRAGMAs (WAL, foreign keys, journal size, any of ``DATABASE_URL``)
+    and busy timeout; closed there after an error (a disk I/O error, "database is locked")
+    and opened again for the next transaction; :meth:`close` ends both (a later transaction
+    starts a new thread)."""
+
+    def __init__(self) -> None:
+        self._thread: _WriterThread | None = None
+
+    async def run(
+        self, database: SqliteClient, transaction: _SqliteTransaction
+    ) -> tuple[list[int], list[int | None]]:
+        """``transaction`` run on the database file of ``database``, in one hop."""
+        if self._thread is None:
+            self._thread = _WriterThread()
+        opened_for = (database.filename, tuple(database.pragmas.items()))
+        return await self._thread.call(self._thread.run, opened_for, transaction)
+
+    async def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await thread.close()
+
+
+Database = tuple[str, tuple[tuple[str, Any], ...]]  # a file and its PRAGMAs
+
+
+class _WriterThread:
+    """A single-worker executor and the connection only its thread touches."""
+
+    def __init__(self) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-writer")
+        self.connection: sqlite3.Connection | None = None
+        self.database: Database | None = None  # what the connection was opened for
+
+    async def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+
+    async def close(self) -> None:
+        try:
+            await self.call(self.disconnect)
+        finally:
+            self.executor.shutdown(wait=False)  # nothing is left for its thread: it ends
+
+    def run(
+        self, database: Database, transaction: _SqliteTransaction
+    ) -> tuple[list[int], list[int | None]]:
+        if self.connection is None or self.database != database:  # or another database
+            self.disconnect()
+            self.connection, self.database = _connect(*database), database
+        try:
+            return transaction.run(self.connection)
+        except sqlite3.Error:
+            self.disconnect()  # whatever state it is in; the next transaction reopens it
+            raise
+
+    def disconnect(self) -> None:
+        connection, self.connection, self.database = self.connection, None, None
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()  # rolls back a transaction left open
+
+
+def _connect(filename: str, pragmas: tuple[tuple[str, Any], ...]) -> sqlite3.Connection:
+    """A connection set up as Tortoise sets up its own (``SqliteClient.create_connection``):
+    autocommit (the transaction sends its own BEGIN), then the client's PRAGMAs."""
+    connection = sqlite3.connect(filename, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    try:
+        for pragma, value in pragmas:
+            connection.execute(f"PRAGMA {pragma}={value}").close()
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+async def closing_writer() -> AsyncGenerator[None, None]:
+    """A ``while_serving`` hook: when serving ends (SIGTERM, after the sockets are closed),
+    the app's writer stores what is waiting, then closes its connection and thread. Such
+    hooks end before the ``after_serving`` ones, so before the database closes."""
+    yield
+    writer = current_app.extensions.get(WRITER_KEY)
+    if writer is not None:
+        await writer.close()
+
+
 @dataclass(slots=True)
 class _SqliteTransaction:
-    """One batch's writes on SQLite, prepared on the event loop, then run in one call on
-    aiosqlite's thread (:meth:`MessageWriter._write_sqlite` says why)."""
+    """One batch's writes on SQLite, prepared on the event loop, then run in one call on the
+    writer's thread (:meth:`MessageWriter._write_sqlite` says why)."""
 
     create_conversation: str  # the INSERT of a conversation (``ON CONFLICT DO NOTHING``)
     new_conversations: list[list[Any]]  # its parameters, one list per opening
@@ -327,7 +446,7 @@ class _SqliteTransaction:
         )
 
     def run(self, connection: sqlite3.Connection) -> tuple[list[int], list[int | None]]:
-        """All of it or nothing (on aiosqlite's thread): the messages' ids and the new
+        """All of it or nothing (on the writer's thread): the messages' ids and the new
         conversations' ids (None where the session id was taken)."""
         connection.execute("BEGIN IMMEDIATE")
         try:

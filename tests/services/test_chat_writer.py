@@ -7,17 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from quart import Quart
 from tortoise.exceptions import ValidationError
+from tortoise.transactions import in_transaction
 
 from slyker.chat.service import open_conversation
 from slyker.chat.writer import MessageWriter, NewMessage
 from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
 from tests.api import db
-from tests.conftest import TEST_DATABASE
+from tests.conftest import TEST_DATABASE, prepare_database
+
+
+@pytest.fixture
+async def writer() -> AsyncIterator[MessageWriter]:
+    """A writer of the test's own, closed at the end (on SQLite: its connection and thread)."""
+    writer = MessageWriter()
+    yield writer
+    await writer.close()
 
 
 async def new_conversation(**fields: object) -> Conversation:
@@ -26,11 +36,11 @@ async def new_conversation(**fields: object) -> Conversation:
 
 async def test_messages_handed_over_together_are_stored_in_order_then_published(
     app: Quart,
+    writer: MessageWriter,
 ) -> None:
     with db(app):
         first, second = await new_conversation(), await new_conversation()
         published: list[tuple[int, str]] = []
-        writer = MessageWriter()
         messages = [
             NewMessage(
                 conversation,
@@ -50,22 +60,25 @@ async def test_messages_handed_over_together_are_stored_in_order_then_published(
         assert [row.created_at for row in rows] == [m.created_at for m in stored]
 
 
-async def test_a_visitor_message_reopens_its_closed_conversation(app: Quart) -> None:
+async def test_a_visitor_message_reopens_its_closed_conversation(
+    app: Quart, writer: MessageWriter
+) -> None:
     with db(app):
         closed = await new_conversation(status=ConversationStatus.CLOSED)
         message = NewMessage(closed, SenderType.USER, "Visitor", "Back again", reopen=True)
-        await MessageWriter().store(message)
+        await writer.store(message)
         await closed.refresh_from_db()
         assert closed.status == ConversationStatus.ACTIVE
         assert closed.closed_at is None
 
 
-async def test_a_refused_batch_stores_nothing_and_every_sender_is_told(app: Quart) -> None:
+async def test_a_refused_batch_stores_nothing_and_every_sender_is_told(
+    app: Quart, writer: MessageWriter
+) -> None:
     with db(app):
         real = await new_conversation()
         gone = Conversation(id=2**31 - 1, session_id=uuid.uuid4(), department="sales")
         published: list[int] = []
-        writer = MessageWriter()
         futures = writer.submit(
             [
                 NewMessage(
@@ -88,9 +101,150 @@ async def test_a_refused_batch_stores_nothing_and_every_sender_is_told(app: Quar
         assert [m.id for m in await ChatMessage.all()] == [row.id]
 
 
+def visitor_says(conversation: Conversation, text: str) -> NewMessage:
+    return NewMessage(conversation, SenderType.USER, "Visitor", text)
+
+
+async def agent_says(conversation: Conversation, text: str, connection: Any) -> ChatMessage:
+    """A message written by a Tortoise transaction, not the writer."""
+    return await ChatMessage.create(
+        conversation=conversation,
+        sender_type=SenderType.AGENT,
+        sender_name="Agent",
+        text=text,
+        using_db=connection,
+    )
+
+
 sqlite_only = pytest.mark.skipif(
     TEST_DATABASE != "sqlite", reason="the writer opens conversations on SQLite only"
 )
+
+
+@pytest.mark.skipif(TEST_DATABASE != "sqlite", reason="SQLite's write lock")
+async def test_a_batch_handed_over_during_a_tortoise_write_transaction_commits_after_it(
+    app: Quart, writer: MessageWriter
+) -> None:
+    """On SQLite the writer has a connection of its own: while a Tortoise transaction holds
+    the write lock the writer waits for it (on its own thread: the event loop and that
+    transaction go on), then commits after it. Both commit, nothing is lost, ids follow the
+    commits. (Without a busy timeout the batch would fail with "database is locked"; waiting
+    on the event loop would stall the transaction below until the writer gave up.)"""
+    with db(app):
+        conversation = await new_conversation()
+        go = asyncio.Event()
+
+        async def hand_over() -> list[asyncio.Future[ChatMessage]]:
+            """A socket's task, outside the transaction (the writer's task copies its
+            context: started inside it, it would write inside it)."""
+            await go.wait()
+            return writer.submit([visitor_says(conversation, f"writer {n}") for n in range(3)])
+
+        handing_over = asyncio.create_task(hand_over())
+        async with in_transaction() as connection:
+            await agent_says(conversation, "transaction 1", connection)
+            go.set()
+            futures = await handing_over
+            for _ in range(10):  # loop turns and time for the writer's thread to try its BEGIN
+                await asyncio.sleep(0.005)
+            assert not any(future.done() for future in futures)  # not inside this transaction
+            await agent_says(conversation, "transaction 2", connection)
+            await (
+                Conversation.filter(id=conversation.id)
+                .using_db(connection)
+                .update(visitor_name="Ada")
+            )
+        rows = await asyncio.gather(*futures)
+        stored = await ChatMessage.all().order_by("id")
+        assert [m.text for m in stored] == [
+            "transaction 1",
+            "transaction 2",
+            "writer 0",
+            "writer 1",
+            "writer 2",
+        ]
+        assert [row.id for row in rows] == [m.id for m in stored[2:]]
+        again = await Conversation.get(id=conversation.id)
+        assert again.visitor_name == "Ada"  # the transaction's update
+        assert again.last_active_at == rows[0].created_at  # and the writer's, after it
+
+
+async def test_writer_batches_and_tortoise_transactions_at_once_all_commit(
+    app: Quart, writer: MessageWriter
+) -> None:
+    """Batches and Tortoise write transactions started together, interleaved: every one
+    commits (none refused for a lock), nothing is lost, the writer's ids grow in hand-over
+    order and each row it answered is the one stored."""
+    with db(app):
+        conversation = await new_conversation()
+
+        async def tortoise_writes(n: int) -> None:
+            async with in_transaction() as connection:
+                await agent_says(conversation, f"transaction {n}", connection)
+                await asyncio.sleep(0)  # a loop turn inside the transaction
+                await (
+                    Conversation.filter(id=conversation.id)
+                    .using_db(connection)
+                    .update(visitor_name=f"transaction {n}")
+                )
+
+        futures: list[asyncio.Future[ChatMessage]] = []
+        transactions: list[asyncio.Task[None]] = []
+        for n in range(20):
+            futures += writer.submit([visitor_says(conversation, f"writer {n}")])
+            transactions.append(asyncio.create_task(tortoise_writes(n)))
+            await asyncio.sleep(0)
+        rows = await asyncio.gather(*futures)
+        await asyncio.gather(*transactions)
+        stored = await ChatMessage.all().order_by("id")
+        assert sorted(m.text for m in stored) == sorted(
+            [f"writer {n}" for n in range(20)] + [f"transaction {n}" for n in range(20)]
+        )
+        by_writer = [m for m in stored if m.text.startswith("writer")]
+        assert [m.text for m in by_writer] == [f"writer {n}" for n in range(20)]
+        assert [(row.id, row.text) for row in rows] == [(m.id, m.text) for m in by_writer]
+
+
+async def test_closing_stores_what_is_waiting_and_the_writer_goes_on(
+    app: Quart, writer: MessageWriter
+) -> None:
+    """Closing (when serving ends) answers every sender first; a later message is stored
+    again (on SQLite through a new connection and thread)."""
+    with db(app):
+        conversation = await new_conversation()
+        futures = writer.submit([visitor_says(conversation, f"text {n}") for n in range(3)])
+        await writer.close()
+        assert [future.result().text for future in futures] == ["text 0", "text 1", "text 2"]
+        await writer.close()  # twice is fine
+        row = await writer.store(visitor_says(conversation, "after closing"))
+        stored = await ChatMessage.all().order_by("id")
+        assert [m.text for m in stored] == ["text 0", "text 1", "text 2", "after closing"]
+        assert stored[-1].id == row.id
+
+
+async def test_on_an_in_memory_database_the_writer_uses_tortoises_transactions(
+    app_factory: Any,
+) -> None:
+    """An in-memory SQLite database is private to its connection: the writer cannot open one
+    of its own, so it stores through Tortoise's transactions, and the service opens
+    conversations itself."""
+    application = app_factory(DATABASE_URL="sqlite://:memory:")
+    async with application.test_app(), application.app_context():
+        await prepare_database(application)
+        with db(application):
+            writer = MessageWriter()
+            assert not writer.can_open()
+            conversation, created = await open_conversation(
+                uuid.uuid4(), "sales", "Ada", None, "a" * 64, lambda _: True
+            )
+            assert created and conversation is not None
+            rows = await asyncio.gather(
+                *writer.submit([visitor_says(conversation, f"text {n}") for n in range(3)])
+            )
+            stored = await ChatMessage.all().order_by("id")
+            assert [(m.id, m.text) for m in stored] == [(r.id, r.text) for r in rows]
+            assert [m.text for m in stored] == ["text 0", "text 1", "text 2"]
+            await writer.close()
 
 
 def draft(session_id: uuid.UUID | None = None, **fields: object) -> Conversation:
@@ -99,10 +253,11 @@ def draft(session_id: uuid.UUID | None = None, **fields: object) -> Conversation
 
 
 @sqlite_only
-async def test_new_conversations_are_stored_with_the_waiting_messages(app: Quart) -> None:
+async def test_new_conversations_are_stored_with_the_waiting_messages(
+    app: Quart, writer: MessageWriter
+) -> None:
     with db(app):
         existing = await new_conversation()
-        writer = MessageWriter()
         assert writer.can_open()
         drafts = [draft(), draft()]
         [message] = writer.submit([NewMessage(existing, SenderType.USER, "Visitor", "hi")])
@@ -136,18 +291,19 @@ async def test_new_conversations_are_stored_with_the_waiting_messages(app: Quart
 
 
 @sqlite_only
-async def test_a_taken_session_id_creates_nothing(app: Quart) -> None:
+async def test_a_taken_session_id_creates_nothing(app: Quart, writer: MessageWriter) -> None:
     with db(app):
         existing = await new_conversation(visitor_name="First")
-        assert await MessageWriter().open(draft(existing.session_id)) is None
+        assert await writer.open(draft(existing.session_id)) is None
         assert [c.visitor_name for c in await Conversation.all()] == ["First"]
 
 
 @sqlite_only
-async def test_a_refused_opening_stores_nothing_of_its_batch(app: Quart) -> None:
+async def test_a_refused_opening_stores_nothing_of_its_batch(
+    app: Quart, writer: MessageWriter
+) -> None:
     with db(app):
         existing = await new_conversation()
-        writer = MessageWriter()
         [message] = writer.submit([NewMessage(existing, SenderType.USER, "Visitor", "hi")])
         refused = draft(user_id=2**31 - 1)  # no such user: the foreign key refuses it
         with pytest.raises(Exception):  # noqa: B017 - the database's own integrity error
@@ -159,10 +315,11 @@ async def test_a_refused_opening_stores_nothing_of_its_batch(app: Quart) -> None
 
 
 @sqlite_only
-async def test_an_invalid_conversation_fails_for_its_caller_alone(app: Quart) -> None:
+async def test_an_invalid_conversation_fails_for_its_caller_alone(
+    app: Quart, writer: MessageWriter
+) -> None:
     with db(app):
         existing = await new_conversation()
-        writer = MessageWriter()
         [message] = writer.submit([NewMessage(existing, SenderType.USER, "Visitor", "hi")])
         with pytest.raises(ValidationError):
             await writer.open(draft(visitor_name="x" * 101))  # max_length 100
