@@ -111,7 +111,7 @@ class MessageWriter:
         connection and its thread. The writer stays usable: a later message opens them
         again."""
         while self._flushing is not None and not self._flushing.done():
-            await asyncio.shield(self._flushing)  # it runs to its end even if we are cancelled
+            await asyncio.wait([self._flushing])  # never cancels it, never raises
         await self._connection.close()
 
     async def open(self, conversation: Conversation) -> Conversation | None:
@@ -361,7 +361,9 @@ class _WriterThread:
         try:
             await self.call(self.disconnect)
         finally:
-            self.executor.shutdown(wait=False)  # nothing is left for its thread: it ends
+            # Its thread is idle now: it ends at once (a join of microseconds, when serving
+            # ends), so nothing of the writer outlives the app.
+            self.executor.shutdown(wait=True)
 
     def run(
         self, database: Database, transaction: _SqliteTransaction

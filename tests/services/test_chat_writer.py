@@ -6,6 +6,7 @@ PostgreSQL with SLYKER_TEST_DATABASE=postgres."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,7 @@ from tortoise.exceptions import ValidationError
 from tortoise.transactions import in_transaction
 
 from slyker.chat.service import open_conversation
-from slyker.chat.writer import MessageWriter, NewMessage
+from slyker.chat.writer import MessageWriter, NewMessage, current_writer
 from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
 from tests.api import db
 from tests.conftest import TEST_DATABASE, prepare_database
@@ -220,6 +221,27 @@ async def test_closing_stores_what_is_waiting_and_the_writer_goes_on(
         stored = await ChatMessage.all().order_by("id")
         assert [m.text for m in stored] == ["text 0", "text 1", "text 2", "after closing"]
         assert stored[-1].id == row.id
+
+
+@pytest.mark.skipif(TEST_DATABASE != "sqlite", reason="the writer's own SQLite connection")
+async def test_the_apps_writer_stores_what_is_waiting_and_closes_when_serving_ends(
+    app_factory: Any,
+) -> None:
+    """When serving ends (SIGTERM included) the app's writer answers every sender first,
+    then closes its connection and thread: none of it outlives the app."""
+    before = set(threading.enumerate())
+    application = app_factory()
+    async with application.test_app(), application.app_context():
+        await prepare_database(application)
+        with db(application):
+            conversation = await new_conversation()
+            writer = current_writer()
+            await writer.store(visitor_says(conversation, "first"))
+            threads = {t for t in set(threading.enumerate()) - before if "chat-writer" in t.name}
+            assert len(threads) == 1
+            waiting = writer.submit([visitor_says(conversation, "waiting")])
+    assert waiting[0].result().text == "waiting"
+    assert not any(thread.is_alive() for thread in threads)
 
 
 async def test_on_an_in_memory_database_the_writer_uses_tortoises_transactions(
