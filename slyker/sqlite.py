@@ -72,6 +72,17 @@ def is_in_memory(file_path: str) -> bool:
     return file_path == ":memory:" or "mode=memory" in file_path
 
 
+def file_client(connection: object) -> SqliteClient | None:
+    """``connection`` if it is this client on a SQLite database file, else None. A
+    transaction's connection is never this class (Tortoise's transaction wrapper is), so a
+    client returned here is always outside any transaction; an in-memory database is private
+    to its one connection, so it is left out too. What may use another connection of its own
+    (the on-loop reader, the chat writer) asks this."""
+    if isinstance(connection, SqliteClient) and not is_in_memory(connection.filename):
+        return connection
+    return None
+
+
 class SqliteClient(TortoiseSqliteClient):
     """One connection per database, opened once, whoever is cancelled meanwhile."""
 

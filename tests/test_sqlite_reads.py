@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tortoise.transactions import in_transaction
 
 from slyker import sqlite
 from tests.sqlite_clients import sqlite_client
@@ -113,3 +114,16 @@ async def test_only_a_file_database_in_wal_mode_is_read_so(
         assert await client.execute_query_dict(SELECT, ["a"]) == [{"id": 1, "name": "a"}]
     finally:
         await client.close()
+
+
+async def test_file_client_is_the_plain_client_of_a_database_file(
+    client: sqlite.SqliteClient,
+) -> None:
+    """What may use a connection of its own asks file_client: never a transaction's
+    connection (whose uncommitted writes only it sees), never an in-memory database."""
+    assert sqlite.file_client(client) is client
+    async with in_transaction("default") as connection:
+        assert sqlite.file_client(connection) is None
+    in_memory = sqlite.SqliteClient(":memory:", connection_name="memory")
+    assert sqlite.file_client(in_memory) is None
+    assert sqlite.file_client(object()) is None

@@ -43,13 +43,11 @@ from typing import Any
 
 from quart import current_app
 from tortoise import connections
-from tortoise.backends.base.client import TransactionalDBClient
-from tortoise.backends.sqlite.client import SqliteClient
 from tortoise.transactions import in_transaction
 
 from slyker.database import CONNECTION
 from slyker.models.chat import ChatMessage, Conversation, ConversationStatus, SenderType
-from slyker.sqlite import is_in_memory
+from slyker.sqlite import SqliteClient, file_client
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +82,7 @@ Opening = tuple[Conversation, list[Any], "asyncio.Future[Conversation | None]"]
 def sqlite_client() -> SqliteClient | None:
     """The SQLite client whose database file the writer writes to on its own connection (one
     hop per transaction), if any: not inside a transaction, not an in-memory database."""
-    database = connections.get(CONNECTION)  # a transaction's own client inside one
-    if (
-        isinstance(database, SqliteClient)
-        and not isinstance(database, TransactionalDBClient)
-        and not is_in_memory(database.filename)
-    ):
-        return database
-    return None
+    return file_client(connections.get(CONNECTION))  # a transaction's own client inside one
 
 
 class MessageWriter:

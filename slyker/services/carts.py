@@ -33,7 +33,6 @@ from types import FunctionType
 from typing import Any
 
 from tortoise import connections
-from tortoise.backends.base.client import TransactionalDBClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.fields import DatetimeField
@@ -68,7 +67,7 @@ from slyker.pricing import (
     too_large,
 )
 from slyker.services.errors import CartClosed, CartFull, CartNotFound, InvalidInput, NotFound
-from slyker.sqlite import SqliteClient
+from slyker.sqlite import file_client
 
 log = logging.getLogger(__name__)
 
@@ -322,10 +321,8 @@ class _PreparedRead:
         sql, per_cart, no_coupon, per_line = prepared
         rows = None
         # SQLite outside a transaction: read on the event loop, no thread hop (slyker.sqlite).
-        if isinstance(connection, SqliteClient) and not isinstance(
-            connection, TransactionalDBClient
-        ):
-            rows = connection.read_now(sql, (value,))
+        if (client := file_client(connection)) is not None:
+            rows = client.read_now(sql, (value,))
         if rows is None:
             rows = await connection.execute_query_dict(sql, [value])
         if rows:
